@@ -1,0 +1,125 @@
+"""One description of a model's tensors, shared by every stage.
+
+Exporters name graph inputs and outputs from a `ModelSpec`, the repository writer turns it
+into `config.pbtxt`, the client checks requests against it and the benchmarks generate inputs
+from it. Shapes never include the batch dimension (Triton's convention when
+`max_batch_size > 0`); `-1` marks a variable dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+# numpy dtype name -> Triton wire datatype (as in model metadata and ModelInferRequest).
+_WIRE_DTYPES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
+SUPPORTED_DTYPES = tuple(_WIRE_DTYPES)
+
+
+def wire_dtype(dtype: str) -> str:
+    """Triton's datatype name for a numpy dtype name (`float32` -> `FP32`)."""
+    return _WIRE_DTYPES[dtype]
+
+
+def config_dtype(dtype: str) -> str:
+    """The `config.pbtxt` enum name for a numpy dtype name (`float32` -> `TYPE_FP32`)."""
+    return "TYPE_" + _WIRE_DTYPES[dtype]
+
+
+def dtype_from_wire(wire: str) -> str:
+    """The numpy dtype name for a Triton datatype name (`FP32` or `TYPE_FP32` -> `float32`)."""
+    wire = wire.removeprefix("TYPE_")
+    for name, w in _WIRE_DTYPES.items():
+        if w == wire:
+            return name
+    raise ValueError(f"unsupported Triton datatype {wire!r}")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor without its batch dimension.
+
+    `high` bounds integer ids: valid values are `0 <= v < high`, either one bound for every
+    element or one per position of the last dimension (e.g. one per embedding table).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    high: int | tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"tensor name {self.name!r} must be a Python identifier")
+        if self.dtype not in _WIRE_DTYPES:
+            raise ValueError(f"tensor {self.name!r}: dtype {self.dtype!r} is not one of {SUPPORTED_DTYPES}")
+        if any(d == 0 or d < -1 for d in self.shape):
+            raise ValueError(f"tensor {self.name!r}: dims must be positive or -1, got {self.shape}")
+        if isinstance(self.high, tuple) and (not self.shape or len(self.high) != self.shape[-1]):
+            raise ValueError(f"tensor {self.name!r}: {len(self.high)} bounds do not match shape {self.shape}")
+
+    @property
+    def is_integer(self) -> bool:
+        return np.issubdtype(np.dtype(self.dtype), np.integer)
+
+    def random(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """A random batch of valid values: ids within `high`, floats from a standard normal."""
+        shape = (batch_size, *(1 if d == -1 else d for d in self.shape))
+        if self.dtype == "bool":
+            return rng.integers(0, 2, size=shape).astype(bool)
+        if self.is_integer:
+            high = np.asarray(self.high if self.high is not None else 100, dtype=np.int64)
+            return (rng.random(shape) * high).astype(self.dtype)
+        return rng.standard_normal(shape).astype(self.dtype)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A servable model: its name, tensors and the largest batch Triton may form."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.inputs or not self.outputs:
+            raise ValueError(f"model {self.name!r} needs at least one input and one output")
+        names = [t.name for t in (*self.inputs, *self.outputs)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model {self.name!r}: tensor names must be unique, got {names}")
+        if self.max_batch_size < 1:
+            raise ValueError(f"model {self.name!r}: max_batch_size must be >= 1")
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def random_inputs(self, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """Valid random inputs for every input tensor, reproducible from `seed`."""
+        rng = np.random.default_rng(seed)
+        return {t.name: t.random(batch_size, rng) for t in self.inputs}
+
+    def renamed(self, name: str) -> ModelSpec:
+        return ModelSpec(name, self.inputs, self.outputs, self.max_batch_size)
+
+
+def as_feeds(spec: ModelSpec, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Arrays in the order of the spec's inputs (the order of `forward`'s arguments)."""
+    return [arrays[name] for name in spec.input_names]
