@@ -88,3 +88,10 @@ class DeadlineExceeded(ClientError):
 
 class InferenceFailed(ClientError):
     pass
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none: foreign errors
+    (exporters, runtimes) often carry pages of context that a one-line report cannot show."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,202 @@
+"""Reading checkpoints safely and rebuilding the model they belong to.
+
+Nothing here executes pickled code: `.pt`/`.pth`/`.bin` files go through
+`torch.load(weights_only=True)`, `.safetensors` through safetensors. A training checkpoint
+(`model_state_dict`, `optimizer_state_dict`, `epoch`, `loss`, `metrics`, `config`) carries its
+architecture; a bare state dict needs the architecture from the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from export.custom import CustomArch
+from tritonstack.errors import CheckpointError, UsageError, first_line
+from tritonstack.spec import ModelSpec
+
+# Wrappers that prefix every key: DistributedDataParallel and torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# torch.save writes a zip archive; before torch 1.6 it wrote a bare pickle (protocol 2+).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """How to rebuild the module when the checkpoint does not say: a built-in architecture with
+    a preset or config, or a custom `module:callable`."""
+
+    arch: str | None = None
+    preset: str | None = None
+    config: Mapping[str, Any] | None = None
+    custom: CustomArch | None = None
+
+
+@dataclass
+class LoadedModel:
+    """A module in eval mode with its weights loaded, and everything known about where it came from."""
+
+    module: nn.Module
+    spec: ModelSpec
+    arch: str
+    config: dict[str, Any]
+    source: Path
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_model(
+    path: Path, source: ModelSource = ModelSource(), name: str | None = None, max_batch_size: int = 256
+) -> LoadedModel:
+    """Read `path`, rebuild its model and load the weights strictly (every key must match)."""
+    state, meta = read_checkpoint(path)
+    module, spec, arch, config = _build(source, meta.get("config"), path, name, max_batch_size)
+    load_state_strict(module, state, path)
+    info = {k: meta[k] for k in ("epoch", "loss", "metrics") if k in meta}
+    return LoadedModel(module.eval(), spec, arch, config, path, info)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict (wrapper prefixes stripped) and the checkpoint's other entries."""
+    path = Path(path)
+    if path.is_dir():
+        path = _weights_in_folder(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path} — check the path")
+    if path.suffix == ".safetensors":
+        state, meta = _read_safetensors(path)
+    else:
+        state, meta = _read_torch(path)
+    return strip_wrapper_prefixes(state), meta
+
+
+def strip_wrapper_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        while key.startswith(_WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
+
+
+def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Load weights, naming every missing, unexpected and mis-shaped key on failure."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state))
+        if state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{label} ({len(keys)}): {_abbreviate(keys)}"
+            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape", shapes))
+            if keys
+        ]
+        raise CheckpointError(
+            f"{path} does not fit the {type(module).__name__} it is loaded into: {'; '.join(parts)} "
+            "— check --arch/--preset/--config match the checkpoint"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def _abbreviate(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", … {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _weights_in_folder(folder: Path) -> Path:
+    for candidate in ("model.safetensors", "pytorch_model.bin", "model.pt"):
+        if (folder / candidate).is_file():
+            return folder / candidate
+    raise CheckpointError(f"{folder} holds no model.safetensors, pytorch_model.bin or model.pt")
+
+
+def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (empty, truncated or another format)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        culprit = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path} needs arbitrary unpickling{culprit}, which could run code; tritonstack only loads "
+            "weights_only checkpoints — if you trust the file, re-save its state dict with torch.save "
+            "or as .safetensors"
+        ) from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt: {first_line(exc)}") from exc
+    return _split_checkpoint(obj, path)
+
+
+def _split_checkpoint(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if isinstance(obj, Mapping) and "model_state_dict" in obj:
+        meta = {k: v for k, v in obj.items() if k not in ("model_state_dict", "optimizer_state_dict")}
+        return dict(obj["model_state_dict"]), meta
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj), {}
+    raise CheckpointError(f"{path} is neither a state dict nor a training checkpoint with 'model_state_dict'")
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {first_line(exc)}") from exc
+    config_file = path.with_name("config.json")
+    meta = {"config": json.loads(config_file.read_text())} if config_file.is_file() else {}
+    return state, meta
+
+
+def _build(
+    source: ModelSource, saved_config: object, path: Path, name: str | None, max_batch_size: int
+) -> tuple[nn.Module, ModelSpec, str, dict[str, Any]]:
+    if source.custom is not None:
+        module, spec = source.custom.build(dict(source.config or {}), name, max_batch_size)
+        return module, spec, source.custom.target, dict(source.config or {})
+    import recsys
+
+    arch_name, params = _builtin_config(source, saved_config, path)
+    arch = recsys.get_architecture(arch_name)
+    try:
+        config = (
+            arch.config_type.from_dict(params) if params is not None else arch.preset(source.preset or "")
+        )
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: invalid {arch_name} config: {first_line(exc)}") from exc
+    spec = arch.spec(config, model_name=name or arch_name, max_batch_size=max_batch_size)
+    return arch.build(config), spec, arch_name, config.to_dict()
+
+
+def _builtin_config(source: ModelSource, saved: object, path: Path) -> tuple[str, Mapping[str, Any] | None]:
+    """The architecture name and config: the command line wins over what the checkpoint says."""
+    if isinstance(saved, Mapping) and "arch" in saved:
+        arch = source.arch or str(saved["arch"])
+        if source.arch and source.arch != saved["arch"]:
+            raise UsageError(f"{path} was trained as {saved['arch']!r}, not {source.arch!r}: drop --arch")
+        if source.config is not None or source.preset is not None:
+            return arch, source.config
+        return arch, saved.get("params")
+    if source.arch is None:
+        raise UsageError(
+            f"{path} does not say which architecture it holds: pass --arch (and --preset or --config)"
+        )
+    if source.config is None and source.preset is None:
+        raise UsageError(f"{path} is a bare state dict: pass --preset or --config for {source.arch!r}")
+    return source.arch, source.config

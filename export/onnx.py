@@ -1,0 +1,72 @@
+"""PyTorch -> ONNX with named tensors and a dynamic batch axis, checked by `onnx.checker`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from export.formats import Artifact, ExportOptions, Format
+from export.runners import example_args
+from tritonstack.errors import ExportError, first_line
+from tritonstack.spec import ModelSpec
+
+
+def export(model: nn.Module, spec: ModelSpec, out_dir: Path, options: ExportOptions) -> Artifact:
+    """Write `out_dir/model.onnx` with the torch.export-based exporter (torch's default since 2.9)."""
+    path = out_dir / Format.ONNX.filename
+    batch = torch.export.Dim("batch", min=1, max=spec.max_batch_size)
+    dynamic_shapes = {t.name: {0: batch} for t in spec.inputs}
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(
+                model,
+                example_args(spec, options.example_batch_size),
+                str(path),
+                input_names=spec.input_names,
+                output_names=spec.output_names,
+                dynamic_shapes=dynamic_shapes,
+                opset_version=options.opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"{spec.name}: ONNX export failed: {first_line(exc)}") from exc
+    _check_names(path, spec)
+    return Artifact(Format.ONNX, path, spec, {"opset": options.opset, "onnx": onnx.__version__})
+
+
+def _check_names(path: Path, spec: ModelSpec) -> None:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inputs = [i.name for i in graph.input]
+    outputs = [o.name for o in graph.output]
+    if inputs != spec.input_names or outputs != spec.output_names:
+        raise ExportError(
+            f"{spec.name}: ONNX graph has inputs {inputs} and outputs {outputs}, expected "
+            f"{spec.input_names} and {spec.output_names}: does forward() take exactly the spec's inputs?"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's chatter that is no fault of the model (missing torchvision ops,
+    renamed dynamic axes); real problems still raise."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*axis name.*will not be used")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        registration.setLevel(level)

@@ -1,0 +1,72 @@
+"""Checkpoint -> verified artifacts -> versions in the Triton model repository."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from export.checkpoint import LoadedModel
+from export.formats import ExportOptions, Format, exporter
+from export.repository import build_config, write_version
+from export.runners import TorchRunner, runner_for
+from export.verify import VerificationReport, verify
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    model_name: str
+    format: Format
+    version: int
+    version_dir: Path
+    artifact_bytes: int
+    parameters: int
+    report: VerificationReport
+
+
+def repository_name(model: str, fmt: Format) -> str:
+    """Each format is its own Triton model: `dlrm_onnx`, `dlrm_torchscript`."""
+    return f"{model}_{fmt.value}"
+
+
+def export_to_repository(
+    loaded: LoadedModel,
+    formats: Sequence[Format],
+    repo: Path,
+    *,
+    options: ExportOptions | None = None,
+    version: int | None = None,
+    overwrite: bool = False,
+    on_done: Callable[[ExportResult], None] | None = None,
+) -> list[ExportResult]:
+    """Export, verify against PyTorch, then publish each format as one complete version directory.
+
+    An artifact that fails verification never reaches the repository.
+    """
+    options = options or ExportOptions()
+    repo.mkdir(parents=True, exist_ok=True)
+    reference = TorchRunner(loaded.module, loaded.spec)
+    parameters = sum(p.numel() for p in loaded.module.parameters())
+    results = []
+    for fmt in formats:
+        name = repository_name(loaded.spec.name, fmt)
+        with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=repo) as tmp:
+            artifact = exporter(fmt)(loaded.module, loaded.spec, Path(tmp), options)
+            report = verify(runner_for(artifact), reference, loaded.spec)
+            size = artifact.size_bytes
+            config = build_config(loaded.spec.renamed(name), fmt.platform)
+            version_dir = write_version(
+                repo,
+                name,
+                config,
+                {fmt.filename: artifact.path},
+                version=version,
+                overwrite=overwrite,
+                move=True,
+            )
+        result = ExportResult(name, fmt, int(version_dir.name), version_dir, size, parameters, report)
+        results.append(result)
+        if on_done is not None:
+            on_done(result)
+    return results

@@ -1,0 +1,82 @@
+"""Runners: one interface, `infer(feeds) -> outputs`, for every way to execute a model in process.
+
+Verification and benchmarks loop over runners instead of special-casing each runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.formats import Artifact, Format
+from tritonstack.spec import ModelSpec
+
+Arrays = dict[str, np.ndarray]
+
+
+class Runner(Protocol):
+    name: str
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> Arrays: ...
+
+
+def example_args(spec: ModelSpec, batch_size: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Valid example inputs as tensors, in `forward`'s argument order."""
+    feeds = spec.random_inputs(batch_size, seed)
+    return tuple(torch.from_numpy(feeds[name]) for name in spec.input_names)
+
+
+class _TorchModuleRunner:
+    """Runs an `nn.Module` (eager or TorchScript) on CPU in float32, with autocast off."""
+
+    def __init__(self, name: str, module: nn.Module, spec: ModelSpec) -> None:
+        self.name = name
+        self._module = module.eval()
+        self._spec = spec
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> Arrays:
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self._spec.input_names]
+        with torch.inference_mode(), torch.autocast("cpu", enabled=False):
+            out = self._module(*args)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return {n: t.detach().numpy() for n, t in zip(self._spec.output_names, outs, strict=True)}
+
+
+class TorchRunner(_TorchModuleRunner):
+    """Eager PyTorch: the reference every artifact is checked against."""
+
+    def __init__(self, module: nn.Module, spec: ModelSpec) -> None:
+        super().__init__("pytorch", module, spec)
+
+
+class TorchScriptRunner(_TorchModuleRunner):
+    def __init__(self, path: Path, spec: ModelSpec) -> None:
+        super().__init__("torchscript", torch.jit.load(str(path), map_location="cpu"), spec)
+
+
+class OnnxRuntimeRunner:
+    def __init__(self, path: Path, spec: ModelSpec, intra_op_threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.name = "onnxruntime"
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._spec = spec
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> Arrays:
+        outs = self._session.run(self._spec.output_names, {n: feeds[n] for n in self._spec.input_names})
+        return dict(zip(self._spec.output_names, outs, strict=True))
+
+
+def runner_for(artifact: Artifact) -> Runner:
+    """The in-process runner of an artifact's own runtime."""
+    if artifact.format is Format.ONNX:
+        return OnnxRuntimeRunner(artifact.path, artifact.spec)
+    return TorchScriptRunner(artifact.path, artifact.spec)

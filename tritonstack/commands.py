@@ -1,0 +1,229 @@
+"""Subcommands of the CLI: their arguments and handlers. Heavy imports stay inside handlers so
+`tritonstack --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tritonstack.errors import UsageError
+from tritonstack.spec import TensorSpec
+
+DEFAULT_URL = "127.0.0.1:8001"
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", required=True, help="two_tower, dlrm or dcn_v2")
+    p.add_argument("--preset", default="default", help="default (seed registry sizes) or tiny")
+    p.add_argument("--config", help="config fields as inline JSON or a JSON file (overrides --preset)")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="checkpoint path (default: checkpoints/<arch>.pt)")
+
+
+def _train(args: argparse.Namespace) -> int:
+    import recsys
+    from recsys.train import train
+    from tritonstack.cli import parse_config
+
+    arch = recsys.get_architecture(args.arch)
+    fields = parse_config(args.config)
+    config = arch.config_type.from_dict(fields) if fields is not None else arch.preset(args.preset)
+    out = args.out or Path("checkpoints") / f"{args.arch}.pt"
+    result = train(
+        args.arch,
+        config,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        checkpoint_path=out,
+        progress=True,
+    )
+    print(f"{args.arch}: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}, checkpoint {out}")
+    return 0
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help=".pt/.pth/.bin, .safetensors, or a training output folder")
+    p.add_argument("--formats", default="onnx,torchscript", help="comma-separated: onnx, torchscript")
+    p.add_argument("--repo", type=Path, default=Path("triton_repo"), help="Triton model repository")
+    p.add_argument("--name", help="model name (default: the architecture's); each format adds _<format>")
+    p.add_argument("--version", type=int, help="version to write (default: the next free one)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument("--max-batch-size", type=int, default=256)
+    p.add_argument("--opset", type=int, default=20, help="ONNX opset")
+    p.add_argument("--arch", help="architecture for a bare state dict, or package.module:callable")
+    p.add_argument("--preset", help="preset of a built-in architecture, for a bare state dict")
+    p.add_argument("--config", help="config as inline JSON or a JSON file; kwargs for a custom callable")
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME:DTYPE:DIMS[:HIGH]",
+        help="an input of a custom model, e.g. ids:int64:4:1000 (repeatable)",
+    )
+    p.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an output of a custom model (repeatable)",
+    )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from export.checkpoint import ModelSource, load_model
+    from export.custom import CustomArch, parse_input
+    from export.formats import ExportOptions, Format
+    from export.pipeline import export_to_repository
+    from tritonstack.cli import parse_config
+
+    formats = Format.parse_list(args.formats)
+    config = parse_config(args.config)
+    if args.arch and ":" in args.arch:
+        custom = CustomArch(args.arch, tuple(parse_input(t) for t in args.input), tuple(args.output))
+        source = ModelSource(config=config, custom=custom)
+    else:
+        source = ModelSource(arch=args.arch, preset=args.preset, config=config)
+    loaded = load_model(args.checkpoint, source, name=args.name, max_batch_size=args.max_batch_size)
+    results = export_to_repository(
+        loaded,
+        formats,
+        args.repo,
+        options=ExportOptions(opset=args.opset),
+        version=args.version,
+        overwrite=args.overwrite,
+    )
+    for r in results:
+        print(
+            f"{r.model_name} v{r.version}: {r.artifact_bytes / 1e6:.1f} MB, max abs diff "
+            f"{r.report.max_abs:.2e} vs PyTorch -> {r.version_dir}"
+        )
+    return 0
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo", type=Path, default=Path("triton_repo"))
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--grpc-port", type=int, help="default: a free port")
+    p.add_argument("--http-port", type=int, help="default: a free port")
+    p.add_argument("--metrics-port", type=int, help="default: a free port")
+    p.add_argument("--log-file", type=Path, help="Triton's log (default: a temporary file)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serve import TritonServer
+
+    server = TritonServer(
+        args.repo,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        log_path=args.log_file,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with server:
+        print(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}, log {server.log_path}")
+        print("Ctrl-C stops it.", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _add_infer(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model name in the repository, e.g. dlrm_onnx")
+    p.add_argument("--url", default=DEFAULT_URL, help="Triton's gRPC address HOST:PORT")
+    p.add_argument("--version", type=int)
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy|JSON",
+        help="an input as a .npy file or a JSON list (repeatable)",
+    )
+    p.add_argument("--random", type=int, metavar="BATCH", help="send valid random inputs of this batch size")
+    p.add_argument("--save-dir", type=Path, help="write each output as NAME.npy here instead of printing")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from client import TritonClient
+
+    with TritonClient(args.url, timeout=args.timeout) as triton:
+        spec = triton.model_spec(args.model, args.version)
+        if args.random:
+            inputs = spec.random_inputs(args.random)
+        elif args.input:
+            inputs = dict(_read_input(text, spec.inputs) for text in args.input)
+        else:
+            raise UsageError("give --input NAME=FILE.npy|JSON for each input, or --random BATCH")
+        outputs = triton.infer(args.model, inputs, version=args.version)
+    for name, value in outputs.items():
+        if args.save_dir:
+            args.save_dir.mkdir(parents=True, exist_ok=True)
+            np.save(args.save_dir / f"{name}.npy", value)
+            print(f"{name}: {value.dtype} {list(value.shape)} -> {args.save_dir / name}.npy")
+        else:
+            print(f"{name}: {value.dtype} {list(value.shape)}\n{np.array2string(value, threshold=50)}")
+    return 0
+
+
+def _read_input(text: str, specs: tuple[TensorSpec, ...]) -> tuple[str, np.ndarray]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise UsageError(f"--input {text!r}: expected NAME=FILE.npy or NAME=JSON")
+    dtypes = {s.name: s.dtype for s in specs}
+    if value.endswith(".npy"):
+        if not Path(value).is_file():
+            raise UsageError(f"--input {name}: no such file {value}")
+        return name, np.load(value, allow_pickle=False)
+    try:
+        return name, np.asarray(json.loads(value), dtype=dtypes.get(name))
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise UsageError(f"--input {name}: not a .npy file or a JSON array ({exc})") from None
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="default", help="model sizes: default (seed registry) or tiny")
+    p.add_argument("--steps", type=int, default=100, help="training steps per model")
+    p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    p.add_argument("--repo", type=Path, default=Path("triton_repo"))
+    p.add_argument("--external", metavar="HOST:PORT", help="use a running Triton serving --repo instead")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tritonstack.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        preset=args.preset,
+        steps=args.steps,
+        checkpoints=args.checkpoints,
+        repo=args.repo,
+        external=args.external,
+    )
+    return run_demo(options)
+
+
+Handler = Callable[[argparse.Namespace], int]
+SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler, str]] = {
+    "train": (_add_train, _train, "train a reference model on synthetic data and save a checkpoint"),
+    "export": (
+        _add_export,
+        _export,
+        "export a checkpoint to verified ONNX/TorchScript in a Triton repository",
+    ),
+    "serve": (_add_serve, _serve, "serve a model repository with the embedded Triton"),
+    "infer": (_add_infer, _infer, "send one request to a served model over gRPC"),
+    "demo": (_add_demo, _demo, "train, export, serve and check the three reference models end to end"),
+}

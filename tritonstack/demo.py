@@ -1,0 +1,147 @@
+"""The main job: train the reference models briefly, export every format, serve them with the
+embedded Triton, check served outputs against PyTorch and report one table."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from client import TritonClient
+from export.checkpoint import LoadedModel, load_model
+from export.formats import Format
+from export.pipeline import ExportResult, export_to_repository
+from export.runners import TorchRunner
+from export.verify import compare
+from tritonstack.errors import TritonstackError
+
+SERVED_CHECK_BATCHES = (1, 64)
+LATENCY_WARMUP = 20
+LATENCY_REQUESTS = 200
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    preset: str = "default"
+    steps: int = 100
+    checkpoints: Path = Path("checkpoints")
+    repo: Path = Path("triton_repo")
+    external: str | None = None
+    batch_size: int = 512
+
+
+@dataclass(frozen=True)
+class Row:
+    export: ExportResult
+    served_max_abs: float
+    served_ok: bool
+    p50_ms: float
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> int:
+    """Run every stage; return 0 when every model and format is served and matches PyTorch."""
+    import recsys
+    from recsys.train import train
+
+    console = console or Console()
+    started = time.perf_counter()
+    exported: list[tuple[LoadedModel, ExportResult]] = []
+    for name in recsys.ARCHITECTURES:
+        arch = recsys.get_architecture(name)
+        checkpoint = options.checkpoints / f"{name}.pt"
+        console.print(f"[bold]train[/] {name} ({options.preset}, {options.steps} steps) -> {checkpoint}")
+        trained = train(
+            name,
+            arch.preset(options.preset),
+            steps=options.steps,
+            batch_size=options.batch_size,
+            lr=1e-3,
+            seed=0,
+            checkpoint_path=checkpoint,
+            progress=True,
+        )
+        console.print(f"  loss {trained.losses[0]:.4f} -> {trained.losses[-1]:.4f}")
+        loaded = load_model(checkpoint)
+        console.print(f"[bold]export[/] {name}: onnx, torchscript -> {options.repo}")
+        results = export_to_repository(loaded, list(Format), options.repo, version=1, overwrite=True)
+        exported.extend((loaded, r) for r in results)
+
+    with _server(options) as url, TritonClient(url, timeout=30.0) as triton:
+        console.print(f"[bold]serve[/] Triton at {url}: every model READY")
+        rows = [_check_served(triton, loaded, result) for loaded, result in exported]
+    console.print(_table(rows, options.preset))
+    console.print(f"total {time.perf_counter() - started:.0f} s")
+    failed = [r.export.model_name for r in rows if not r.served_ok]
+    if failed:
+        raise TritonstackError(f"served outputs differ from PyTorch for {', '.join(failed)}: see the table")
+    return 0
+
+
+@contextlib.contextmanager
+def _server(options: DemoOptions) -> Iterator[str]:
+    from serve import ExternalServer, TritonServer
+
+    if options.external:
+        external = ExternalServer(options.external)
+        external.wait_ready()
+        yield external.grpc_url
+        return
+    with TritonServer(options.repo) as server:
+        yield server.grpc_url
+
+
+def _check_served(triton: TritonClient, loaded: LoadedModel, result: ExportResult) -> Row:
+    reference = TorchRunner(loaded.module, loaded.spec)
+    worst, ok = 0.0, True
+    for batch in SERVED_CHECK_BATCHES:
+        feeds = loaded.spec.random_inputs(batch, seed=1000 + batch)
+        served = triton.infer(result.model_name, feeds, version=result.version)
+        for name, want in reference.infer(feeds).items():
+            max_abs, _, passed = compare(name, served[name], want)
+            worst, ok = max(worst, max_abs), ok and passed
+    return Row(result, worst, ok, _p50_ms(triton, loaded, result))
+
+
+def _p50_ms(triton: TritonClient, loaded: LoadedModel, result: ExportResult) -> float:
+    feeds = loaded.spec.random_inputs(1, seed=7)
+    times = []
+    for i in range(LATENCY_WARMUP + LATENCY_REQUESTS):
+        start = time.perf_counter()
+        triton.infer(result.model_name, feeds, version=result.version)
+        if i >= LATENCY_WARMUP:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def _table(rows: list[Row], preset: str) -> Table:
+    table = Table(title=f"tritonstack demo ({preset} preset, CPU)")
+    for column in (
+        "model",
+        "format",
+        "version",
+        "size (MB)",
+        "parameters",
+        "export max abs diff",
+        "served max abs diff",
+        "served p50 (ms), batch 1",
+    ):
+        table.add_column(column, justify="left" if column in ("model", "format") else "right")
+    for r in rows:
+        e = r.export
+        table.add_row(
+            e.model_name.removesuffix(f"_{e.format.value}"),
+            e.format.value,
+            str(e.version),
+            f"{e.artifact_bytes / 1e6:.1f}",
+            f"{e.parameters:,}",
+            f"{e.report.max_abs:.1e}",
+            f"{r.served_max_abs:.1e}" + ("" if r.served_ok else " FAIL"),
+            f"{r.p50_ms:.2f}",
+        )
+    return table
