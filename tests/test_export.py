@@ -1,0 +1,63 @@
+"""Exporters: each format's artifact runs in its own runtime and agrees with PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from export.checkpoint import LoadedModel, ModelSource, load_model
+from export.custom import CustomArch, parse_input
+from export.formats import ExportOptions, Format, exporter
+from export.runners import TorchRunner, runner_for
+from export.verify import verify
+from tests.custom_models import make_scorer
+from tritonstack.errors import UsageError, VerificationError
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    path = tmp_path_factory.mktemp("ckpt") / "w.pt"
+    torch.manual_seed(0)
+    torch.save(make_scorer().state_dict(), path)
+    custom = CustomArch(
+        "tests.custom_models:make_scorer", (parse_input("ids:int64:3:50"), parse_input("dense:float32:4")), ("p",)
+    )
+    return load_model(path, ModelSource(custom=custom), max_batch_size=32)
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_export_and_verify(fmt: Format, scorer: LoadedModel, tmp_path: Path) -> None:
+    artifact = exporter(fmt)(scorer.module, scorer.spec, tmp_path, ExportOptions())
+    assert artifact.path.name == fmt.filename and artifact.size_bytes > 0
+    report = verify(runner_for(artifact), TorchRunner(scorer.module, scorer.spec), scorer.spec)
+    assert {d.batch_size for d in report.diffs} == {1, 32}
+    assert report.max_abs < 1e-5
+
+
+def test_onnx_graph_is_named_checked_and_batch_dynamic(scorer: LoadedModel, tmp_path: Path) -> None:
+    artifact = exporter(Format.ONNX)(scorer.module, scorer.spec, tmp_path, ExportOptions(opset=18))
+    model = onnx.load(str(artifact.path))
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == ["ids", "dense"]
+    assert [o.name for o in model.graph.output] == ["p"]
+    assert all(i.type.tensor_type.shape.dim[0].dim_param for i in model.graph.input)
+    assert artifact.details["opset"] == 18
+
+
+def test_verification_fails_loudly_when_the_artifact_differs(scorer: LoadedModel, tmp_path: Path) -> None:
+    artifact = exporter(Format.TORCHSCRIPT)(scorer.module, scorer.spec, tmp_path, ExportOptions())
+    changed = make_scorer()
+    changed.load_state_dict(scorer.module.state_dict())
+    with torch.no_grad():
+        changed.lin.bias += 0.5
+    with pytest.raises(VerificationError, match=r"torchscript disagrees .* p at batch 1: max abs"):
+        verify(runner_for(artifact), TorchRunner(changed, scorer.spec), scorer.spec)
+
+
+def test_format_list_parsing() -> None:
+    assert Format.parse_list("onnx, torchscript") == [Format.ONNX, Format.TORCHSCRIPT]
+    with pytest.raises(UsageError, match="unknown format 'tensorrtx': choose from onnx, torchscript"):
+        Format.parse_list("onnx,tensorrtx")
