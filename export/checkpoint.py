@@ -60,7 +60,7 @@ def load_model(
     state, meta = read_checkpoint(path)
     module, spec, arch, config = _build(source, meta.get("config"), path, name, max_batch_size)
     load_state_strict(module, state, path)
-    info = {k: meta[k] for k in ("epoch", "loss", "metrics") if k in meta}
+    info: dict[str, Any] = {k: meta[k] for k in ("epoch", "loss", "metrics") if k in meta}
     return LoadedModel(module.eval(), spec, arch, config, path, info)
 
 

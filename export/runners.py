@@ -14,15 +14,15 @@ import torch
 from torch import nn
 
 from export.formats import Artifact, Format
-from tritonstack.spec import ModelSpec
+from tritonstack.spec import Array, ModelSpec
 
-Arrays = dict[str, np.ndarray]
+Arrays = dict[str, Array]
 
 
 class Runner(Protocol):
     name: str
 
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> Arrays: ...
+    def infer(self, feeds: Mapping[str, Array]) -> Arrays: ...
 
 
 def example_args(spec: ModelSpec, batch_size: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -39,7 +39,7 @@ class _TorchModuleRunner:
         self._module = module.eval()
         self._spec = spec
 
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> Arrays:
+    def infer(self, feeds: Mapping[str, Array]) -> Arrays:
         args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self._spec.input_names]
         with torch.inference_mode(), torch.autocast("cpu", enabled=False):
             out = self._module(*args)
@@ -56,7 +56,8 @@ class TorchRunner(_TorchModuleRunner):
 
 class TorchScriptRunner(_TorchModuleRunner):
     def __init__(self, path: Path, spec: ModelSpec) -> None:
-        super().__init__("torchscript", torch.jit.load(str(path), map_location="cpu"), spec)
+        module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        super().__init__("torchscript", module, spec)
 
 
 class OnnxRuntimeRunner:
@@ -70,7 +71,7 @@ class OnnxRuntimeRunner:
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._spec = spec
 
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> Arrays:
+    def infer(self, feeds: Mapping[str, Array]) -> Arrays:
         outs = self._session.run(self._spec.output_names, {n: feeds[n] for n in self._spec.input_names})
         return dict(zip(self._spec.output_names, outs, strict=True))
 

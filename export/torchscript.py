@@ -23,8 +23,8 @@ def export(model: nn.Module, spec: ModelSpec, out_dir: Path, options: ExportOpti
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             # A trace check re-runs the model; TracerWarnings name data-dependent control flow,
             # which verification against eager PyTorch then catches at two batch sizes.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(model, args, check_trace=False)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
+            traced = torch.jit.trace(model, args, check_trace=False)  # type: ignore[no-untyped-call]
         torch.jit.save(traced, str(path))
     except Exception as exc:
         raise ExportError(f"{spec.name}: TorchScript export failed: {first_line(exc)}") from exc

@@ -15,7 +15,7 @@ import numpy as np
 
 from export.runners import Runner
 from tritonstack.errors import VerificationError
-from tritonstack.spec import ModelSpec
+from tritonstack.spec import Array, ModelSpec
 
 ATOL = 1e-4
 RTOL = 1e-3
@@ -49,7 +49,7 @@ class VerificationReport:
 
 
 def compare(
-    name: str, got: np.ndarray, want: np.ndarray, atol: float = ATOL, rtol: float = RTOL
+    name: str, got: Array, want: Array, atol: float = ATOL, rtol: float = RTOL
 ) -> tuple[float, float, bool]:
     """Max absolute and relative difference of two arrays, and whether they agree."""
     if got.shape != want.shape:
@@ -94,7 +94,7 @@ def verify(
 
 
 def _diff_outputs(
-    got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], batch: int, atol: float, rtol: float
+    got: Mapping[str, Array], want: Mapping[str, Array], batch: int, atol: float, rtol: float
 ) -> list[OutputDiff]:
     diffs = []
     for name, expected in want.items():

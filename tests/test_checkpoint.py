@@ -45,7 +45,9 @@ def test_bare_state_dict_with_custom_arch(tmp_path: Path, state_dict: dict[str, 
 
 
 @pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
-def test_wrapper_prefixes_are_stripped(tmp_path: Path, state_dict: dict[str, torch.Tensor], prefix: str) -> None:
+def test_wrapper_prefixes_are_stripped(
+    tmp_path: Path, state_dict: dict[str, torch.Tensor], prefix: str
+) -> None:
     path = tmp_path / "w.pt"
     torch.save({prefix + k: v for k, v in state_dict.items()}, path)
     state, _ = read_checkpoint(path)
@@ -97,7 +99,9 @@ def test_key_mismatch_names_the_keys(tmp_path: Path, state_dict: dict[str, torch
     state["extra.weight"] = state.pop("lin.weight")
     path = tmp_path / "w.pt"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"missing keys \(1\): lin.weight; unexpected keys \(1\): extra.weight"):
+    with pytest.raises(
+        CheckpointError, match=r"missing keys \(1\): lin.weight; unexpected keys \(1\): extra.weight"
+    ):
         load_model(path, ModelSource(custom=SCORER))
 
 
@@ -132,7 +136,9 @@ def test_self_describing_custom_model(tmp_path: Path) -> None:
         ("tests.custom_models:not_a_module", "not a torch.nn.Module"),
     ],
 )
-def test_bad_custom_targets(tmp_path: Path, state_dict: dict[str, torch.Tensor], target: str, message: str) -> None:
+def test_bad_custom_targets(
+    tmp_path: Path, state_dict: dict[str, torch.Tensor], target: str, message: str
+) -> None:
     path = tmp_path / "w.pt"
     torch.save(state_dict, path)
     with pytest.raises(UsageError, match=message):

@@ -23,7 +23,9 @@ def scorer(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     torch.manual_seed(0)
     torch.save(make_scorer().state_dict(), path)
     custom = CustomArch(
-        "tests.custom_models:make_scorer", (parse_input("ids:int64:3:50"), parse_input("dense:float32:4")), ("p",)
+        "tests.custom_models:make_scorer",
+        (parse_input("ids:int64:3:50"), parse_input("dense:float32:4")),
+        ("p",),
     )
     return load_model(path, ModelSource(custom=custom), max_batch_size=32)
 
@@ -52,7 +54,7 @@ def test_verification_fails_loudly_when_the_artifact_differs(scorer: LoadedModel
     changed = make_scorer()
     changed.load_state_dict(scorer.module.state_dict())
     with torch.no_grad():
-        changed.lin.bias += 0.5
+        changed.lin.bias.add_(0.5)
     with pytest.raises(VerificationError, match=r"torchscript disagrees .* p at batch 1: max abs"):
         verify(runner_for(artifact), TorchRunner(changed, scorer.spec), scorer.spec)
 

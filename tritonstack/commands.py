@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonstack.errors import UsageError
-from tritonstack.spec import TensorSpec
+from tritonstack.spec import Array, TensorSpec
 
 DEFAULT_URL = "127.0.0.1:8001"
 
@@ -179,7 +179,7 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_input(text: str, specs: tuple[TensorSpec, ...]) -> tuple[str, np.ndarray]:
+def _read_input(text: str, specs: tuple[TensorSpec, ...]) -> tuple[str, Array]:
     name, sep, value = text.partition("=")
     if not sep:
         raise UsageError(f"--input {text!r}: expected NAME=FILE.npy or NAME=JSON")

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[Any]
 
 # numpy dtype name -> Triton wire datatype (as in model metadata and ModelInferRequest).
 _WIRE_DTYPES = {
@@ -74,7 +78,7 @@ class TensorSpec:
     def is_integer(self) -> bool:
         return np.issubdtype(np.dtype(self.dtype), np.integer)
 
-    def random(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    def random(self, batch_size: int, rng: np.random.Generator) -> Array:
         """A random batch of valid values: ids within `high`, floats from a standard normal."""
         shape = (batch_size, *(1 if d == -1 else d for d in self.shape))
         if self.dtype == "bool":
@@ -111,7 +115,7 @@ class ModelSpec:
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
-    def random_inputs(self, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    def random_inputs(self, batch_size: int, seed: int = 0) -> dict[str, Array]:
         """Valid random inputs for every input tensor, reproducible from `seed`."""
         rng = np.random.default_rng(seed)
         return {t.name: t.random(batch_size, rng) for t in self.inputs}
@@ -120,6 +124,6 @@ class ModelSpec:
         return ModelSpec(name, self.inputs, self.outputs, self.max_batch_size)
 
 
-def as_feeds(spec: ModelSpec, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+def as_feeds(spec: ModelSpec, arrays: Mapping[str, Array]) -> list[Array]:
     """Arrays in the order of the spec's inputs (the order of `forward`'s arguments)."""
     return [arrays[name] for name in spec.input_names]
