@@ -1,0 +1,257 @@
+"""The Triton model repository: `config.pbtxt` from a `ModelSpec`, and versions published atomically.
+
+Triton (in poll mode, or on a restart) may look at the repository at any moment, so a version
+directory appears complete or not at all: it is assembled in a hidden temporary directory next
+to it (Triton ignores names starting with ".") and renamed into place; `config.pbtxt` is replaced
+the same way. Configs are `ModelConfig` messages written with `text_format`, so Triton's own schema
+checks every field name and enum.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from tritonstack.errors import RepositoryError
+from tritonstack.spec import ModelSpec, TensorSpec, config_dtype
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.pbtxt"
+
+# platform -> the file Triton's native backend loads from a version directory.
+DEFAULT_FILENAMES = {
+    "onnxruntime_onnx": "model.onnx",
+    "pytorch_libtorch": "model.pt",
+    "tensorrt_plan": "model.plan",
+}
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def build_config(
+    spec: ModelSpec,
+    platform: str,
+    *,
+    instance_count: int = 1,
+    instance_kind: str = "KIND_CPU",
+    gpus: tuple[int, ...] = (),
+    dynamic_batching: bool = True,
+    max_queue_delay_us: int = 100,
+    preferred_batch_sizes: tuple[int, ...] = (),
+    parameters: Mapping[str, str] | None = None,
+) -> pb.ModelConfig:
+    """The `config.pbtxt` of `spec` for one of Triton's native platforms.
+
+    `parameters` become the config's string `parameters` (our backends read e.g.
+    `intra_op_num_threads` from there).
+    """
+    if platform not in DEFAULT_FILENAMES:
+        raise RepositoryError(f"unknown platform {platform!r}: choose from {', '.join(DEFAULT_FILENAMES)}")
+    if instance_kind not in pb.ModelInstanceGroup.Kind.keys():
+        kinds = ", ".join(pb.ModelInstanceGroup.Kind.keys())
+        raise RepositoryError(f"unknown instance kind {instance_kind!r}: choose from {kinds}")
+    if instance_count < 1:
+        raise RepositoryError(f"instance_count must be >= 1, got {instance_count}")
+    if any(not 1 <= b <= spec.max_batch_size for b in preferred_batch_sizes):
+        raise RepositoryError(
+            f"preferred batch sizes {preferred_batch_sizes} must lie in 1..{spec.max_batch_size}"
+        )
+    config = pb.ModelConfig(
+        name=spec.name,
+        platform=platform,
+        max_batch_size=spec.max_batch_size,
+        default_model_filename=DEFAULT_FILENAMES[platform],
+    )
+    for tensor in spec.inputs:
+        _fill_tensor(config.input.add(), tensor)
+    for tensor in spec.outputs:
+        _fill_tensor(config.output.add(), tensor)
+    if dynamic_batching:
+        config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+        config.dynamic_batching.preferred_batch_size.extend(preferred_batch_sizes)
+    group = config.instance_group.add(
+        count=instance_count, kind=pb.ModelInstanceGroup.Kind.Value(instance_kind)
+    )
+    group.gpus.extend(gpus)
+    for key, value in (parameters or {}).items():
+        config.parameters[key].string_value = value
+    return config
+
+
+def _fill_tensor(msg: pb.ModelInput | pb.ModelOutput, tensor: TensorSpec) -> None:
+    msg.name = tensor.name
+    msg.data_type = pb.DataType.Value(config_dtype(tensor.dtype))
+    if tensor.shape:
+        msg.dims.extend(tensor.shape)
+    else:
+        # Triton wants at least one dim: a scalar per batch row travels as [1], reshaped to [].
+        msg.dims.append(1)
+        msg.reshape.SetInParent()
+
+
+def write_config(path: Path | str, config: pb.ModelConfig) -> None:
+    """Write `config` as text, atomically: readers see the old file or the new one."""
+    _replace_file(Path(path), text_format.MessageToString(config).encode())
+
+
+def read_config(path: Path | str) -> pb.ModelConfig:
+    path = Path(path)
+    try:
+        return text_format.Parse(path.read_text(), pb.ModelConfig())
+    except OSError as exc:
+        raise RepositoryError(f"cannot read {path}: {exc.strerror}") from exc
+    except text_format.ParseError as exc:
+        raise RepositoryError(f"{path} is not a valid Triton model config: {exc}") from exc
+
+
+def list_versions(repo: Path | str, model_name: str) -> list[int]:
+    """The model's numbered version directories, ascending (hidden temporaries excluded)."""
+    model_dir = Path(repo) / _checked_name(model_name)
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def write_version(
+    repo: Path | str,
+    model_name: str,
+    config: pb.ModelConfig,
+    files: Mapping[str, Path],
+    version: int | None = None,
+    *,
+    extra_files: Mapping[str, Path] | None = None,
+    overwrite: bool = False,
+    move: bool = False,
+) -> Path:
+    """Publish `files` (name in the version directory -> source) as one version of `model_name`.
+
+    `version=None` takes the next free number (1 for a new model). `extra_files` go beside
+    `config.pbtxt`. The version directory appears complete or not at all; on any failure no
+    partial directory remains and moved sources are put back. Returns the version directory.
+    """
+    model_dir = Path(repo) / _checked_name(model_name)
+    if config.name and config.name != model_name:
+        raise RepositoryError(f"config names model {config.name!r} but is written as {model_name!r}")
+    if version is not None and version < 1:
+        raise RepositoryError(f"version must be >= 1, got {version}")
+    for name in (*files, *(extra_files or {})):
+        _checked_name(name)
+    named = pb.ModelConfig()
+    named.CopyFrom(config)
+    named.name = model_name
+
+    created_model_dir = not model_dir.exists()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if version is not None and not overwrite and (model_dir / str(version)).exists():
+        raise RepositoryError(
+            f"{model_dir / str(version)} already exists: pass overwrite=True (--overwrite) or another version"
+        )
+    config_path = model_dir / CONFIG_NAME
+    old_config = config_path.read_bytes() if config_path.exists() else None
+    try:
+        target = _stage_and_publish(model_dir, named, files, extra_files or {}, version, overwrite, move)
+    except BaseException:
+        if created_model_dir:
+            shutil.rmtree(model_dir, ignore_errors=True)
+        elif old_config is not None:
+            _replace_file(config_path, old_config)
+        raise
+    log.info("published %s", target)
+    return target
+
+
+def _stage_and_publish(
+    model_dir: Path,
+    config: pb.ModelConfig,
+    files: Mapping[str, Path],
+    extra_files: Mapping[str, Path],
+    version: int | None,
+    overwrite: bool,
+    move: bool,
+) -> Path:
+    moved: list[tuple[Path, Path]] = []
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=model_dir) as staging:
+        version_tmp = Path(staging) / "version"
+        try:
+            version_tmp.mkdir()
+            for name, src in files.items():
+                _place(Path(src), version_tmp / name, move, moved)
+            for name, src in extra_files.items():
+                _replace_file(model_dir / name, Path(src).read_bytes())
+            write_config(model_dir / CONFIG_NAME, config)
+            return _publish(version_tmp, model_dir, version, overwrite)
+        except BaseException:
+            for src, dst in reversed(moved):  # while the staging directory still exists
+                with contextlib.suppress(OSError):
+                    shutil.move(dst, src)
+            raise
+
+
+def _publish(version_tmp: Path, model_dir: Path, version: int | None, overwrite: bool) -> Path:
+    """Rename the staged directory to its version number; a rename onto a taken number fails,
+    which makes picking the next free number safe against a concurrent writer."""
+    while True:
+        number = (
+            version
+            if version is not None
+            else max(list_versions(model_dir.parent, model_dir.name), default=0) + 1
+        )
+        target = model_dir / str(number)
+        if target.exists() and version is not None and overwrite:
+            # Renaming onto a non-empty directory fails: set the old one aside first.
+            old = model_dir / f".old-{number}-{os.getpid()}"
+            os.rename(target, old)
+            os.rename(version_tmp, target)
+            shutil.rmtree(old)
+            return target
+        try:
+            os.rename(version_tmp, target)
+        except OSError as exc:
+            if version is None and exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                continue
+            raise RepositoryError(f"cannot publish {target}: {exc.strerror}") from exc
+        return target
+
+
+def _place(src: Path, dst: Path, move: bool, moved: list[tuple[Path, Path]]) -> None:
+    if not src.is_file():
+        raise RepositoryError(f"artifact {src} does not exist")
+    if move:
+        shutil.move(src, dst)
+        moved.append((src, dst))
+    else:
+        shutil.copy2(src, dst)
+
+
+def _checked_name(name: str) -> str:
+    """Model and file names become path components: no separators, no hidden or relative names."""
+    if not _SAFE_NAME.fullmatch(name) or name in {".", ".."}:
+        raise RepositoryError(
+            f"{name!r} is not a safe name: use letters, digits, '_', '-' and '.', not starting with '.'"
+        )
+    return name
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write `path` through a hidden temporary file and `os.replace`: readers see old or new."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
