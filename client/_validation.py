@@ -1,0 +1,118 @@
+"""Request checks against a `ModelSpec`, before anything goes on the wire.
+
+Triton would refuse most of these too, but with a message about protobuf fields and after a
+round trip; here the caller gets one line naming the tensor, the problem and the fix. Pure
+functions, so the sync client and a later async one share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, NoReturn
+
+import numpy as np
+
+from tritonstack.errors import InvalidInput
+from tritonstack.spec import ModelSpec, TensorSpec, wire_dtype
+
+
+def describe(tensor: TensorSpec) -> str:
+    """`dense_features (FP32 [-1, 13])`: the batch dimension shown as -1, as Triton shows it."""
+    return f"{tensor.name} ({wire_dtype(tensor.dtype)} {_dims(tensor)})"
+
+
+def check_request(spec: ModelSpec, inputs: Mapping[str, Any]) -> None:
+    """Raise `InvalidInput` naming the first problem with `inputs` for `spec`.
+
+    Order: names, then each input's type, dtype and shape, then batch sizes across inputs,
+    then id ranges (the only check that reads the data).
+    """
+    expected = spec.input_names
+    for name in inputs:
+        if name not in expected:
+            _fail(spec, f"unknown input {name!r} — expected inputs: {_listing(spec.inputs)}")
+    for tensor in spec.inputs:
+        if tensor.name not in inputs:
+            _fail(spec, f"missing input {tensor.name!r} — expected inputs: {_listing(spec.inputs)}")
+    batches = {t.name: _check_tensor(spec, t, inputs[t.name]) for t in spec.inputs}
+    sizes = set(batches.values())
+    if len(sizes) > 1:
+        found = ", ".join(f"{name}={size}" for name, size in batches.items())
+        _fail(spec, f"inputs have different batch sizes ({found}) — every input needs the same batch size")
+    batch = sizes.pop()
+    if batch > spec.max_batch_size:
+        _fail(
+            spec,
+            f"batch size {batch} exceeds the model's max_batch_size {spec.max_batch_size} — "
+            f"split the request into chunks of at most {spec.max_batch_size}",
+        )
+    for tensor in spec.inputs:
+        if tensor.high is not None and tensor.is_integer:
+            _check_ids(spec, tensor, inputs[tensor.name])
+
+
+def check_outputs(spec: ModelSpec, names: Iterable[str]) -> None:
+    """Raise `InvalidInput` when a requested output is not one of the model's."""
+    known = spec.output_names
+    for name in names:
+        if name not in known:
+            _fail(spec, f"unknown output {name!r} — model outputs: {_listing(spec.outputs)}")
+
+
+def _check_tensor(spec: ModelSpec, tensor: TensorSpec, value: Any) -> int:
+    """Type, dtype and shape of one input; returns its batch size."""
+    name = tensor.name
+    if not isinstance(value, np.ndarray):
+        _fail(spec, f"input {name!r} is a {type(value).__name__}, not a numpy array — pass np.asarray(...)")
+    if value.dtype.name != tensor.dtype:
+        cast = "np.bool_" if tensor.dtype == "bool" else f"np.{tensor.dtype}"
+        _fail(
+            spec,
+            f"input {name!r} has dtype {value.dtype.name}, model expects {tensor.dtype} — "
+            f"cast with .astype({cast})",
+        )
+    expected = _dims(tensor)
+    if value.ndim != len(tensor.shape) + 1:
+        hint = (
+            f"add the batch dimension, e.g. {name}[None] for one example"
+            if value.ndim == len(tensor.shape)
+            else "reshape it; the first dimension is the batch"
+        )
+        _fail(spec, f"input {name!r} has shape {list(value.shape)}, model expects {expected} — {hint}")
+    for axis, (got, want) in enumerate(zip(value.shape[1:], tensor.shape, strict=True), start=1):
+        if want != -1 and got != want:
+            _fail(
+                spec,
+                f"input {name!r} has shape {list(value.shape)}, model expects {expected} — "
+                f"dimension {axis} must be {want}, not {got}",
+            )
+    if value.shape[0] == 0:
+        _fail(spec, f"input {name!r} has batch size 0 — send at least one example")
+    return int(value.shape[0])
+
+
+def _check_ids(spec: ModelSpec, tensor: TensorSpec, value: np.ndarray[Any, Any]) -> None:
+    """Ids must satisfy `0 <= id < high`; `high` is one bound or one per last-dimension column."""
+    high = np.asarray(tensor.high)
+    bad = (value < 0) | (value >= high)
+    if not bad.any():
+        return
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    bound = int(high if high.ndim == 0 else high[index[-1]])
+    _fail(
+        spec,
+        f"input {tensor.name!r} has id {int(value[index])} at index {list(index)} outside [0, {bound}) — "
+        f"ids must satisfy 0 <= id < {bound}",
+    )
+
+
+def _dims(tensor: TensorSpec) -> str:
+    return "[" + ", ".join(map(str, (-1, *tensor.shape))) + "]"
+
+
+def _listing(tensors: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(map(describe, tensors))
+
+
+def _fail(spec: ModelSpec, problem: str) -> NoReturn:
+    raise InvalidInput(f"{spec.name}: {problem}", model=spec.name)
