@@ -31,6 +31,14 @@ def to_client_error(
     status = str(exc.status() or "").removeprefix("StatusCode.")
     message = " ".join(str(exc.message() or exc).split())
     subject = f"model {model!r}" if model else "request"
+    # By message first: Triton releases answer an unknown model with NOT_FOUND, UNAVAILABLE or
+    # INVALID_ARGUMENT.
+    if status == "NOT_FOUND" or any(marker in message for marker in _NOT_FOUND_MARKERS):
+        return ModelNotFound(
+            f"{subject} not found on Triton at {url} ({message}) — list what is served with "
+            "list_models() and check the name, the version and the server's --repo",
+            model,
+        )
     if status == "UNAVAILABLE":
         return ServerUnavailable(
             f"Triton at {url} is unreachable ({message}) — start it with `tritonstack serve` or check --url",
@@ -40,12 +48,6 @@ def to_client_error(
         return DeadlineExceeded(
             f"{subject}: no answer from Triton at {url} within the timeout ({message}) — "
             "pass a larger timeout= or check the server's load",
-            model,
-        )
-    if status == "NOT_FOUND" or any(marker in message for marker in _NOT_FOUND_MARKERS):
-        return ModelNotFound(
-            f"{subject} not found on Triton at {url} ({message}) — list what is served with "
-            "list_models() and check the name, the version and the server's --repo",
             model,
         )
     if status == "INVALID_ARGUMENT":

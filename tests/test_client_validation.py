@@ -189,8 +189,9 @@ ERRORS = [
         ModelNotFound,
         ["'m'", "is not found"],
     ),
-    # Older Triton releases answer an unknown model with INVALID_ARGUMENT: the message decides.
+    # Other Triton releases answer an unknown model with other codes: the message decides.
     ("StatusCode.INVALID_ARGUMENT", "Request for unknown model: 'm' is not found", True, ModelNotFound, []),
+    ("StatusCode.UNAVAILABLE", "Request for unknown model: 'm' has no version 3", True, ModelNotFound, []),
     (
         "StatusCode.INVALID_ARGUMENT",
         "[request id: <id_unknown>] unexpected shape for input 'x'",
