@@ -13,7 +13,10 @@ from typing import Any, NoReturn
 import numpy as np
 
 from tritonstack.errors import InvalidInput
-from tritonstack.spec import ModelSpec, TensorSpec, wire_dtype
+from tritonstack.spec import SUPPORTED_DTYPES, ModelSpec, TensorSpec, wire_dtype
+
+# Compared by identity-fast `==` on the hot path; `ndarray.dtype.name` builds a string per call.
+_DTYPES = {name: np.dtype(name) for name in SUPPORTED_DTYPES}
 
 
 def describe(tensor: TensorSpec) -> str:
@@ -64,31 +67,33 @@ def _check_tensor(spec: ModelSpec, tensor: TensorSpec, value: Any) -> int:
     name = tensor.name
     if not isinstance(value, np.ndarray):
         _fail(spec, f"input {name!r} is a {type(value).__name__}, not a numpy array — pass np.asarray(...)")
-    if value.dtype.name != tensor.dtype:
+    if value.dtype != _DTYPES[tensor.dtype]:
         cast = "np.bool_" if tensor.dtype == "bool" else f"np.{tensor.dtype}"
         _fail(
             spec,
             f"input {name!r} has dtype {value.dtype.name}, model expects {tensor.dtype} — "
             f"cast with .astype({cast})",
         )
-    expected = _dims(tensor)
-    if value.ndim != len(tensor.shape) + 1:
-        hint = (
+    shape = value.shape
+    if len(shape) != len(tensor.shape) + 1:
+        _bad_shape(
+            spec,
+            tensor,
+            shape,
             f"add the batch dimension, e.g. {name}[None] for one example"
-            if value.ndim == len(tensor.shape)
-            else "reshape it; the first dimension is the batch"
+            if len(shape) == len(tensor.shape)
+            else "reshape it; the first dimension is the batch",
         )
-        _fail(spec, f"input {name!r} has shape {list(value.shape)}, model expects {expected} — {hint}")
-    for axis, (got, want) in enumerate(zip(value.shape[1:], tensor.shape, strict=True), start=1):
+    for axis, (got, want) in enumerate(zip(shape[1:], tensor.shape, strict=True), start=1):
         if want != -1 and got != want:
-            _fail(
-                spec,
-                f"input {name!r} has shape {list(value.shape)}, model expects {expected} — "
-                f"dimension {axis} must be {want}, not {got}",
-            )
-    if value.shape[0] == 0:
+            _bad_shape(spec, tensor, shape, f"dimension {axis} must be {want}, not {got}")
+    if shape[0] == 0:
         _fail(spec, f"input {name!r} has batch size 0 — send at least one example")
-    return int(value.shape[0])
+    return int(shape[0])
+
+
+def _bad_shape(spec: ModelSpec, tensor: TensorSpec, shape: tuple[int, ...], fix: str) -> NoReturn:
+    _fail(spec, f"input {tensor.name!r} has shape {list(shape)}, model expects {_dims(tensor)} — {fix}")
 
 
 def _check_ids(spec: ModelSpec, tensor: TensorSpec, value: np.ndarray[Any, Any]) -> None:
