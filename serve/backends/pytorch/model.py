@@ -1,0 +1,41 @@
+"""Serves `platform: "pytorch_libtorch"` models (TorchScript) through PyTorch (Triton's Python
+backend). Inputs are passed positionally in the config's input order, `forward`'s argument order."""
+
+from __future__ import annotations
+
+import stub_site  # noqa: F401  (first: puts the project and virtualenv on sys.path)
+
+# isort: split
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from serve.batching import BatchedModel, Instance, RunFn
+from tritonstack.spec import Array
+
+
+class TritonPythonModel(BatchedModel):
+    default_filename = "model.pt"
+
+    def load(self, path: Path, instance: Instance) -> RunFn:
+        torch.set_num_threads(instance.int_parameter("intra_op_num_threads", 1))
+        use_gpu = instance.gpu_id is not None and torch.cuda.is_available()
+        device = torch.device(f"cuda:{instance.gpu_id}" if use_gpu else "cpu")
+        module = torch.jit.load(str(path), map_location=device).eval()  # type: ignore[no-untyped-call]
+        names = instance.output_names
+
+        def run(feeds: list[Array]) -> list[Array]:
+            with torch.inference_mode():
+                result = module(*(torch.from_numpy(f).to(device) for f in feeds))
+            tensors: Sequence[torch.Tensor]
+            if isinstance(result, torch.Tensor):
+                tensors = [result]
+            elif isinstance(result, dict):
+                tensors = [result[n] for n in names]
+            else:
+                tensors = result
+            return [t.cpu().numpy() for t in tensors]
+
+        return run

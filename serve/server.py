@@ -1,0 +1,341 @@
+"""The embedded Triton server: one `tritonserver` process from the `nvidia-pytriton` wheel.
+
+`TritonServer` starts it on loopback (free ports unless given), waits until the server and every
+model in the repository are ready, and turns the ways this fails into one-line errors: a busy
+port (`PortInUse`), a model that does not load (`ModelLoadError`, quoting Triton's reason), or a
+process that dies or hangs (`ServeError` with the log's tail). `ExternalServer` is the same
+surface for a server someone else runs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+import serve
+from serve import stub_site
+from serve.backend_dir import backend_directory
+from serve.binary import TritonInstall, find_triton
+from tritonstack.errors import ModelLoadError, PortInUse, ServeError
+
+log = logging.getLogger(__name__)
+
+ControlMode = Literal["none", "explicit", "poll"]
+
+_POLL_S = 0.1
+_BIND_FAILURE = re.compile(r"(already in use|Failed to listen|failed to start \w+ service)", re.IGNORECASE)
+_LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
+_ALL_STARTED = "Started Metrics Service"
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends SIGKILL to Triton if the process that started it
+    dies (even by SIGKILL, which skips atexit)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class TritonServer:
+    """A `tritonserver` child process serving `repository`; a context manager.
+
+    Ports left as None are picked free. Binds only `host` (loopback by default). The log
+    (Triton's stdout and stderr) goes to `log_path`, default a kept file in a temporary directory.
+    """
+
+    def __init__(
+        self,
+        repository: Path | str,
+        *,
+        host: str = "127.0.0.1",
+        grpc_port: int | None = None,
+        http_port: int | None = None,
+        metrics_port: int | None = None,
+        log_path: Path | str | None = None,
+        model_control_mode: ControlMode = "none",
+        extra_args: Sequence[str] = (),
+        startup_timeout: float = 120.0,
+        install: TritonInstall | None = None,
+    ) -> None:
+        self.repository = Path(repository).resolve()
+        self.host = host
+        self._requested = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
+        self._ports: dict[str, int] = {}
+        self._log_path = Path(log_path) if log_path else None
+        self.model_control_mode = model_control_mode
+        self.extra_args = tuple(extra_args)
+        self.startup_timeout = startup_timeout
+        self._install = install
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
+
+    # -- addresses -------------------------------------------------------------------------------
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self._client_host}:{self._port('grpc')}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self._client_host}:{self._port('http')}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self._client_host}:{self._port('metrics')}/metrics"
+
+    @property
+    def log_path(self) -> Path:
+        if self._log_path is None:
+            self._log_path = Path(tempfile.mkdtemp(prefix="tritonstack-")) / "triton.log"
+        return self._log_path
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def log_tail(self, n: int = 40) -> str:
+        """The last `n` lines Triton wrote in this run (an existing log file is appended to)."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_start)
+                lines = f.read().decode(errors="replace").splitlines()
+        except FileNotFoundError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    def _port(self, name: str) -> int:
+        if name not in self._ports:
+            raise ServeError("the server has not been started: call start() or use it in a `with` block")
+        return self._ports[name]
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> TritonServer:
+        """Launch Triton and wait until it and every model are ready; raise a `ServeError` if not."""
+        if self._process is not None:
+            return self
+        if not self.repository.is_dir():
+            raise ServeError(f"model repository {self.repository} does not exist: export a model first")
+        for name, port in self._requested.items():
+            if port is not None and not port_is_free(self.host, port):
+                raise PortInUse(
+                    f"{name} port {port} on {self.host} is in use: pass another --{name}-port, "
+                    "or omit it to pick a free one"
+                )
+        install = self._install or find_triton()
+        started = time.perf_counter()
+        # Ports picked free can be taken before Triton binds them: then pick again.
+        attempts = 3 if all(p is None for p in self._requested.values()) else 1
+        for attempt in range(1, attempts + 1):
+            self._launch(install)
+            try:
+                self._wait_ready()
+                break
+            except PortInUse:
+                self.stop()
+                if attempt == attempts:
+                    raise
+                log.info("a picked port was taken before Triton bound it; retrying")
+            except BaseException:
+                self.stop()
+                raise
+        log.info(
+            "Triton ready at %s in %.1f s (log %s)",
+            self.grpc_url,
+            time.perf_counter() - started,
+            self.log_path,
+        )
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL; also kills leftover backend stubs. Idempotent."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        atexit.unregister(self.stop)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("Triton did not stop within %.0f s: killing it", timeout)
+                process.kill()
+                process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # stubs of a killed server
+        log.info("Triton stopped (exit code %s)", process.returncode)
+
+    def _launch(self, install: TritonInstall) -> None:
+        self._ports = {name: port or free_port(self.host) for name, port in self._requested.items()}
+        backends = backend_directory(install)
+        args = [
+            str(install.server),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            f"--model-control-mode={self.model_control_mode}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self._ports['grpc']}",
+            f"--http-address={self.host}",
+            f"--http-port={self._ports['http']}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self._ports['metrics']}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--strict-readiness=true",
+            # Our configs are complete; auto-complete runs an extra stub per model (9.5 s -> 2.5 s
+            # to load two small models on 2 cores).
+            "--disable-auto-complete-config",
+            # Keep serving when a model fails so the repository index can say why.
+            "--exit-on-error=false",
+            "--exit-timeout-secs=5",
+            "--log-verbose=0",
+            *self.extra_args,
+        ]
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            filter(None, [str(install.libs), env.get("LD_LIBRARY_PATH")])
+        )
+        env[stub_site.ENV_VAR] = os.pathsep.join(_stub_python_path())
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log.debug("starting %s", " ".join(args))
+        with self.log_path.open("ab") as log_file:
+            self._log_start = log_file.tell()
+            self._process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group: stop() can reap the stubs too
+                # Linux ties the parent-death signal to the starting thread: main thread only.
+                preexec_fn=_die_with_parent
+                if threading.current_thread() is threading.main_thread()
+                else None,
+            )
+        atexit.register(self.stop)
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        with grpcclient.InferenceServerClient(self.grpc_url) as client:
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    self._raise_from_log(f"Triton exited with code {self._process.returncode}")
+                if self._models_ready(client):
+                    return
+                time.sleep(_POLL_S)
+        self._raise_from_log(f"Triton was not ready within {self.startup_timeout:.0f} s")
+
+    def _models_ready(self, client: grpcclient.InferenceServerClient) -> bool:
+        """True once live and every model that should load is READY; ModelLoadError on a failure."""
+        try:
+            index = client.get_model_repository_index(as_json=True).get("models", [])
+            ready = client.is_server_ready()
+        except InferenceServerException:  # not up yet, or just died: the caller checks the process
+            return False
+        failed = {m["name"]: m.get("reason", "") for m in index if m.get("state") == "UNAVAILABLE"}
+        if failed:
+            raise ModelLoadError(_load_failure_message(failed, self.log_path))
+        # No state: not asked for (explicit mode) or added after startup; Triton will not load it now.
+        pending = [m for m in index if m.get("state", "") not in ("READY", "")]
+        # Endpoints start gRPC, HTTP, metrics in that order; a port taken meanwhile stops Triton.
+        return not pending and ready and _ALL_STARTED in self.log_tail(200)
+
+    def _raise_from_log(self, what: str) -> None:
+        tail = self.log_tail(20)
+        if _BIND_FAILURE.search(tail):
+            ports = ", ".join(f"{n} {p}" for n, p in self._ports.items())
+            raise PortInUse(
+                f"Triton could not bind its ports ({ports} on {self.host}): pass free ports "
+                f"or omit them to pick free ones; log {self.log_path}"
+            )
+        failed = dict(_LOAD_FAILURE.findall(tail))
+        if failed:
+            raise ModelLoadError(_load_failure_message(failed, self.log_path))
+        raise ServeError(f"{what}; log {self.log_path}, last lines:\n{tail}")
+
+
+def _load_failure_message(failed: dict[str, str], log_path: Path) -> str:
+    # Python backend reasons carry a traceback (escaped as "\\n" in the log): the first line says it.
+    firsts = {name: reason.replace("\\n", "\n").strip().split("\n")[0] for name, reason in failed.items()}
+    reasons = "; ".join(f"{name}: {reason or 'no reason given'}" for name, reason in sorted(firsts.items()))
+    return f"Triton could not load {', '.join(sorted(failed))} ({reasons}); log {log_path}"
+
+
+def _stub_python_path() -> list[str]:
+    """The project and this interpreter's import path, so the backend stub (a separate, embedded
+    Python) imports `serve.batching`, numpy, onnxruntime and torch from the same places we do.
+    The standard library is left out: the stub has its own, and mixing two patch releases' is unsafe."""
+    stdlib = tuple(os.path.realpath(p) + os.sep for p in {sys.base_prefix, sys.base_exec_prefix})
+    project = str(Path(serve.__file__).resolve().parent.parent)
+    entries = [project]
+    for entry in filter(os.path.isdir, sys.path):
+        real = os.path.realpath(entry)
+        if "site-packages" in real or not real.startswith(stdlib):
+            entries.append(real)
+    return list(dict.fromkeys(entries))
+
+
+class ExternalServer:
+    """A Triton server that someone else runs, reached at `url` ("host:port", gRPC)."""
+
+    def __init__(self, url: str) -> None:
+        self.grpc_url = url.removeprefix("grpc://")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with grpcclient.InferenceServerClient(self.grpc_url) as client:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(InferenceServerException):
+                    if client.is_server_ready():
+                        return
+                time.sleep(_POLL_S)
+        raise ServeError(f"no ready Triton server at {self.grpc_url} after {timeout:.0f} s: is it running?")
