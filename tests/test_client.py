@@ -1,0 +1,178 @@
+"""The client against a real Triton: a tiny ONNX model exported from PyTorch, served from a tmp repo."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import client._client
+from client import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    ServerUnavailable,
+    TritonClient,
+)
+from export.formats import ExportOptions
+from export.onnx import export as export_onnx
+from export.repository import build_config, write_version
+from serve import free_port
+from tests.conftest import ServerFactory
+from tritonstack.spec import Array, ModelSpec, TensorSpec
+
+pytestmark = pytest.mark.server
+
+SPEC = ModelSpec(
+    "tiny_linear",
+    (TensorSpec("x", "float32", (4,)),),
+    (TensorSpec("y", "float32", (2,)),),
+    max_batch_size=8,
+)
+
+
+class TinyLinear(nn.Linear):
+    """`nn.Linear` with its argument named as the spec's input: the exporter keys dynamic axes by name."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
+
+@pytest.fixture(scope="module")
+def model() -> TinyLinear:
+    torch.manual_seed(0)
+    return TinyLinear(4, 2).eval()
+
+
+@pytest.fixture(scope="module")
+def url(
+    triton_server_factory: ServerFactory, tmp_path_factory: pytest.TempPathFactory, model: TinyLinear
+) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("client")
+    repo = root / "repo"
+    artifact = export_onnx(model, SPEC, root, ExportOptions())
+    write_version(repo, SPEC.name, build_config(SPEC, "onnxruntime_onnx"), {"model.onnx": artifact.path})
+    server = triton_server_factory(repo)
+    yield server.grpc_url
+    server.stop()
+
+
+@pytest.fixture()
+def triton(url: str) -> Iterator[TritonClient]:
+    with TritonClient(url, timeout=30.0) as c:
+        yield c
+
+
+def _x(batch: int) -> Array:
+    return np.random.default_rng(batch).standard_normal((batch, 4)).astype(np.float32)
+
+
+def _assert_healthy(triton: TritonClient) -> None:
+    assert triton.is_ready()
+    assert triton.infer(SPEC.name, {"x": _x(2)})["y"].shape == (2, 2)
+
+
+def test_live_ready_and_listed(triton: TritonClient) -> None:
+    assert triton.is_live() and triton.is_ready()
+    triton.wait_until_ready(timeout=5)
+    statuses = {m.name: m for m in triton.list_models()}
+    assert (statuses[SPEC.name].version, statuses[SPEC.name].state) == ("1", "READY")
+
+
+def test_model_spec_matches_and_is_cached(triton: TritonClient) -> None:
+    spec = triton.model_spec(SPEC.name)
+    assert spec == SPEC  # shapes without the batch dim, max_batch_size from the config, high None
+    assert triton.model_spec(SPEC.name) is spec
+    assert triton.model_spec(SPEC.name, version=1) == SPEC
+
+
+def test_model_config_and_statistics(triton: TritonClient) -> None:
+    config = triton.model_config(SPEC.name)
+    assert (config.name, config.platform, config.max_batch_size) == (SPEC.name, "onnxruntime_onnx", 8)
+    triton.infer(SPEC.name, {"x": _x(1)})
+    (stats,) = triton.statistics(SPEC.name)["model_stats"]
+    assert stats["name"] == SPEC.name and int(stats["inference_count"]) >= 1
+
+
+@pytest.mark.parametrize("batch", [1, 3, SPEC.max_batch_size])
+def test_infer_matches_pytorch(triton: TritonClient, model: TinyLinear, batch: int) -> None:
+    x = _x(batch)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    got = triton.infer(SPEC.name, {"x": x}, version=1, outputs=["y"])
+    assert list(got) == ["y"]
+    np.testing.assert_allclose(got["y"], want, rtol=1e-5, atol=1e-6)
+
+
+BAD_REQUESTS: list[tuple[str, Callable[[Array], dict[str, Array]], str]] = [
+    ("wrong-name", lambda x: {"inp": x}, r"unknown input 'inp' — expected inputs: x \(FP32 \[-1, 4\]\)"),
+    ("wrong-dtype", lambda x: {"x": x.astype(np.float64)}, r"dtype float64, model expects float32"),
+    ("wrong-shape", lambda x: {"x": x[:, :3]}, r"has shape \[2, 3\], model expects \[-1, 4\]"),
+    ("batch-above-max", lambda x: {"x": _x(9)}, r"batch size 9 exceeds the model's max_batch_size 8"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"), [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS]
+)
+def test_bad_requests_are_refused_and_the_server_stays_ready(
+    triton: TritonClient, mutate: Callable[[Array], dict[str, Array]], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message) as err:
+        triton.infer(SPEC.name, mutate(_x(2)))
+    assert err.value.model == SPEC.name and str(err.value).startswith(f"{SPEC.name}: ")
+    _assert_healthy(triton)
+
+
+def test_tritons_own_refusal_is_invalid_input(triton: TritonClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the client's checks off, the server's INVALID_ARGUMENT maps to the same error."""
+    monkeypatch.setattr(client._client, "check_request", lambda spec, inputs: None)
+    with pytest.raises(InvalidInput, match=SPEC.name) as err:
+        triton.infer(SPEC.name, {"x": _x(2)[:, :3]})
+    assert err.value.model == SPEC.name
+    _assert_healthy(triton)
+
+
+def test_unknown_model_and_version(triton: TritonClient) -> None:
+    with pytest.raises(ModelNotFound, match="no_such_model") as err:
+        triton.infer("no_such_model", {"x": _x(1)})
+    assert err.value.model == "no_such_model"
+    with pytest.raises(ModelNotFound, match=SPEC.name):
+        triton.model_spec(SPEC.name, version=7)
+
+
+def test_silent_server_hits_the_deadline() -> None:
+    """A socket that accepts connections and never speaks HTTP/2: every call waits out its timeout.
+
+    (A tiny timeout against the real server is not reliable: a 1 µs deadline was seen to let a
+    1 ms call succeed.)
+    """
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with TritonClient(f"127.0.0.1:{silent.getsockname()[1]}", timeout=0.3) as triton:
+            assert not triton.is_ready()
+            start = time.monotonic()
+            with pytest.raises(DeadlineExceeded, match="'tiny_linear': no answer"):
+                triton.infer(SPEC.name, {"x": _x(1)}, timeout=0.2)
+            assert 0.2 <= time.monotonic() - start < 1.5
+
+
+def test_closed_port() -> None:
+    closed_url = f"127.0.0.1:{free_port()}"
+    with TritonClient(closed_url, timeout=2.0) as triton:
+        assert not triton.is_live() and not triton.is_ready()
+        start = time.monotonic()
+        with pytest.raises(ServerUnavailable, match=closed_url) as err:
+            triton.infer(SPEC.name, {"x": _x(1)})
+        assert time.monotonic() - start < 2.0
+        assert "tritonstack serve" in str(err.value)
+        start = time.monotonic()
+        with pytest.raises(ServerUnavailable, match=f"{closed_url} did not answer within 0.5 s"):
+            triton.wait_until_ready(timeout=0.5)
+        assert time.monotonic() - start < 2.0
