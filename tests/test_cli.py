@@ -84,4 +84,4 @@ def test_demo_tiny_end_to_end(tmp_path: Path) -> None:
         for fmt in ("onnx", "torchscript"):
             assert (tmp_path / "repo" / f"{model}_{fmt}" / "1").is_dir()
     assert result.stdout.count("FAIL") == 0
-    assert "served p50" in result.stdout
+    assert "p50 ms" in result.stdout

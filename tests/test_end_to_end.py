@@ -26,6 +26,7 @@ from recsys.train import train
 from serve import TritonServer
 from tests.custom_models import make_scorer
 from tritonstack.errors import InvalidInput, ModelNotFound
+from tritonstack.spec import Array
 
 pytestmark = pytest.mark.server
 
@@ -111,7 +112,7 @@ def test_served_spec_matches_export(served: Served, triton: TritonClient) -> Non
         assert spec.max_batch_size == MAX_BATCH
 
 
-def _dlrm_feeds(served: Served, batch: int = 2) -> dict[str, np.ndarray]:
+def _dlrm_feeds(served: Served, batch: int = 2) -> dict[str, Array]:
     return served.loaded["dlrm"].spec.random_inputs(batch)
 
 

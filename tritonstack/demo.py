@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     import recsys
     from recsys.train import train
 
-    console = console or Console()
+    # Piped output (CI logs, `| tee`) gets a width that fits the table instead of 80 columns.
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
     started = time.perf_counter()
     exported: list[tuple[LoadedModel, ExportResult]] = []
     for name in recsys.ARCHITECTURES:
@@ -120,17 +122,13 @@ def _p50_ms(triton: TritonClient, loaded: LoadedModel, result: ExportResult) -> 
 
 
 def _table(rows: list[Row], preset: str) -> Table:
-    table = Table(title=f"tritonstack demo ({preset} preset, CPU)")
-    for column in (
-        "model",
-        "format",
-        "version",
-        "size (MB)",
-        "parameters",
-        "export max abs diff",
-        "served max abs diff",
-        "served p50 (ms), batch 1",
-    ):
+    table = Table(
+        title=f"tritonstack demo ({preset} preset)",
+        caption="max |diff| vs PyTorch: export check at batch 1 and max batch; served check at batch "
+        + " and ".join(map(str, SERVED_CHECK_BATCHES))
+        + f"; p50 over {LATENCY_REQUESTS} sequential gRPC requests at batch 1",
+    )
+    for column in ("model", "format", "version", "MB", "params", "export diff", "served diff", "p50 ms"):
         table.add_column(column, justify="left" if column in ("model", "format") else "right")
     for r in rows:
         e = r.export
