@@ -19,7 +19,14 @@ from tritonclient.grpc import model_config_pb2
 from client._errors import translate_errors
 from client._validation import check_outputs, check_request
 from tritonstack.errors import ClientError, DeadlineExceeded, ServerUnavailable
-from tritonstack.spec import Array, ModelSpec, TensorSpec, dtype_from_wire, wire_dtype
+from tritonstack.spec import (
+    Array,
+    ModelSpec,
+    TensorSpec,
+    dtype_from_wire,
+    id_bounds_from_parameters,
+    wire_dtype,
+)
 
 DEFAULT_URL = "127.0.0.1:8001"
 
@@ -179,7 +186,9 @@ class TritonClient:
             metadata = self._client.get_model_metadata(
                 name, _version(version), client_timeout=self._timeout(timeout)
             )
-        max_batch_size = self.model_config(name, version, timeout=timeout).max_batch_size
+        config = self.model_config(name, version, timeout=timeout)
+        max_batch_size = config.max_batch_size
+        bounds = id_bounds_from_parameters({k: p.string_value for k, p in config.parameters.items()})
         if max_batch_size < 1:
             raise ClientError(
                 f"model {name!r} has max_batch_size {max_batch_size}: this client sends batched "
@@ -189,7 +198,7 @@ class TritonClient:
         try:
             return ModelSpec(
                 name,
-                tuple(_tensor(t) for t in metadata.inputs),
+                tuple(_tensor(t, bounds.get(t.name)) for t in metadata.inputs),
                 tuple(_tensor(t) for t in metadata.outputs),
                 max_batch_size,
             )
@@ -207,9 +216,10 @@ class TritonClient:
         return self.timeout if timeout is None else timeout
 
 
-def _tensor(metadata: Any) -> TensorSpec:
-    """A `TensorSpec` from a metadata tensor, whose shape starts with the batch dimension (-1)."""
-    return TensorSpec(metadata.name, dtype_from_wire(metadata.datatype), tuple(metadata.shape[1:]))
+def _tensor(metadata: Any, high: int | tuple[int, ...] | None = None) -> TensorSpec:
+    """A `TensorSpec` from a metadata tensor, whose shape starts with the batch dimension (-1);
+    `high` comes from the id bounds the repository writer records in the config's parameters."""
+    return TensorSpec(metadata.name, dtype_from_wire(metadata.datatype), tuple(metadata.shape[1:]), high)
 
 
 def _infer_input(tensor: TensorSpec, value: Array) -> Any:

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from tritonstack.errors import InvalidInput
-from tritonstack.spec import SUPPORTED_DTYPES, ModelSpec, TensorSpec, wire_dtype
+from tritonstack.spec import SUPPORTED_DTYPES, ModelSpec, TensorSpec, ids_out_of_range, wire_dtype
 
 # Compared by identity-fast `==` on the hot path; `ndarray.dtype.name` builds a string per call.
 _DTYPES = {name: np.dtype(name) for name in SUPPORTED_DTYPES}
@@ -51,7 +51,9 @@ def check_request(spec: ModelSpec, inputs: Mapping[str, Any]) -> None:
         )
     for tensor in spec.inputs:
         if tensor.high is not None and tensor.is_integer:
-            _check_ids(spec, tensor, inputs[tensor.name])
+            problem = ids_out_of_range(tensor.name, inputs[tensor.name], tensor.high)
+            if problem:
+                _fail(spec, problem)
 
 
 def check_outputs(spec: ModelSpec, names: Iterable[str]) -> None:
@@ -94,21 +96,6 @@ def _check_tensor(spec: ModelSpec, tensor: TensorSpec, value: Any) -> int:
 
 def _bad_shape(spec: ModelSpec, tensor: TensorSpec, shape: tuple[int, ...], fix: str) -> NoReturn:
     _fail(spec, f"input {tensor.name!r} has shape {list(shape)}, model expects {_dims(tensor)} — {fix}")
-
-
-def _check_ids(spec: ModelSpec, tensor: TensorSpec, value: np.ndarray[Any, Any]) -> None:
-    """Ids must satisfy `0 <= id < high`; `high` is one bound or one per last-dimension column."""
-    high = np.asarray(tensor.high)
-    bad = (value < 0) | (value >= high)
-    if not bad.any():
-        return
-    index = tuple(int(i) for i in np.argwhere(bad)[0])
-    bound = int(high if high.ndim == 0 else high[index[-1]])
-    _fail(
-        spec,
-        f"input {tensor.name!r} has id {int(value[index])} at index {list(index)} outside [0, {bound}) — "
-        f"ids must satisfy 0 <= id < {bound}",
-    )
 
 
 def _dims(tensor: TensorSpec) -> str:

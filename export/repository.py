@@ -23,7 +23,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import RepositoryError
-from tritonstack.spec import ModelSpec, TensorSpec, config_dtype
+from tritonstack.spec import ModelSpec, TensorSpec, config_dtype, id_bounds_parameters
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def build_config(
         count=instance_count, kind=pb.ModelInstanceGroup.Kind.Value(instance_kind)
     )
     group.gpus.extend(gpus)
-    for key, value in (parameters or {}).items():
+    for key, value in {**id_bounds_parameters(spec), **(parameters or {})}.items():
         config.parameters[key].string_value = value
     return config
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tritonstack.errors import first_line
-from tritonstack.spec import Array, dtype_from_wire
+from tritonstack.spec import Array, dtype_from_wire, id_bounds_from_parameters, ids_out_of_range
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class Instance:
     output_dtypes: list[np.dtype[Any]]
     parameters: dict[str, str]
     gpu_id: int | None  # set for a KIND_GPU instance
+    id_bounds: dict[str, int | tuple[int, ...]]
 
     def int_parameter(self, key: str, default: int) -> int:
         return int(self.parameters.get(key, default))
@@ -45,13 +46,15 @@ class Instance:
 def parse_args(args: dict[str, str]) -> Instance:
     config = json.loads(args["model_config"])
     gpu = args.get("model_instance_kind") == "GPU"
+    parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
     return Instance(
         model_name=args["model_name"],
         input_names=[t["name"] for t in config["input"]],
         output_names=[t["name"] for t in config["output"]],
         output_dtypes=[np.dtype(dtype_from_wire(t["data_type"])) for t in config["output"]],
-        parameters={k: v["string_value"] for k, v in config.get("parameters", {}).items()},
+        parameters=parameters,
         gpu_id=int(args.get("model_instance_device_id", "0")) if gpu else None,
+        id_bounds=id_bounds_from_parameters(parameters),
     )
 
 
@@ -118,6 +121,10 @@ class BatchedModel:
         if tensor is None:
             raise ValueError(f"missing input {name!r}")
         array: Array = tensor.as_numpy()
+        high = self._instance.id_bounds.get(name)
+        problem = ids_out_of_range(name, array, high) if high is not None else None
+        if problem:
+            raise ValueError(problem)
         return array
 
     def _outputs(self, feeds: list[Array]) -> list[Array]:

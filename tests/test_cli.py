@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from serve import free_port
 from tritonstack.commands import SUBCOMMANDS
 
 CLI = [sys.executable, "-m", "tritonstack.cli"]
@@ -85,3 +89,45 @@ def test_demo_tiny_end_to_end(tmp_path: Path) -> None:
             assert (tmp_path / "repo" / f"{model}_{fmt}" / "1").is_dir()
     assert result.stdout.count("FAIL") == 0
     assert "p50 ms" in result.stdout
+
+
+@pytest.mark.server
+def test_train_export_serve_infer(tmp_path: Path) -> None:
+    """A user's session: train, export, serve in one process, infer from another, Ctrl-C."""
+    ckpt, repo = tmp_path / "dlrm.pt", tmp_path / "repo"
+    assert run("train", "--arch", "dlrm", "--preset", "tiny", "--steps", "3", "--out", ckpt).returncode == 0
+    exported = run("export", ckpt, "--repo", repo, "--max-batch-size", "8")
+    assert exported.returncode == 0, exported.stderr
+    assert "dlrm_onnx v1" in exported.stdout and "dlrm_torchscript v1" in exported.stdout
+    again = run("export", ckpt, "--repo", repo, "--formats", "onnx", "--max-batch-size", "8")
+    assert "dlrm_onnx v2" in again.stdout, again.stderr
+
+    port = free_port()
+    with subprocess.Popen(
+        [*CLI, "serve", "--repo", str(repo), "--grpc-port", str(port)], stdout=subprocess.PIPE, text=True
+    ) as server:
+        try:
+            assert server.stdout is not None
+            assert "Triton ready" in server.stdout.readline()
+            url = f"127.0.0.1:{port}"
+            random = run("infer", "dlrm_onnx", "--url", url, "--random", "2")
+            assert random.returncode == 0 and "probability: float32 [2, 1]" in random.stdout, random.stderr
+            np.save(tmp_path / "dense.npy", np.zeros((1, 13), np.float32))
+            by_file = run(
+                "infer",
+                "dlrm_torchscript",
+                "--url",
+                url,
+                "--input",
+                f"dense_features={tmp_path / 'dense.npy'}",
+                "--input",
+                "sparse_features=" + json.dumps([[0] * 26]),
+                "--save-dir",
+                tmp_path / "out",
+            )
+            assert by_file.returncode == 0, by_file.stderr
+            assert np.load(tmp_path / "out" / "probability.npy").shape == (1, 1)
+            _assert_one_line_error(run("serve", "--repo", repo, "--grpc-port", str(port)), str(port))
+        finally:
+            server.send_signal(signal.SIGINT)
+            assert server.wait(timeout=60) == 0

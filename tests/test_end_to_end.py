@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 import recsys
 from client import TritonClient
@@ -26,7 +28,7 @@ from recsys.train import train
 from serve import TritonServer
 from tests.custom_models import make_scorer
 from tritonstack.errors import InvalidInput, ModelNotFound
-from tritonstack.spec import Array
+from tritonstack.spec import Array, wire_dtype
 
 pytestmark = pytest.mark.server
 
@@ -161,3 +163,32 @@ def test_repository_layout(served: Served) -> None:
         if p.name.startswith(".")
     ]
     assert leftovers == []
+
+
+def test_served_spec_carries_id_ranges(served: Served, triton: TritonClient) -> None:
+    assert triton.model_spec("dlrm_onnx").inputs[1].high == served.loaded["dlrm"].spec.inputs[1].high
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_out_of_range_id_is_an_error_not_another_tables_row(
+    served: Served, triton: TritonClient, fmt: Format
+) -> None:
+    """DLRM fuses its tables: an id past its own table would read the next table's row. The client
+    refuses it, and so does the backend for callers that skip our client."""
+    spec = served.loaded["dlrm"].spec
+    feeds = spec.random_inputs(2)
+    high = spec.inputs[1].high
+    assert isinstance(high, tuple)
+    feeds["sparse_features"][1, 0] = high[0]  # one past table 0: a valid row of table 1
+    name = repository_name("dlrm", fmt)
+    with pytest.raises(InvalidInput, match=r"sparse_features.*outside \[0, "):
+        triton.infer(name, feeds)
+    raw = grpcclient.InferenceServerClient(served.url)
+    inputs = []
+    for tensor in spec.inputs:
+        value = feeds[tensor.name]
+        inputs.append(grpcclient.InferInput(tensor.name, list(value.shape), wire_dtype(tensor.dtype)))
+        inputs[-1].set_data_from_numpy(value)
+    with pytest.raises(InferenceServerException, match=r"sparse_features.*outside \[0, "):
+        raw.infer(name, inputs)
+    assert triton.infer(name, spec.random_inputs(2))["probability"].shape == (2, 1)

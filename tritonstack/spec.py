@@ -127,3 +127,42 @@ class ModelSpec:
 def as_feeds(spec: ModelSpec, arrays: Mapping[str, Array]) -> list[Array]:
     """Arrays in the order of the spec's inputs (the order of `forward`'s arguments)."""
     return [arrays[name] for name in spec.input_names]
+
+
+# Id bounds travel in config.pbtxt's string `parameters` (Triton's native backends ignore unknown
+# keys), so every client and our backends can refuse out-of-range ids: with fused embedding tables
+# an id past its own table would otherwise silently read another table's row.
+_ID_HIGH_PREFIX = "tritonstack.id_high."
+
+
+def id_bounds_parameters(spec: ModelSpec) -> dict[str, str]:
+    """Config parameters recording each integer input's `high`, e.g. `"1000,20,7"`."""
+    return {
+        _ID_HIGH_PREFIX + t.name: ",".join(map(str, t.high if isinstance(t.high, tuple) else (t.high,)))
+        for t in spec.inputs
+        if t.high is not None
+    }
+
+
+def id_bounds_from_parameters(parameters: Mapping[str, str]) -> dict[str, int | tuple[int, ...]]:
+    """The inverse of `id_bounds_parameters`: input name -> one bound, or one per column."""
+    bounds: dict[str, int | tuple[int, ...]] = {}
+    for key, value in parameters.items():
+        if key.startswith(_ID_HIGH_PREFIX):
+            highs = tuple(int(v) for v in value.split(","))
+            bounds[key.removeprefix(_ID_HIGH_PREFIX)] = highs[0] if len(highs) == 1 else highs
+    return bounds
+
+
+def ids_out_of_range(name: str, values: Array, high: int | tuple[int, ...]) -> str | None:
+    """A one-line description of the first id outside `[0, high)`, or None when all are valid."""
+    bound = np.asarray(high, dtype=np.int64)
+    bad = (values < 0) | (values >= bound)
+    if not bad.any():
+        return None
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    limit = int(bound) if bound.ndim == 0 else int(bound[index[-1]])
+    return (
+        f"input {name!r} has id {int(values[index])} at index {list(index)} outside [0, {limit}) — "
+        f"ids must satisfy 0 <= id < {limit}"
+    )
