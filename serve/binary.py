@@ -7,6 +7,7 @@ package's location is looked up.
 
 from __future__ import annotations
 
+import ctypes.util
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -57,4 +58,11 @@ def find_triton(package: Path | None = None) -> TritonInstall:
     for what, path in required.items():
         if not path.exists():
             raise BinaryNotFound(f"{what} is missing ({path}); {_FIX}")
+    if ctypes.util.find_library(f"python{version}") is None:
+        # The stub embeds CPython: without a shared libpython it dies when the first model loads.
+        raise BinaryNotFound(
+            f"the Python backend stub needs a shared libpython{version}.so, and none is installed; "
+            f"fix: apt-get install libpython{version} (Debian/Ubuntu) "
+            "or use a Python built with --enable-shared"
+        )
     return install

@@ -246,3 +246,9 @@ def test_missing_binary_is_binary_not_found(tmp_path: Path, monkeypatch) -> None
     (tmp_path / "tritonserver" / "bin").mkdir(parents=True)
     with pytest.raises(BinaryNotFound, match="tritonserver binary is missing"):
         find_triton(tmp_path)
+
+
+def test_missing_libpython_is_binary_not_found(monkeypatch) -> None:
+    monkeypatch.setattr(serve.binary.ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(BinaryNotFound, match=r"shared libpython3\.\d+\.so.*apt-get install libpython3"):
+        find_triton()
