@@ -3,6 +3,7 @@ models served by our Python-based backends, dynamic batching, failures and shutd
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import socket
 import threading
@@ -249,6 +250,6 @@ def test_missing_binary_is_binary_not_found(tmp_path: Path, monkeypatch) -> None
 
 
 def test_missing_libpython_is_binary_not_found(monkeypatch) -> None:
-    monkeypatch.setattr(serve.binary.ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     with pytest.raises(BinaryNotFound, match=r"shared libpython3\.\d+\.so.*apt-get install libpython3"):
         find_triton()
