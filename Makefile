@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	# torch pinned first: 2.13.0 is a local CPU build; an unpinned torch downloads several GB.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
+	# TensorRT's API types for mypy; --no-deps because its dependency pulls the TensorRT libraries.
+	$(BIN)/pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $(STAMP)
 
 demo: $(STAMP)

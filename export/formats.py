@@ -19,15 +19,16 @@ if TYPE_CHECKING:
 class Format(str, enum.Enum):
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
+    TENSORRT = "tensorrt"
 
     @property
     def platform(self) -> str:
         """The `platform` of `config.pbtxt`: Triton's native backend for this format."""
-        return {Format.ONNX: "onnxruntime_onnx", Format.TORCHSCRIPT: "pytorch_libtorch"}[self]
+        return _PLATFORMS[self]
 
     @property
     def filename(self) -> str:
-        return {Format.ONNX: "model.onnx", Format.TORCHSCRIPT: "model.pt"}[self]
+        return _FILENAMES[self]
 
     @classmethod
     def parse_list(cls, text: str) -> list[Format]:
@@ -44,12 +45,39 @@ class Format(str, enum.Enum):
         return formats
 
 
+_PLATFORMS = {
+    Format.ONNX: "onnxruntime_onnx",
+    Format.TORCHSCRIPT: "pytorch_libtorch",
+    Format.TENSORRT: "tensorrt_plan",
+}
+_FILENAMES = {Format.ONNX: "model.onnx", Format.TORCHSCRIPT: "model.pt", Format.TENSORRT: "model.plan"}
+# What `export` and the demo produce unless told otherwise: TensorRT needs a GPU and TensorRT.
+DEFAULT_FORMATS = (Format.ONNX, Format.TORCHSCRIPT)
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """Builder settings for `--formats tensorrt`."""
+
+    opt_batch_size: int = 64  # the batch the optimization profile tunes for
+    workspace_bytes: int = 4 << 30
+    timing_cache: Path | None = None  # reused and updated across builds when set
+    version_compatible: bool = False  # runs on later TensorRT versions (lean runtime)
+    hardware_compatible: bool = False  # runs on any Ampere or newer GPU
+
+    def __post_init__(self) -> None:
+        if self.opt_batch_size < 1 or self.workspace_bytes < 1:
+            raise UsageError("TensorRT opt batch size and workspace must be positive")
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Options shared by every exporter."""
 
     opset: int = 20
     example_batch_size: int = 2
+    fp16: bool = False
+    tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
 
     def __post_init__(self) -> None:
         if self.opset < 17:

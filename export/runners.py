@@ -76,8 +76,23 @@ class OnnxRuntimeRunner:
         return dict(zip(self._spec.output_names, outs, strict=True))
 
 
+class TensorRTRunner:
+    def __init__(self, path: Path, spec: ModelSpec, device_id: int = 0) -> None:
+        from export.trt_runtime import TensorRTEngine
+
+        self.name = "tensorrt"
+        self._engine = TensorRTEngine(path, device_id)
+        self._spec = spec
+
+    def infer(self, feeds: Mapping[str, Array]) -> Arrays:
+        outs = self._engine.infer([feeds[n] for n in self._engine.input_names])
+        return dict(zip(self._engine.output_names, outs, strict=True))
+
+
 def runner_for(artifact: Artifact) -> Runner:
     """The in-process runner of an artifact's own runtime."""
     if artifact.format is Format.ONNX:
         return OnnxRuntimeRunner(artifact.path, artifact.spec)
+    if artifact.format is Format.TENSORRT:
+        return TensorRTRunner(artifact.path, artifact.spec)
     return TorchScriptRunner(artifact.path, artifact.spec)

@@ -20,7 +20,7 @@ import recsys
 from client import TritonClient
 from export.checkpoint import LoadedModel, ModelSource, load_model
 from export.custom import CustomArch, parse_input
-from export.formats import Format
+from export.formats import DEFAULT_FORMATS, Format
 from export.pipeline import ExportResult, export_to_repository, repository_name
 from export.runners import TorchRunner
 from export.verify import compare
@@ -70,7 +70,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         custom_ckpt, ModelSource(custom=custom), name="scorer", max_batch_size=MAX_BATCH
     )
     results = {
-        r.model_name: r for model in loaded.values() for r in export_to_repository(model, list(Format), repo)
+        r.model_name: r
+        for model in loaded.values()
+        for r in export_to_repository(model, DEFAULT_FORMATS, repo)
     }
     with TritonServer(repo) as server:
         yield Served(loaded, results, server.grpc_url)
@@ -82,7 +84,7 @@ def triton(served: Served) -> Iterator[TritonClient]:
         yield client
 
 
-CASES = [(model, fmt) for model in [*recsys.ARCHITECTURES, "scorer"] for fmt in Format]
+CASES = [(model, fmt) for model in [*recsys.ARCHITECTURES, "scorer"] for fmt in DEFAULT_FORMATS]
 
 
 @pytest.mark.parametrize(("model", "fmt"), CASES, ids=[f"{m}-{f.value}" for m, f in CASES])
@@ -169,7 +171,7 @@ def test_served_spec_carries_id_ranges(served: Served, triton: TritonClient) -> 
     assert triton.model_spec("dlrm_onnx").inputs[1].high == served.loaded["dlrm"].spec.inputs[1].high
 
 
-@pytest.mark.parametrize("fmt", list(Format))
+@pytest.mark.parametrize("fmt", DEFAULT_FORMATS)
 def test_out_of_range_id_is_an_error_not_another_tables_row(
     served: Served, triton: TritonClient, fmt: Format
 ) -> None:

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from client import TritonClient
 from export.checkpoint import LoadedModel, load_model
-from export.formats import Format
+from export.formats import DEFAULT_FORMATS
 from export.pipeline import ExportResult, export_to_repository
 from export.runners import TorchRunner
 from export.verify import compare
@@ -71,7 +71,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         console.print(f"  loss {trained.losses[0]:.4f} -> {trained.losses[-1]:.4f}")
         loaded = load_model(checkpoint)
         console.print(f"[bold]export[/] {name}: onnx, torchscript -> {options.repo}")
-        results = export_to_repository(loaded, list(Format), options.repo, version=1, overwrite=True)
+        results = export_to_repository(loaded, DEFAULT_FORMATS, options.repo, version=1, overwrite=True)
         exported.extend((loaded, r) for r in results)
 
     with _server(options) as url, TritonClient(url, timeout=30.0) as triton:

@@ -1,0 +1,81 @@
+"""ONNX -> TensorRT plan with the `tensorrt` builder API (explicit batch, one optimization
+profile spanning batch 1 to `max_batch_size`, a persisted timing cache).
+
+TensorRT 10 takes FP16 as a builder flag; TensorRT 11 removed weak typing, so there the network
+is strongly typed and its precision is the ONNX graph's own: `--fp16` then needs the FP16 ONNX.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from torch import nn
+
+from export import onnx as onnx_exporter
+from export.formats import Artifact, ExportOptions, Format
+from export.trt_runtime import require_tensorrt
+from tritonstack.errors import ExportError
+from tritonstack.spec import ModelSpec
+
+
+def export(model: nn.Module, spec: ModelSpec, out_dir: Path, options: ExportOptions) -> Artifact:
+    """Export ONNX to a scratch folder, then build `out_dir/model.plan` from it."""
+    require_tensorrt()
+    with tempfile.TemporaryDirectory(prefix="onnx-for-trt-") as tmp:
+        # FP16 is the builder's job here (TensorRT 10); the ONNX graph stays FP32.
+        onnx_artifact = onnx_exporter.export(model, spec, Path(tmp), replace(options, fp16=False))
+        return build_engine(onnx_artifact.path, spec, out_dir / Format.TENSORRT.filename, options)
+
+
+def build_engine(onnx_path: Path, spec: ModelSpec, plan_path: Path, options: ExportOptions) -> Artifact:
+    """Build and write a serialized engine; reuse and update the timing cache when one is set."""
+    require_tensorrt()
+    import tensorrt as trt
+
+    trt_options = options.tensorrt
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    strongly_typed = int(trt.__version__.split(".")[0]) >= 11
+    if strongly_typed and options.fp16:
+        raise ExportError(
+            f"{spec.name}: TensorRT {trt.__version__} builds FP16 only from an FP16 ONNX graph, which "
+            "tritonstack does not export yet: build FP32, or use TensorRT 10"
+        )
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"{spec.name}: TensorRT cannot parse the ONNX graph: {errors}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, trt_options.workspace_bytes)
+    if options.fp16 and not strongly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if trt_options.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if trt_options.hardware_compatible:
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    profile = builder.create_optimization_profile()
+    opt = min(trt_options.opt_batch_size, spec.max_batch_size)
+    for tensor in spec.inputs:
+        dims = tuple(1 if d == -1 else d for d in tensor.shape)
+        profile.set_shape(tensor.name, (1, *dims), (opt, *dims), (spec.max_batch_size, *dims))
+    config.add_optimization_profile(profile)
+
+    cache_path = trt_options.timing_cache
+    cache = config.create_timing_cache(
+        cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    )
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ExportError(f"{spec.name}: TensorRT could not build an engine (see the TensorRT log above)")
+    plan_path.write_bytes(bytes(memoryview(plan)))
+    if cache_path:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_path.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
+    details = {"tensorrt": trt.__version__, "fp16": options.fp16, "opt_batch_size": opt}
+    return Artifact(Format.TENSORRT, plan_path, spec, details)

@@ -1,0 +1,31 @@
+"""Serves `platform: "tensorrt_plan"` models (TensorRT plans) through TensorRT's Python API
+(Triton's Python backend). One engine, execution context and CUDA stream per instance, on the
+instance's GPU; tensors are bound by name with the request batch's shape."""
+
+from __future__ import annotations
+
+import stub_site  # noqa: F401  (first: puts the project and virtualenv on sys.path)
+
+# isort: split
+
+from pathlib import Path
+
+from export.trt_runtime import TensorRTEngine
+from serve.batching import BatchedModel, Instance, RunFn
+from tritonstack.spec import Array
+
+
+class TritonPythonModel(BatchedModel):
+    default_filename = "model.plan"
+
+    def load(self, path: Path, instance: Instance) -> RunFn:
+        engine = TensorRTEngine(path, instance.gpu_id or 0)
+        order = [engine.input_names.index(n) for n in instance.input_names]
+        outputs = [engine.output_names.index(n) for n in instance.output_names]
+
+        def run(feeds: list[Array]) -> list[Array]:
+            by_engine_order = [feeds[order.index(i)] for i in range(len(order))]
+            result = engine.infer(by_engine_order)
+            return [result[i] for i in outputs]
+
+        return run

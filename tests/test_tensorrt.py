@@ -1,0 +1,64 @@
+"""TensorRT export. It runs where TensorRT and a CUDA GPU are present and is skipped elsewhere,
+with the reason; where they are absent, asking for it is a one-line error naming the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import recsys
+from export.checkpoint import LoadedModel, load_model
+from export.formats import ExportOptions, Format, TensorRTOptions, exporter
+from export.runners import TorchRunner, runner_for
+from export.trt_runtime import require_tensorrt
+from export.verify import verify
+from recsys.train import train
+from tritonstack.errors import ExportError
+
+
+def _tensorrt_missing() -> str | None:
+    try:
+        require_tensorrt()
+    except ExportError as exc:
+        return str(exc)
+    return None
+
+
+MISSING = _tensorrt_missing()
+
+
+@pytest.fixture(scope="module")
+def dlrm(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    path = tmp_path_factory.mktemp("trt") / "dlrm.pt"
+    train(
+        "dlrm",
+        recsys.get_architecture("dlrm").preset("tiny"),
+        steps=2,
+        batch_size=32,
+        lr=1e-3,
+        seed=0,
+        checkpoint_path=path,
+    )
+    return load_model(path, max_batch_size=32)
+
+
+@pytest.mark.skipif(MISSING is None, reason="TensorRT is present here")
+def test_missing_tensorrt_is_one_clear_line(dlrm: LoadedModel, tmp_path: Path) -> None:
+    with pytest.raises(ExportError) as err:
+        exporter(Format.TENSORRT)(dlrm.module, dlrm.spec, tmp_path, ExportOptions())
+    message = str(err.value)
+    assert "\n" not in message and "tritonstack[tensorrt]" in message and "other formats" in message
+    assert not (tmp_path / "model.plan").exists()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.skipif(MISSING is not None, reason=f"needs TensorRT and a CUDA GPU: {MISSING}")
+@pytest.mark.parametrize(("fp16", "atol"), [(False, 1e-4), (True, 1e-2)])
+def test_engine_matches_pytorch(dlrm: LoadedModel, tmp_path: Path, fp16: bool, atol: float) -> None:
+    cache = tmp_path / "timing.cache"
+    options = ExportOptions(fp16=fp16, tensorrt=TensorRTOptions(opt_batch_size=8, timing_cache=cache))
+    artifact = exporter(Format.TENSORRT)(dlrm.module, dlrm.spec, tmp_path, options)
+    assert artifact.path.name == "model.plan" and cache.is_file()
+    verify(runner_for(artifact), TorchRunner(dlrm.module, dlrm.spec), dlrm.spec, atol=atol, rtol=atol * 10)
