@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.checkpoint import LoadedModel
+from export.deployment import DeploymentOptions, apply_deployment
 from export.formats import ExportOptions, Format, exporter
 from export.repository import build_config, write_version
 from export.runners import TorchRunner, runner_for
@@ -36,6 +37,7 @@ def export_to_repository(
     repo: Path,
     *,
     options: ExportOptions | None = None,
+    deployment: DeploymentOptions | None = None,
     version: int | None = None,
     overwrite: bool = False,
     on_done: Callable[[ExportResult], None] | None = None,
@@ -56,6 +58,7 @@ def export_to_repository(
             report = verify(runner_for(artifact), reference, loaded.spec)
             size = artifact.size_bytes
             config = build_config(loaded.spec.renamed(name), fmt.platform)
+            apply_deployment(config, loaded.spec, fmt, deployment or DeploymentOptions())
             version_dir = write_version(
                 repo,
                 name,

@@ -38,6 +38,8 @@ class Instance:
     parameters: dict[str, str]
     gpu_id: int | None  # set for a KIND_GPU instance
     id_bounds: dict[str, int | tuple[int, ...]]
+    # optimization.execution_accelerators.gpu_execution_accelerator: [{"name", "parameters"}]
+    gpu_accelerators: list[dict[str, Any]]
 
     def int_parameter(self, key: str, default: int) -> int:
         return int(self.parameters.get(key, default))
@@ -55,6 +57,9 @@ def parse_args(args: dict[str, str]) -> Instance:
         parameters=parameters,
         gpu_id=int(args.get("model_instance_device_id", "0")) if gpu else None,
         id_bounds=id_bounds_from_parameters(parameters),
+        gpu_accelerators=config.get("optimization", {})
+        .get("execution_accelerators", {})
+        .get("gpu_execution_accelerator", []),
     )
 
 

@@ -23,10 +23,7 @@ class TritonPythonModel(BatchedModel):
         options.intra_op_num_threads = instance.int_parameter("intra_op_num_threads", 1)
         options.inter_op_num_threads = instance.int_parameter("inter_op_num_threads", 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
-        if instance.gpu_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": instance.gpu_id}))
-        session = ort.InferenceSession(str(path), options, providers=providers)
+        session = ort.InferenceSession(str(path), options, providers=_providers(instance, path))
         names = instance.input_names
         outputs = instance.output_names
 
@@ -35,3 +32,28 @@ class TritonPythonModel(BatchedModel):
             return result
 
         return run
+
+
+Provider = str | tuple[str, dict[str, str | int]]
+
+
+def _providers(instance: Instance, path: Path) -> list[Provider]:
+    """CPU for CPU instances; on a GPU instance the CUDA provider, preceded by TensorRT when the
+    config asks for it (Triton's `gpu_execution_accelerator`) and this onnxruntime has it."""
+    providers: list[Provider] = ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    if instance.gpu_id is None or "CUDAExecutionProvider" not in available:
+        return providers
+    providers.insert(0, ("CUDAExecutionProvider", {"device_id": instance.gpu_id}))
+    for accelerator in instance.gpu_accelerators:
+        if accelerator.get("name") == "tensorrt" and "TensorrtExecutionProvider" in available:
+            params = accelerator.get("parameters", {})
+            trt: dict[str, str | int] = {
+                "device_id": instance.gpu_id,
+                "trt_fp16_enable": str(params.get("precision_mode") == "FP16"),
+                "trt_max_workspace_size": params.get("max_workspace_size_bytes", str(1 << 30)),
+                "trt_engine_cache_enable": params.get("trt_engine_cache_enable", "1"),
+                "trt_engine_cache_path": str(path.parent),
+            }
+            providers.insert(0, ("TensorrtExecutionProvider", trt))
+    return providers

@@ -1,0 +1,88 @@
+"""How a model is deployed, as `config.pbtxt` says it: device and instance count, ONNX Runtime's
+GPU accelerator, and warm-up requests.
+
+Written for Triton's native backends field for field; our Python-based backends read the same
+fields (instance kind and device id from Triton, the accelerator from `optimization`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from tritonclient.grpc import model_config_pb2 as pb
+
+from export.formats import Format
+from tritonstack.errors import UsageError
+from tritonstack.spec import ModelSpec, config_dtype
+
+
+class Device(str, enum.Enum):
+    CPU = "cpu"
+    GPU = "gpu"
+    AUTO = "auto"  # GPU when one is visible at export time
+
+
+class OrtAccelerator(str, enum.Enum):
+    NONE = "none"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
+@dataclass(frozen=True)
+class DeploymentOptions:
+    device: Device = Device.CPU
+    instances: int = 1
+    ort_accelerator: OrtAccelerator = OrtAccelerator.NONE
+    trt_fp16: bool = False  # precision of ONNX Runtime's TensorRT accelerator
+    trt_workspace_bytes: int = 1 << 30
+    warmup_batch_sizes: tuple[int, ...] = (1,)
+
+    def __post_init__(self) -> None:
+        if self.instances < 1:
+            raise UsageError(f"--instances must be at least 1, got {self.instances}")
+        if any(b < 1 for b in self.warmup_batch_sizes):
+            raise UsageError("warm-up batch sizes must be positive")
+
+    @property
+    def instance_kind(self) -> str:
+        if self.device is Device.AUTO:
+            import torch
+
+            return "KIND_GPU" if torch.cuda.is_available() else "KIND_CPU"
+        return "KIND_GPU" if self.device is Device.GPU else "KIND_CPU"
+
+
+def apply_deployment(
+    config: pb.ModelConfig, spec: ModelSpec, fmt: Format, options: DeploymentOptions
+) -> None:
+    """Set the instance group, ONNX Runtime accelerator and warm-up of `config` in place."""
+    del config.instance_group[:]
+    config.instance_group.add(
+        count=options.instances, kind=pb.ModelInstanceGroup.Kind.Value(options.instance_kind)
+    )
+    if fmt is Format.ONNX and options.ort_accelerator is not OrtAccelerator.NONE:
+        if options.instance_kind != "KIND_GPU":
+            raise UsageError("--ort-accelerator needs GPU instances: add --device gpu")
+        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
+            name=options.ort_accelerator.value
+        )
+        if options.ort_accelerator is OrtAccelerator.TENSORRT:
+            accelerator.parameters["precision_mode"] = "FP16" if options.trt_fp16 else "FP32"
+            accelerator.parameters["max_workspace_size_bytes"] = str(options.trt_workspace_bytes)
+            accelerator.parameters["trt_engine_cache_enable"] = "1"
+    for batch in options.warmup_batch_sizes:
+        _add_warmup(config, spec, min(batch, spec.max_batch_size))
+
+
+def _add_warmup(config: pb.ModelConfig, spec: ModelSpec, batch: int) -> None:
+    """Random floats, but zero ids: a random id could fall outside its embedding table."""
+    warmup = config.model_warmup.add(name=f"warmup_batch_{batch}", batch_size=batch)
+    for tensor in spec.inputs:
+        data = warmup.inputs[tensor.name]
+        data.data_type = pb.DataType.Value(config_dtype(tensor.dtype))
+        data.dims.extend(1 if d == -1 else d for d in tensor.shape)
+        if tensor.is_integer or tensor.dtype == "bool":
+            data.zero_data = True
+        else:
+            data.random_data = True
