@@ -8,11 +8,15 @@ import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tritonstack.errors import UsageError
 from tritonstack.spec import Array, TensorSpec
+
+if TYPE_CHECKING:
+    from export.deployment import DeploymentOptions
 
 DEFAULT_URL = "127.0.0.1:8001"
 
@@ -51,6 +55,32 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_deployment(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "gpu", "auto"],
+        help="instance kind in config.pbtxt (auto: GPU when one is visible)",
+    )
+    p.add_argument("--instances", type=int, default=1, help="model instances per device")
+    p.add_argument(
+        "--ort-accelerator",
+        default="none",
+        choices=["none", "cuda", "tensorrt"],
+        help="ONNX Runtime's GPU execution accelerator for ONNX models (GPU instances)",
+    )
+
+
+def _deployment(args: argparse.Namespace) -> DeploymentOptions:
+    from export.deployment import DeploymentOptions, Device, OrtAccelerator
+
+    return DeploymentOptions(
+        device=Device(args.device),
+        instances=args.instances,
+        ort_accelerator=OrtAccelerator(args.ort_accelerator),
+    )
+
+
 def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help=".pt/.pth/.bin, .safetensors, or a training output folder")
     p.add_argument("--formats", default="onnx,torchscript", help="comma-separated: onnx, torchscript")
@@ -77,6 +107,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="an output of a custom model (repeatable)",
     )
+    _add_deployment(p)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -101,6 +132,7 @@ def _export(args: argparse.Namespace) -> int:
         options=ExportOptions(opset=args.opset),
         version=args.version,
         overwrite=args.overwrite,
+        deployment=_deployment(args),
     )
     for r in results:
         print(
@@ -200,6 +232,7 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     p.add_argument("--repo", type=Path, default=Path("triton_repo"))
     p.add_argument("--external", metavar="HOST:PORT", help="use a running Triton serving --repo instead")
+    _add_deployment(p)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -211,6 +244,7 @@ def _demo(args: argparse.Namespace) -> int:
         checkpoints=args.checkpoints,
         repo=args.repo,
         external=args.external,
+        deployment=_deployment(args),
     )
     return run_demo(options)
 

@@ -8,7 +8,7 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -16,6 +16,7 @@ from rich.table import Table
 
 from client import TritonClient
 from export.checkpoint import LoadedModel, load_model
+from export.deployment import DeploymentOptions
 from export.formats import DEFAULT_FORMATS
 from export.pipeline import ExportResult, export_to_repository
 from export.runners import TorchRunner
@@ -35,6 +36,7 @@ class DemoOptions:
     repo: Path = Path("triton_repo")
     external: str | None = None
     batch_size: int = 512
+    deployment: DeploymentOptions = field(default_factory=DeploymentOptions)
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,15 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         console.print(f"  loss {trained.losses[0]:.4f} -> {trained.losses[-1]:.4f}")
         loaded = load_model(checkpoint)
         console.print(f"[bold]export[/] {name}: onnx, torchscript -> {options.repo}")
-        results = export_to_repository(loaded, DEFAULT_FORMATS, options.repo, version=1, overwrite=True)
+        results = export_to_repository(
+            loaded, DEFAULT_FORMATS, options.repo, version=1, overwrite=True, deployment=options.deployment
+        )
         exported.extend((loaded, r) for r in results)
 
     with _server(options) as url, TritonClient(url, timeout=30.0) as triton:
         console.print(f"[bold]serve[/] Triton at {url}: every model READY")
         rows = [_check_served(triton, loaded, result) for loaded, result in exported]
-    console.print(_table(rows, options.preset))
+    console.print(_table(rows, options.preset, options.deployment.instance_kind))
     console.print(f"total {time.perf_counter() - started:.0f} s")
     failed = [r.export.model_name for r in rows if not r.served_ok]
     if failed:
@@ -121,9 +125,9 @@ def _p50_ms(triton: TritonClient, loaded: LoadedModel, result: ExportResult) -> 
     return statistics.median(times) * 1e3
 
 
-def _table(rows: list[Row], preset: str) -> Table:
+def _table(rows: list[Row], preset: str, instance_kind: str) -> Table:
     table = Table(
-        title=f"tritonstack demo ({preset} preset)",
+        title=f"tritonstack demo ({preset} preset, {instance_kind} instances)",
         caption="max |diff| vs PyTorch: export check at batch 1 and max batch; served check at batch "
         + " and ".join(map(str, SERVED_CHECK_BATCHES))
         + f"; p50 over {LATENCY_REQUESTS} sequential gRPC requests at batch 1",

@@ -1,0 +1,58 @@
+"""Deployment options as config.pbtxt says them: instances, ONNX Runtime accelerator, warm-up."""
+
+from __future__ import annotations
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as pb
+
+from export.deployment import DeploymentOptions, Device, OrtAccelerator, apply_deployment
+from export.formats import Format
+from export.repository import build_config
+from tritonstack.errors import UsageError
+from tritonstack.spec import ModelSpec, TensorSpec
+
+SPEC = ModelSpec(
+    "m",
+    (TensorSpec("dense", "float32", (13,)), TensorSpec("ids", "int64", (26,), high=1000)),
+    (TensorSpec("p", "float32", (1,)),),
+    max_batch_size=64,
+)
+
+
+def _config(fmt: Format, options: DeploymentOptions) -> pb.ModelConfig:
+    config = build_config(SPEC, fmt.platform)
+    apply_deployment(config, SPEC, fmt, options)
+    return config
+
+
+def test_gpu_instances_and_tensorrt_accelerator() -> None:
+    options = DeploymentOptions(
+        device=Device.GPU, instances=2, ort_accelerator=OrtAccelerator.TENSORRT, trt_fp16=True
+    )
+    config = _config(Format.ONNX, options)
+    [group] = config.instance_group
+    assert (group.kind, group.count) == (group.KIND_GPU, 2)
+    [accelerator] = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    assert accelerator.parameters["precision_mode"] == "FP16"
+    assert not _config(Format.TORCHSCRIPT, options).optimization.HasField("execution_accelerators")
+
+
+def test_warmup_uses_zero_ids_and_random_floats() -> None:
+    config = _config(Format.TORCHSCRIPT, DeploymentOptions(warmup_batch_sizes=(1, 500)))
+    assert [(w.name, w.batch_size) for w in config.model_warmup] == [
+        ("warmup_batch_1", 1),
+        ("warmup_batch_64", 64),
+    ]
+    inputs = config.model_warmup[0].inputs
+    assert inputs["ids"].zero_data and list(inputs["ids"].dims) == [26]
+    assert inputs["dense"].random_data
+
+
+def test_cpu_is_the_default_and_accelerators_need_gpu() -> None:
+    [group] = _config(Format.ONNX, DeploymentOptions()).instance_group
+    assert group.kind == group.KIND_CPU
+    with pytest.raises(UsageError, match="--device gpu"):
+        _config(Format.ONNX, DeploymentOptions(ort_accelerator=OrtAccelerator.CUDA))
+    with pytest.raises(UsageError, match="--instances"):
+        DeploymentOptions(instances=0)
