@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from tritonstack.errors import BinaryNotFound
 
 _FIX = "fix: pip install nvidia-pytriton==0.7.0 (Python 3.10-3.13)"
@@ -58,6 +60,12 @@ def find_triton(package: Path | None = None) -> TritonInstall:
     for what, path in required.items():
         if not path.exists():
             raise BinaryNotFound(f"{what} is missing ({path}); {_FIX}")
+    if int(np.__version__.split(".")[0]) >= 2:
+        # Seen on the H100 machine: with numpy 2 the stub's as_numpy() hands models scrambled tensors.
+        raise BinaryNotFound(
+            f"the Python backend stub of nvidia-pytriton 0.7.0 is built for numpy 1.x, and numpy "
+            f"{np.__version__} is installed; fix: pip install 'numpy<2'"
+        )
     if ctypes.util.find_library(f"python{version}") is None:
         # The stub embeds CPython: without a shared libpython it dies when the first model loads.
         raise BinaryNotFound(

@@ -253,3 +253,11 @@ def test_missing_libpython_is_binary_not_found(monkeypatch) -> None:
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     with pytest.raises(BinaryNotFound, match=r"shared libpython3\.\d+\.so.*apt-get install libpython3"):
         find_triton()
+
+
+def test_numpy_2_is_refused_before_it_scrambles_tensors(monkeypatch) -> None:
+    monkeypatch.setattr(np, "__version__", "2.5.2")
+    with pytest.raises(
+        BinaryNotFound, match=r"numpy 1\.x, and numpy 2\.5\.2 is installed; fix: pip install 'numpy<2'"
+    ):
+        find_triton()
