@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -10,15 +11,21 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from tritonclient.utils import InferenceServerException
 
-import client._client
+import client._base
 from client import (
+    AsyncTritonClient,
+    ClientError,
     DeadlineExceeded,
+    InferRequest,
     InvalidInput,
     ModelNotFound,
+    RetryPolicy,
     ServerUnavailable,
     TritonClient,
 )
+from client._retry import Deadline
 from export.formats import ExportOptions
 from export.onnx import export as export_onnx
 from export.repository import build_config, write_version
@@ -131,7 +138,7 @@ def test_bad_requests_are_refused_and_the_server_stays_ready(
 
 def test_tritons_own_refusal_is_invalid_input(triton: TritonClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the client's checks off, the server's INVALID_ARGUMENT maps to the same error."""
-    monkeypatch.setattr(client._client, "check_request", lambda spec, inputs: None)
+    monkeypatch.setattr(client._base, "check_request", lambda spec, inputs: None)
     with pytest.raises(InvalidInput, match=SPEC.name) as err:
         triton.infer(SPEC.name, {"x": _x(2)[:, :3]})
     assert err.value.model == SPEC.name
@@ -176,3 +183,118 @@ def test_closed_port() -> None:
         with pytest.raises(ServerUnavailable, match=f"{closed_url} did not answer within 0.5 s"):
             triton.wait_until_ready(timeout=0.5)
         assert time.monotonic() - start < 2.0
+
+
+# -- asyncio client, infer_many, retries ----------------------------------------------------------
+
+
+def test_async_client_has_the_same_answers(url: str, triton: TritonClient) -> None:
+    async def main() -> None:
+        async with AsyncTritonClient(url, timeout=30.0) as aio:
+            assert await aio.is_live() and await aio.is_ready()
+            await aio.wait_until_ready(timeout=5)
+            assert await aio.list_models() == triton.list_models()
+            assert await aio.model_spec(SPEC.name) == SPEC
+            assert (await aio.model_config(SPEC.name)).max_batch_size == 8
+            assert (await aio.model_metadata(SPEC.name)).name == SPEC.name
+            x = _x(3)
+            np.testing.assert_array_equal(
+                (await aio.infer(SPEC.name, {"x": x}))["y"], triton.infer(SPEC.name, {"x": x})["y"]
+            )
+            (stats,) = (await aio.statistics(SPEC.name))["model_stats"]
+            assert int(stats["inference_count"]) >= 3
+            with pytest.raises(InvalidInput, match="dtype float64"):
+                await aio.infer(SPEC.name, {"x": x.astype(np.float64)})
+            with pytest.raises(ModelNotFound, match="no_such_model"):
+                await aio.infer("no_such_model", {"x": x})
+
+    asyncio.run(main())
+
+
+def test_infer_many_keeps_order_sync_and_async(url: str, triton: TritonClient) -> None:
+    requests = [InferRequest(SPEC.name, {"x": _x(1 + i % SPEC.max_batch_size)}) for i in range(40)]
+    alone = [triton.infer(r.model, r.inputs)["y"] for r in requests]
+
+    async def run_async() -> list[dict[str, Array] | ClientError]:
+        async with AsyncTritonClient(url) as aio:
+            return await aio.infer_many(requests, concurrency=16)
+
+    for results in (triton.infer_many(requests, concurrency=8), asyncio.run(run_async())):
+        for got, want in zip(results, alone, strict=True):
+            assert isinstance(got, dict)
+            np.testing.assert_array_equal(got["y"], want)
+
+
+def test_infer_many_raises_or_returns_errors(triton: TritonClient) -> None:
+    requests = [InferRequest(SPEC.name, {"x": _x(2)}), InferRequest(SPEC.name, {"x": _x(9)})]
+    with pytest.raises(InvalidInput, match="batch size 9"):
+        triton.infer_many(requests)
+    good, bad = triton.infer_many(requests, return_exceptions=True)
+    assert isinstance(good, dict) and isinstance(bad, InvalidInput) and bad.model == SPEC.name
+
+
+def _flaky(failures: int, status: str) -> tuple[Callable[..., str], list[float]]:
+    """A tritonclient-like call that fails `failures` times with `status`, then answers; records
+    the timeout each attempt got."""
+    timeouts: list[float] = []
+
+    def call(*, client_timeout: float, headers: object) -> str:
+        timeouts.append(client_timeout)
+        if len(timeouts) <= failures:
+            raise InferenceServerException("boom", status=f"StatusCode.{status}")
+        return "ok"
+
+    return call, timeouts
+
+
+def test_transient_failures_are_retried_within_one_deadline() -> None:
+    with TritonClient(f"127.0.0.1:{free_port()}", retry=RetryPolicy(attempts=4, base_delay=0.01)) as triton:
+        call, timeouts = _flaky(3, "UNAVAILABLE")
+        assert triton._call(call, deadline=Deadline(5.0)) == "ok"
+        assert len(timeouts) == 4 and timeouts == sorted(timeouts, reverse=True) and timeouts[0] <= 5.0
+        call, timeouts = _flaky(4, "UNAVAILABLE")
+        with pytest.raises(ServerUnavailable):
+            triton._call(call, deadline=Deadline(5.0))
+        assert len(timeouts) == 4
+
+
+@pytest.mark.parametrize("status", ["INVALID_ARGUMENT", "NOT_FOUND", "DEADLINE_EXCEEDED", "INTERNAL"])
+def test_other_failures_are_not_retried(status: str) -> None:
+    with TritonClient(f"127.0.0.1:{free_port()}") as triton:
+        call, timeouts = _flaky(1, status)
+        with pytest.raises(ClientError):
+            triton._call(call, deadline=Deadline(5.0), infer=True)
+        assert len(timeouts) == 1
+
+
+def test_backoff_is_jittered_and_bounded() -> None:
+    policy = RetryPolicy(attempts=10, base_delay=0.1, max_delay=0.5)
+    error = ServerUnavailable("down")
+    delays = [policy.delay(error, n, remaining=60) for n in range(1, 10) for _ in range(20)]
+    assert all(0 <= d <= 0.5 for d in delays) and len(set(delays)) > 100
+    with pytest.raises(ServerUnavailable):
+        policy.delay(error, 10, remaining=60)
+    with pytest.raises(ServerUnavailable):  # no time left to wait
+        RetryPolicy(base_delay=10).delay(error, 1, remaining=0)
+    with pytest.raises(InvalidInput):
+        policy.delay(InvalidInput("bad"), 1, remaining=60)
+
+
+def test_async_closed_port_and_silent_server() -> None:
+    async def main(closed: str, silent: str) -> None:
+        async with AsyncTritonClient(closed, timeout=2.0) as aio:
+            assert not await aio.is_ready()
+            start = time.monotonic()
+            with pytest.raises(ServerUnavailable, match=closed):
+                await aio.infer(SPEC.name, {"x": _x(1)})
+            assert time.monotonic() - start < 2.0
+        async with AsyncTritonClient(silent, timeout=0.3) as aio:
+            start = time.monotonic()
+            with pytest.raises(DeadlineExceeded, match="'tiny_linear'"):
+                await aio.infer(SPEC.name, {"x": _x(1)}, timeout=0.2)
+            assert 0.2 <= time.monotonic() - start < 1.5
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        asyncio.run(main(f"127.0.0.1:{free_port()}", f"127.0.0.1:{sock.getsockname()[1]}"))

@@ -1,0 +1,213 @@
+"""The asyncio client: the same surface as `TritonClient`, over `tritonclient.grpc.aio`.
+
+Request building, checks, parsing, the spec cache and the retry decision come from `ClientBase`;
+each method here only awaits the call. Use it from one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import tritonclient.grpc.aio as aioclient
+from tritonclient.grpc import model_config_pb2
+
+from client._base import POLL_INTERVAL_S, ClientBase, InferRequest, ModelStatus, statuses, version_string
+from client._errors import translate_errors
+from client._retry import Deadline
+from tritonstack.errors import ClientError, DeadlineExceeded, ServerUnavailable
+from tritonstack.spec import Array, ModelSpec
+
+T = TypeVar("T")
+
+
+class AsyncTritonClient(ClientBase):
+    __doc__ = ClientBase.__doc__
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client = aioclient.InferenceServerClient(**self._connect)
+
+    async def __aenter__(self) -> AsyncTritonClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _call(
+        self,
+        method: Callable[..., Awaitable[T]],
+        *args: Any,
+        deadline: Deadline,
+        model: str | None = None,
+        infer: bool = False,
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with translate_errors(self.url, model, infer=infer):
+                    timeout = deadline.check(self.url, model)
+                    return await method(*args, client_timeout=timeout, headers=self.headers, **kwargs)
+            except ServerUnavailable as error:
+                if not retry:
+                    raise
+                await asyncio.sleep(self._retry_delay(error, attempt, deadline))
+
+    async def is_live(self, *, timeout: float | None = None) -> bool:
+        """Whether the server answers; False, not an error, when it cannot be reached."""
+        return await self._probe(self._client.is_server_live, timeout)
+
+    async def is_ready(self, *, timeout: float | None = None) -> bool:
+        """Whether the server is ready for inference; False when it cannot be reached."""
+        return await self._probe(self._client.is_server_ready, timeout)
+
+    async def wait_until_ready(self, timeout: float = 60) -> None:
+        """Poll until the server is ready, or raise `ServerUnavailable` after `timeout` seconds."""
+        deadline = Deadline(timeout)
+        live = False
+        while (remaining := deadline.remaining()) > 0:
+            probe = min(remaining, self.timeout)
+            if await self.is_ready(timeout=probe):
+                return
+            live = live or await self.is_live(timeout=probe)
+            await asyncio.sleep(min(POLL_INTERVAL_S, max(deadline.remaining(), 0)))
+        raise self._not_ready(timeout, live)
+
+    async def list_models(self, *, timeout: float | None = None) -> list[ModelStatus]:
+        """Every model in the server's repository, loaded or not."""
+        index = await self._call(self._client.get_model_repository_index, deadline=self._deadline(timeout))
+        return statuses(index)
+
+    async def model_config(
+        self, name: str, version: int | None = None, *, timeout: float | None = None
+    ) -> model_config_pb2.ModelConfig:
+        """The model's `ModelConfig` protobuf as the server completed it."""
+        return await self._config(name, version, self._deadline(timeout))
+
+    async def model_metadata(
+        self, name: str, version: int | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """The model's `ModelMetadataResponse` protobuf."""
+        return await self._metadata(name, version, self._deadline(timeout))
+
+    async def model_spec(
+        self, name: str, version: int | None = None, *, timeout: float | None = None
+    ) -> ModelSpec:
+        """The served model's spec from its metadata and config, fetched once and then cached."""
+        return await self._spec(name, version, self._deadline(timeout))
+
+    async def load_model(self, name: str, *, timeout: float | None = None) -> None:
+        """Load (or reload) a model; the server must run with explicit model control."""
+        self._specs = {key: spec for key, spec in self._specs.items() if key[0] != name}
+        await self._call(self._client.load_model, name, deadline=self._deadline(timeout), model=name)
+
+    async def unload_model(self, name: str, *, timeout: float | None = None) -> None:
+        """Unload a model; the server must run with explicit model control."""
+        await self._call(self._client.unload_model, name, deadline=self._deadline(timeout), model=name)
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Array],
+        *,
+        version: int | None = None,
+        outputs: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Array]:
+        """Run one request; see `TritonClient.infer`."""
+        return await self._infer(InferRequest(model, inputs, version, outputs), self._deadline(timeout))
+
+    async def infer_many(
+        self,
+        requests: Sequence[InferRequest],
+        *,
+        concurrency: int = 8,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[dict[str, Array] | ClientError]:
+        """Run requests with at most `concurrency` in flight; results in the requests' order.
+
+        `timeout` is each request's deadline. The first `ClientError` is raised (the others are
+        cancelled), or with `return_exceptions` put in the failed request's place.
+        """
+        slots = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(request: InferRequest) -> dict[str, Array] | ClientError:
+            async with slots:
+                try:
+                    return await self._infer(request, self._deadline(timeout))
+                except ClientError as error:
+                    if return_exceptions:
+                        return error
+                    raise
+
+        tasks = [asyncio.ensure_future(one(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def statistics(
+        self, name: str | None = None, version: int | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Triton's inference statistics for one model, or every model when `name` is None."""
+        stats: dict[str, Any] = await self._call(
+            self._client.get_inference_statistics,
+            name or "",
+            version_string(version),
+            as_json=True,
+            deadline=self._deadline(timeout),
+            model=name,
+        )
+        return stats
+
+    async def _infer(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
+        prepared = self._prepare(await self._spec(request.model, request.version, deadline), request)
+        result = await self._call(
+            self._client.infer,
+            request.model,
+            prepared.inputs,
+            model_version=version_string(request.version),
+            outputs=prepared.outputs,
+            deadline=deadline,
+            model=request.model,
+            infer=True,
+        )
+        return prepared.parse(result)
+
+    async def _spec(self, name: str, version: int | None, deadline: Deadline) -> ModelSpec:
+        spec = self._cached_spec(name, version)
+        if spec is None:
+            metadata = await self._metadata(name, version, deadline)
+            spec = self._cache_spec(name, version, metadata, await self._config(name, version, deadline))
+        return spec
+
+    async def _metadata(self, name: str, version: int | None, deadline: Deadline) -> Any:
+        return await self._call(
+            self._client.get_model_metadata, name, version_string(version), deadline=deadline, model=name
+        )
+
+    async def _config(
+        self, name: str, version: int | None, deadline: Deadline
+    ) -> model_config_pb2.ModelConfig:
+        response = await self._call(
+            self._client.get_model_config, name, version_string(version), deadline=deadline, model=name
+        )
+        return response.config
+
+    async def _probe(self, method: Callable[..., Awaitable[bool]], timeout: float | None) -> bool:
+        try:
+            return bool(await self._call(method, deadline=self._deadline(timeout), retry=False))
+        except (ServerUnavailable, DeadlineExceeded):
+            return False

@@ -1,0 +1,201 @@
+"""What the sync and asyncio clients share: connection settings, the spec cache, building and
+checking requests, parsing responses, and the retry decision. Everything here is pure; the two
+clients differ only in how they make a call (`client/_sync.py`, `client/_async.py`).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import tritonclient.grpc as grpcclient
+
+from client._retry import DEFAULT_RETRY, Deadline, RetryPolicy
+from client._validation import check_outputs, check_request
+from tritonstack.errors import ClientError, ServerUnavailable
+from tritonstack.spec import (
+    Array,
+    ModelSpec,
+    TensorSpec,
+    dtype_from_wire,
+    id_bounds_from_parameters,
+    wire_dtype,
+)
+
+DEFAULT_URL = "127.0.0.1:8001"
+
+# tritonclient's defaults (unlimited messages; its keepalive values are gRPC's own), plus a cap
+# on the reconnect backoff: a channel that found the server down retries after up to 2 minutes
+# by default, so a restarted server would go unnoticed that long.
+_CHANNEL_ARGS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+POLL_INTERVAL_S = 0.1
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One entry of the repository index; `version` is Triton's string ("1"), empty for a model
+    that is not loaded, and `reason` says why a model is not READY."""
+
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """One request of `infer_many`, the arguments of `infer`."""
+
+    model: str
+    inputs: Mapping[str, Array]
+    version: int | None = None
+    outputs: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked request as tritonclient takes it, and the output names to read back."""
+
+    inputs: list[grpcclient.InferInput]
+    outputs: list[grpcclient.InferRequestedOutput] | None
+    wanted: Sequence[str]
+
+    def parse(self, result: grpcclient.InferResult) -> dict[str, Array]:
+        return {name: result.as_numpy(name) for name in self.wanted}
+
+
+def channel(urls: str | Sequence[str]) -> tuple[str, list[tuple[str, Any]]]:
+    """The gRPC target and channel options for one endpoint or several.
+
+    Several endpoints become one `ipv4:` target balanced by gRPC's own `round_robin` policy: each
+    call goes to the next ready server, and a dead one drops out of the rotation until it is back.
+    That target takes addresses only, so host names are resolved (IPv4) once, here.
+    """
+    if isinstance(urls, str):
+        return urls, _CHANNEL_ARGS
+    if not urls:
+        raise ValueError("give at least one Triton url HOST:PORT")
+    if len(urls) == 1:
+        return urls[0], _CHANNEL_ARGS
+    addresses = []
+    for url in urls:
+        host, sep, port = url.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"url {url!r} must be HOST:PORT")
+        addresses.append(f"{socket.gethostbyname(host)}:{port}")
+    return "ipv4:" + ",".join(addresses), [*_CHANNEL_ARGS, ("grpc.lb_policy_name", "round_robin")]
+
+
+class ClientBase:
+    """The state and pure parts of a client for one Triton server, or several serving the same
+    repository.
+
+    Every call takes `timeout` in seconds (default: the client's): one deadline for the call and
+    its retries. Failures raise a `ClientError` subclass. Specs are cached for the client's
+    lifetime: after reloading a model with a different config, use a new client.
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str] = DEFAULT_URL,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = url if isinstance(url, str) else ",".join(url)
+        self.timeout = timeout
+        self.retry = retry
+        self.headers = dict(headers) if headers else None
+        target, options = channel(url)
+        # Keyword arguments of both tritonclient clients' constructors.
+        self._connect: dict[str, Any] = {
+            "url": target,
+            "channel_args": options,
+            "ssl": ssl,
+            "root_certificates": root_certificates,
+        }
+        self._specs: dict[tuple[str, str], ModelSpec] = {}
+
+    def _deadline(self, timeout: float | None) -> Deadline:
+        return Deadline(self.timeout if timeout is None else timeout)
+
+    def _retry_delay(self, error: ClientError, attempt: int, deadline: Deadline) -> float:
+        return self.retry.delay(error, attempt, deadline.remaining())
+
+    def _prepare(self, spec: ModelSpec, request: InferRequest) -> Prepared:
+        """Check the request against the spec (`InvalidInput` before any round trip) and build it."""
+        check_request(spec, request.inputs)
+        if request.outputs is None:
+            return Prepared(
+                [_infer_input(t, request.inputs[t.name]) for t in spec.inputs], None, spec.output_names
+            )
+        check_outputs(spec, request.outputs)
+        return Prepared(
+            [_infer_input(t, request.inputs[t.name]) for t in spec.inputs],
+            [grpcclient.InferRequestedOutput(name) for name in request.outputs],
+            request.outputs,
+        )
+
+    def _cached_spec(self, name: str, version: int | None) -> ModelSpec | None:
+        return self._specs.get((name, version_string(version)))
+
+    def _cache_spec(self, name: str, version: int | None, metadata: Any, config: Any) -> ModelSpec:
+        """The spec from the model's metadata and config; shapes exclude the batch dimension and
+        `high` comes from the id bounds the repository writer records in the config's parameters."""
+        max_batch_size = config.max_batch_size
+        if max_batch_size < 1:
+            raise ClientError(
+                f"model {name!r} has max_batch_size {max_batch_size}: this client sends batched "
+                "requests only — set max_batch_size >= 1 in its config.pbtxt",
+                name,
+            )
+        bounds = id_bounds_from_parameters({k: p.string_value for k, p in config.parameters.items()})
+        try:
+            spec = ModelSpec(
+                name,
+                tuple(_tensor(t, bounds.get(t.name)) for t in metadata.inputs),
+                tuple(_tensor(t) for t in metadata.outputs),
+                max_batch_size,
+            )
+        except ValueError as exc:
+            raise ClientError(f"model {name!r} cannot be described as a ModelSpec: {exc}", name) from exc
+        self._specs[(name, version_string(version))] = spec
+        return spec
+
+    def _not_ready(self, timeout: float, live: bool) -> ServerUnavailable:
+        if live:
+            return ServerUnavailable(
+                f"Triton at {self.url} is live but not ready after {timeout:g} s — a model is still "
+                "loading or failed to load: check the server's log or list_models()"
+            )
+        return ServerUnavailable(
+            f"Triton at {self.url} did not answer within {timeout:g} s — start it with "
+            "`tritonstack serve` or check --url"
+        )
+
+
+def statuses(index: Any) -> list[ModelStatus]:
+    return [ModelStatus(m.name, m.version, m.state, m.reason) for m in index.models]
+
+
+def version_string(version: int | None) -> str:
+    return "" if version is None else str(version)
+
+
+def _tensor(metadata: Any, high: int | tuple[int, ...] | None = None) -> TensorSpec:
+    """A `TensorSpec` from a metadata tensor, whose shape starts with the batch dimension (-1)."""
+    return TensorSpec(metadata.name, dtype_from_wire(metadata.datatype), tuple(metadata.shape[1:]), high)
+
+
+def _infer_input(tensor: TensorSpec, value: Array) -> grpcclient.InferInput:
+    infer_input = grpcclient.InferInput(tensor.name, list(value.shape), wire_dtype(tensor.dtype))
+    return infer_input.set_data_from_numpy(value)

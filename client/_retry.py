@@ -1,0 +1,66 @@
+"""Deadlines and the retry policy shared by the sync and asyncio clients.
+
+A call's timeout is one deadline for all its attempts: a retried call still answers within the
+time the caller gave it. Only `ServerUnavailable` (UNAVAILABLE: refused, reset, no ready
+endpoint) is retried — a refused request would be refused again, and a deadline is already spent.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from tritonstack.errors import ClientError, DeadlineExceeded, ServerUnavailable
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Up to `attempts` tries; before try n+1 a random wait in [0, min(max_delay, base_delay·2^(n-1))]
+    ("full jitter": clients that failed together do not come back together)."""
+
+    attempts: int = 4
+    base_delay: float = 0.05
+    max_delay: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError(f"invalid retry policy {self}: attempts >= 1, delays >= 0")
+
+    def delay(self, error: ClientError, attempt: int, remaining: float) -> float:
+        """Seconds to wait before retrying after `attempt` failed tries, or re-raise `error`."""
+        if not isinstance(error, ServerUnavailable) or attempt >= self.attempts:
+            raise error
+        wait = random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+        if wait >= remaining:
+            raise error
+        return wait
+
+
+DEFAULT_RETRY = RetryPolicy()
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+class Deadline:
+    """A point in time; each attempt gets what is left of it as its gRPC timeout."""
+
+    __slots__ = ("seconds", "_end")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self._end - time.monotonic()
+
+    def check(self, url: str, model: str | None) -> float:
+        """The seconds left, or `DeadlineExceeded` when none are (an expired deadline sends nothing)."""
+        left = self.remaining()
+        if left <= 0:
+            subject = f"model {model!r}" if model else "request"
+            raise DeadlineExceeded(
+                f"{subject}: no answer from Triton at {url} within {self.seconds:g} s — "
+                "pass a larger timeout= or check the server's load",
+                model,
+            )
+        return left

@@ -1,0 +1,210 @@
+"""The synchronous client: `ClientBase`'s pure parts around `tritonclient.grpc` calls.
+
+Built for serving-overhead measurements: one channel for the client's lifetime, model specs
+fetched once per (name, version) and cached, and nothing on the inference path but the request
+checks, the request itself and unpacking the response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, TypeVar
+
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import model_config_pb2
+
+from client._base import POLL_INTERVAL_S, ClientBase, InferRequest, ModelStatus, statuses, version_string
+from client._errors import translate_errors
+from client._retry import Deadline
+from tritonstack.errors import ClientError, DeadlineExceeded, ServerUnavailable
+from tritonstack.spec import Array, ModelSpec
+
+T = TypeVar("T")
+
+
+class TritonClient(ClientBase):
+    __doc__ = ClientBase.__doc__
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client = grpcclient.InferenceServerClient(**self._connect)
+
+    def __enter__(self) -> TritonClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(
+        self,
+        method: Callable[..., T],
+        *args: Any,
+        deadline: Deadline,
+        model: str | None = None,
+        infer: bool = False,
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with translate_errors(self.url, model, infer=infer):
+                    timeout = deadline.check(self.url, model)
+                    return method(*args, client_timeout=timeout, headers=self.headers, **kwargs)
+            except ServerUnavailable as error:
+                if not retry:
+                    raise
+                time.sleep(self._retry_delay(error, attempt, deadline))
+
+    def is_live(self, *, timeout: float | None = None) -> bool:
+        """Whether the server answers; False, not an error, when it cannot be reached."""
+        return self._probe(self._client.is_server_live, timeout)
+
+    def is_ready(self, *, timeout: float | None = None) -> bool:
+        """Whether the server is ready for inference; False when it cannot be reached."""
+        return self._probe(self._client.is_server_ready, timeout)
+
+    def wait_until_ready(self, timeout: float = 60) -> None:
+        """Poll until the server is ready, or raise `ServerUnavailable` after `timeout` seconds."""
+        deadline = Deadline(timeout)
+        live = False
+        while (remaining := deadline.remaining()) > 0:
+            probe = min(remaining, self.timeout)
+            if self.is_ready(timeout=probe):
+                return
+            live = live or self.is_live(timeout=probe)
+            time.sleep(min(POLL_INTERVAL_S, max(deadline.remaining(), 0)))
+        raise self._not_ready(timeout, live)
+
+    def list_models(self, *, timeout: float | None = None) -> list[ModelStatus]:
+        """Every model in the server's repository, loaded or not."""
+        return statuses(self._call(self._client.get_model_repository_index, deadline=self._deadline(timeout)))
+
+    def model_config(
+        self, name: str, version: int | None = None, *, timeout: float | None = None
+    ) -> model_config_pb2.ModelConfig:
+        """The model's `ModelConfig` protobuf as the server completed it."""
+        return self._config(name, version, self._deadline(timeout))
+
+    def model_metadata(self, name: str, version: int | None = None, *, timeout: float | None = None) -> Any:
+        """The model's `ModelMetadataResponse` protobuf."""
+        return self._metadata(name, version, self._deadline(timeout))
+
+    def model_spec(self, name: str, version: int | None = None, *, timeout: float | None = None) -> ModelSpec:
+        """The served model's spec from its metadata and config, fetched once and then cached."""
+        return self._spec(name, version, self._deadline(timeout))
+
+    def load_model(self, name: str, *, timeout: float | None = None) -> None:
+        """Load (or reload) a model; the server must run with explicit model control."""
+        self._specs = {key: spec for key, spec in self._specs.items() if key[0] != name}
+        self._call(self._client.load_model, name, deadline=self._deadline(timeout), model=name)
+
+    def unload_model(self, name: str, *, timeout: float | None = None) -> None:
+        """Unload a model; the server must run with explicit model control."""
+        self._call(self._client.unload_model, name, deadline=self._deadline(timeout), model=name)
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Array],
+        *,
+        version: int | None = None,
+        outputs: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Array]:
+        """Run one request and return {output name: array} for every output, or those named.
+
+        Inputs are checked against the cached spec first (`InvalidInput` before any round trip).
+        The arrays returned are read-only views of the response.
+        """
+        return self._infer(InferRequest(model, inputs, version, outputs), self._deadline(timeout))
+
+    def infer_many(
+        self,
+        requests: Sequence[InferRequest],
+        *,
+        concurrency: int = 8,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[dict[str, Array] | ClientError]:
+        """Run requests with at most `concurrency` in flight; results in the requests' order.
+
+        `timeout` is each request's deadline. The first `ClientError` is raised, or with
+        `return_exceptions` put in the failed request's place.
+        """
+
+        def one(request: InferRequest) -> dict[str, Array] | ClientError:
+            try:
+                return self._infer(request, self._deadline(timeout))
+            except ClientError as error:
+                if return_exceptions:
+                    return error
+                raise
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            return list(pool.map(one, requests))
+
+    def statistics(
+        self, name: str | None = None, version: int | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Triton's inference statistics for one model, or every model when `name` is None.
+
+        The raw JSON form: counters are uint64, which the protobuf JSON mapping writes as strings.
+        """
+        stats: dict[str, Any] = self._call(
+            self._client.get_inference_statistics,
+            name or "",
+            version_string(version),
+            as_json=True,
+            deadline=self._deadline(timeout),
+            model=name,
+        )
+        return stats
+
+    def _infer(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
+        prepared = self._prepare(self._spec(request.model, request.version, deadline), request)
+        result = self._call(
+            self._client.infer,
+            request.model,
+            prepared.inputs,
+            model_version=version_string(request.version),
+            outputs=prepared.outputs,
+            deadline=deadline,
+            model=request.model,
+            infer=True,
+        )
+        return prepared.parse(result)
+
+    def _spec(self, name: str, version: int | None, deadline: Deadline) -> ModelSpec:
+        spec = self._cached_spec(name, version)
+        if spec is None:
+            spec = self._cache_spec(
+                name, version, self._metadata(name, version, deadline), self._config(name, version, deadline)
+            )
+        return spec
+
+    def _metadata(self, name: str, version: int | None, deadline: Deadline) -> Any:
+        return self._call(
+            self._client.get_model_metadata, name, version_string(version), deadline=deadline, model=name
+        )
+
+    def _config(self, name: str, version: int | None, deadline: Deadline) -> model_config_pb2.ModelConfig:
+        response = self._call(
+            self._client.get_model_config, name, version_string(version), deadline=deadline, model=name
+        )
+        return response.config
+
+    def _probe(self, method: Callable[..., bool], timeout: float | None) -> bool:
+        try:
+            return bool(self._call(method, deadline=self._deadline(timeout), retry=False))
+        except (ServerUnavailable, DeadlineExceeded):
+            return False
