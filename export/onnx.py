@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from export.formats import Artifact, ExportOptions, Format
+from export.precision import half_precision
 from export.runners import example_args
 from tritonstack.errors import ExportError, first_line
 from tritonstack.spec import ModelSpec
@@ -21,6 +22,7 @@ from tritonstack.spec import ModelSpec
 def export(model: nn.Module, spec: ModelSpec, out_dir: Path, options: ExportOptions) -> Artifact:
     """Write `out_dir/model.onnx` with the torch.export-based exporter (torch's default since 2.9)."""
     path = out_dir / Format.ONNX.filename
+    model = half_precision(model) if options.fp16 else model
     batch = torch.export.Dim("batch", min=1, max=spec.max_batch_size)
     dynamic_shapes = {t.name: {0: batch} for t in spec.inputs}
     try:
@@ -41,7 +43,9 @@ def export(model: nn.Module, spec: ModelSpec, out_dir: Path, options: ExportOpti
     except Exception as exc:
         raise ExportError(f"{spec.name}: ONNX export failed: {first_line(exc)}") from exc
     _check_names(path, spec)
-    return Artifact(Format.ONNX, path, spec, {"opset": options.opset, "onnx": onnx.__version__})
+    return Artifact(
+        Format.ONNX, path, spec, {"opset": options.opset, "onnx": onnx.__version__, "fp16": options.fp16}
+    )
 
 
 def _check_names(path: Path, spec: ModelSpec) -> None:

@@ -2,7 +2,8 @@
 profile spanning batch 1 to `max_batch_size`, a persisted timing cache).
 
 TensorRT 10 takes FP16 as a builder flag; TensorRT 11 removed weak typing, so there the network
-is strongly typed and its precision is the ONNX graph's own: `--fp16` then needs the FP16 ONNX.
+is strongly typed and its precision is the ONNX graph's own: `--fp16` then builds from the FP16
+ONNX export.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from tritonstack.spec import ModelSpec
 def export(model: nn.Module, spec: ModelSpec, out_dir: Path, options: ExportOptions) -> Artifact:
     """Export ONNX to a scratch folder, then build `out_dir/model.plan` from it."""
     require_tensorrt()
+    import tensorrt as trt
+
     with tempfile.TemporaryDirectory(prefix="onnx-for-trt-") as tmp:
-        # FP16 is the builder's job here (TensorRT 10); the ONNX graph stays FP32.
-        onnx_artifact = onnx_exporter.export(model, spec, Path(tmp), replace(options, fp16=False))
+        # TensorRT 10 takes FP16 as a builder flag over an FP32 graph; 11 takes the FP16 graph.
+        graph_fp16 = options.fp16 and _strongly_typed(trt.__version__)
+        onnx_artifact = onnx_exporter.export(model, spec, Path(tmp), replace(options, fp16=graph_fp16))
         return build_engine(onnx_artifact.path, spec, out_dir / Format.TENSORRT.filename, options)
 
 
@@ -37,12 +41,7 @@ def build_engine(onnx_path: Path, spec: ModelSpec, plan_path: Path, options: Exp
     trt_options = options.tensorrt
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    strongly_typed = int(trt.__version__.split(".")[0]) >= 11
-    if strongly_typed and options.fp16:
-        raise ExportError(
-            f"{spec.name}: TensorRT {trt.__version__} builds FP16 only from an FP16 ONNX graph, which "
-            "tritonstack does not export yet: build FP32, or use TensorRT 10"
-        )
+    strongly_typed = _strongly_typed(trt.__version__)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -79,3 +78,8 @@ def build_engine(onnx_path: Path, spec: ModelSpec, plan_path: Path, options: Exp
         cache_path.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
     details = {"tensorrt": trt.__version__, "fp16": options.fp16, "opt_batch_size": opt}
     return Artifact(Format.TENSORRT, plan_path, spec, details)
+
+
+def _strongly_typed(version: str) -> bool:
+    """TensorRT 11 removed weak typing: networks are strongly typed, precision is the graph's."""
+    return int(version.split(".")[0]) >= 11

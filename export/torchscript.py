@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from export.formats import Artifact, ExportOptions, Format
+from export.precision import half_precision
 from export.runners import example_args
 from tritonstack.errors import ExportError, first_line
 from tritonstack.spec import ModelSpec
@@ -18,6 +19,7 @@ from tritonstack.spec import ModelSpec
 def export(model: nn.Module, spec: ModelSpec, out_dir: Path, options: ExportOptions) -> Artifact:
     """Write `out_dir/model.pt`, traced at the example batch size with the batch axis left free."""
     path = out_dir / Format.TORCHSCRIPT.filename
+    model = half_precision(model) if options.fp16 else model
     args = example_args(spec, options.example_batch_size)
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -34,4 +36,6 @@ def export(model: nn.Module, spec: ModelSpec, out_dir: Path, options: ExportOpti
             f"{spec.name}: traced inputs are {names}, expected {spec.input_names}: "
             "name forward()'s arguments after the model's inputs"
         )
-    return Artifact(Format.TORCHSCRIPT, path, spec, {"torch": torch.__version__, "method": "trace"})
+    return Artifact(
+        Format.TORCHSCRIPT, path, spec, {"torch": torch.__version__, "method": "trace", "fp16": options.fp16}
+    )

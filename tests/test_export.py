@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -12,7 +13,7 @@ from export.checkpoint import LoadedModel, ModelSource, load_model
 from export.custom import CustomArch, parse_input
 from export.formats import DEFAULT_FORMATS, ExportOptions, Format, exporter
 from export.runners import TorchRunner, runner_for
-from export.verify import verify
+from export.verify import tolerances, verify
 from tests.custom_models import make_scorer
 from tritonstack.errors import UsageError, VerificationError
 
@@ -65,3 +66,28 @@ def test_format_list_parsing() -> None:
         UsageError, match="unknown format 'tensorrtx': choose from onnx, torchscript, tensorrt"
     ):
         Format.parse_list("onnx,tensorrtx")
+
+
+@pytest.mark.parametrize("fmt", DEFAULT_FORMATS)
+def test_fp16_artifacts_are_half_size_with_float32_io(fmt: Format, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    torch.save(make_scorer(vocab=5000, width=32).state_dict(), tmp_path / "w.pt")
+    custom = CustomArch(
+        "tests.custom_models:make_scorer",
+        (parse_input("ids:int64:3:5000"), parse_input("dense:float32:4")),
+        ("p",),
+    )
+    big = load_model(tmp_path / "w.pt", ModelSource(config={"vocab": 5000, "width": 32}, custom=custom))
+    sizes = {}
+    for fp16 in (False, True):
+        out = tmp_path / str(fp16)
+        out.mkdir()
+        artifact = exporter(fmt)(big.module, big.spec, out, ExportOptions(fp16=fp16))
+        sizes[fp16] = artifact.size_bytes
+        atol, rtol = tolerances(fp16)
+        report = verify(
+            runner_for(artifact), TorchRunner(big.module, big.spec), big.spec, atol=atol, rtol=rtol
+        )
+        assert report.max_abs < atol
+        assert runner_for(artifact).infer(big.spec.random_inputs(2))["p"].dtype == np.float32
+    assert sizes[True] < 0.6 * sizes[False]
