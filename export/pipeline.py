@@ -12,7 +12,7 @@ from export.deployment import DeploymentOptions, apply_deployment
 from export.formats import ExportOptions, Format, exporter
 from export.repository import build_config, write_version
 from export.runners import TorchRunner, runner_for
-from export.verify import VerificationReport, verify
+from export.verify import VerificationReport, tolerances, verify
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ def export_to_repository(
         name = repository_name(loaded.spec.name, fmt)
         with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=repo) as tmp:
             artifact = exporter(fmt)(loaded.module, loaded.spec, Path(tmp), options)
-            report = verify(runner_for(artifact), reference, loaded.spec)
+            atol, rtol = tolerances(options.fp16)
+            report = verify(runner_for(artifact), reference, loaded.spec, atol=atol, rtol=rtol)
             size = artifact.size_bytes
             config = build_config(loaded.spec.renamed(name), fmt.platform)
             apply_deployment(config, loaded.spec, fmt, deployment or DeploymentOptions())
