@@ -13,6 +13,7 @@ from export.formats import ExportOptions, Format, exporter
 from export.repository import build_config, write_version
 from export.runners import TorchRunner, runner_for
 from export.verify import VerificationReport, tolerances, verify
+from tritonstack.errors import ExportError
 
 
 @dataclass(frozen=True)
@@ -44,33 +45,56 @@ def export_to_repository(
 ) -> list[ExportResult]:
     """Export, verify against PyTorch, then publish each format as one complete version directory.
 
-    An artifact that fails verification never reaches the repository.
+    An artifact that fails verification never reaches the repository. A format that fails does
+    not stop the others (TensorRT missing on a CPU machine must not cost the ONNX export); the
+    failures are raised together, as one `ExportError`, once every format has been tried.
     """
     options = options or ExportOptions()
     repo.mkdir(parents=True, exist_ok=True)
     reference = TorchRunner(loaded.module, loaded.spec)
-    parameters = sum(p.numel() for p in loaded.module.parameters())
     results = []
+    failures: list[str] = []
     for fmt in formats:
         name = repository_name(loaded.spec.name, fmt)
-        with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=repo) as tmp:
-            artifact = exporter(fmt)(loaded.module, loaded.spec, Path(tmp), options)
-            atol, rtol = tolerances(options.fp16)
-            report = verify(runner_for(artifact), reference, loaded.spec, atol=atol, rtol=rtol)
-            size = artifact.size_bytes
-            config = build_config(loaded.spec.renamed(name), fmt.platform)
-            apply_deployment(config, loaded.spec, fmt, deployment or DeploymentOptions())
-            version_dir = write_version(
-                repo,
-                name,
-                config,
-                {fmt.filename: artifact.path},
-                version=version,
-                overwrite=overwrite,
-                move=True,
-            )
-        result = ExportResult(name, fmt, int(version_dir.name), version_dir, size, parameters, report)
+        try:
+            result = _export_one(loaded, fmt, name, repo, options, deployment, version, overwrite, reference)
+        except ExportError as exc:
+            failures.append(str(exc))
+            continue
         results.append(result)
         if on_done is not None:
             on_done(result)
+    if failures:
+        raise ExportError("; ".join(failures))
     return results
+
+
+def _export_one(
+    loaded: LoadedModel,
+    fmt: Format,
+    name: str,
+    repo: Path,
+    options: ExportOptions,
+    deployment: DeploymentOptions | None,
+    version: int | None,
+    overwrite: bool,
+    reference: TorchRunner,
+) -> ExportResult:
+    parameters = sum(p.numel() for p in loaded.module.parameters())
+    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=repo) as tmp:
+        artifact = exporter(fmt)(loaded.module, loaded.spec, Path(tmp), options)
+        atol, rtol = tolerances(options.fp16)
+        report = verify(runner_for(artifact), reference, loaded.spec, atol=atol, rtol=rtol)
+        size = artifact.size_bytes
+        config = build_config(loaded.spec.renamed(name), fmt.platform)
+        apply_deployment(config, loaded.spec, fmt, deployment or DeploymentOptions())
+        version_dir = write_version(
+            repo,
+            name,
+            config,
+            {fmt.filename: artifact.path},
+            version=version,
+            overwrite=overwrite,
+            move=True,
+        )
+    return ExportResult(name, fmt, int(version_dir.name), version_dir, size, parameters, report)

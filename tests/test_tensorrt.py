@@ -10,6 +10,7 @@ import pytest
 import recsys
 from export.checkpoint import LoadedModel, load_model
 from export.formats import ExportOptions, Format, TensorRTOptions, exporter
+from export.pipeline import export_to_repository
 from export.runners import TorchRunner, runner_for
 from export.trt_runtime import require_tensorrt
 from export.verify import verify
@@ -62,3 +63,13 @@ def test_engine_matches_pytorch(dlrm: LoadedModel, tmp_path: Path, fp16: bool, a
     artifact = exporter(Format.TENSORRT)(dlrm.module, dlrm.spec, tmp_path, options)
     assert artifact.path.name == "model.plan" and cache.is_file()
     verify(runner_for(artifact), TorchRunner(dlrm.module, dlrm.spec), dlrm.spec, atol=atol, rtol=atol * 10)
+
+
+@pytest.mark.skipif(MISSING is None, reason="TensorRT is present here")
+def test_other_formats_still_export_without_tensorrt(dlrm: LoadedModel, tmp_path: Path) -> None:
+    done = []
+    with pytest.raises(ExportError, match="TensorRT is not installed"):
+        export_to_repository(dlrm, [Format.TENSORRT, Format.ONNX], tmp_path, on_done=done.append)
+    assert [r.model_name for r in done] == ["dlrm_onnx"]
+    assert (tmp_path / "dlrm_onnx" / "1" / "model.onnx").is_file()
+    assert not (tmp_path / "dlrm_tensorrt").exists()
