@@ -10,7 +10,7 @@ import pytest
 import recsys
 from export.checkpoint import LoadedModel, load_model
 from export.formats import ExportOptions, Format, TensorRTOptions, exporter
-from export.pipeline import export_to_repository
+from export.pipeline import ExportResult, export_to_repository
 from export.runners import TorchRunner, runner_for
 from export.trt_runtime import require_tensorrt
 from export.verify import verify
@@ -67,7 +67,7 @@ def test_engine_matches_pytorch(dlrm: LoadedModel, tmp_path: Path, fp16: bool, a
 
 @pytest.mark.skipif(MISSING is None, reason="TensorRT is present here")
 def test_other_formats_still_export_without_tensorrt(dlrm: LoadedModel, tmp_path: Path) -> None:
-    done = []
+    done: list[ExportResult] = []
     with pytest.raises(ExportError, match="TensorRT is not installed"):
         export_to_repository(dlrm, [Format.TENSORRT, Format.ONNX], tmp_path, on_done=done.append)
     assert [r.model_name for r in done] == ["dlrm_onnx"]
