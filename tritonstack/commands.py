@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchmarks import cli as bench_cli
 from tritonstack.errors import UsageError
 from tritonstack.spec import Array, TensorSpec
 
@@ -260,4 +261,9 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler,
     "serve": (_add_serve, _serve, "serve a model repository with the embedded Triton"),
     "infer": (_add_infer, _infer, "send one request to a served model over gRPC"),
     "demo": (_add_demo, _demo, "train, export, serve and check the three reference models end to end"),
+    "bench": (
+        bench_cli.add_arguments,
+        bench_cli.handler,
+        "measure served latency and throughput against in-process runs",
+    ),
 }

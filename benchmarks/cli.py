@@ -1,0 +1,67 @@
+"""Arguments and handler of `tritonstack bench` (and `tritonstack bench compare A.json B.json`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default="dlrm,dcn_v2,two_tower", help="comma-separated architectures")
+    p.add_argument("--formats", default="onnx,torchscript", help="comma-separated formats in the repository")
+    p.add_argument("--batch-sizes", default="1,8,64,256")
+    p.add_argument("--concurrency", default="1,4,16,64", help="closed loop: requests always in flight")
+    p.add_argument(
+        "--request-rate", default="", help="open loop: Poisson arrivals per second, comma-separated"
+    )
+    p.add_argument("--repo", type=Path, default=Path("triton_repo"))
+    p.add_argument(
+        "--checkpoints", type=Path, default=Path("checkpoints"), help="<model>.pt for the baselines"
+    )
+    p.add_argument("--url", help="a running Triton's gRPC HOST:PORT serving --repo (default: start one)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/latest"))
+    p.add_argument("--window-s", type=float, default=1.0, help="measurement window")
+    p.add_argument("--max-cell-s", type=float, default=10.0, help="time cap per cell; then stable: false")
+    sub = p.add_subparsers(dest="action", metavar="compare")
+    compare = sub.add_parser("compare", help="per-cell ratios B/A of two results.json")
+    compare.add_argument("a", type=Path)
+    compare.add_argument("b", type=Path)
+
+
+def handler(args: argparse.Namespace) -> int:
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    if args.action == "compare":
+        from benchmarks.compare import table
+
+        console.print(table(args.a, args.b))
+        return 0
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from benchmarks.config import BenchConfig, WindowRule, parse_list
+    from benchmarks.report import write_all
+    from benchmarks.suite import run_suite
+    from export.formats import Format
+
+    config = BenchConfig(
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        formats=tuple(Format.parse_list(args.formats)),
+        batch_sizes=tuple(int(b) for b in parse_list(args.batch_sizes, int, "--batch-sizes")),
+        concurrencies=tuple(int(c) for c in parse_list(args.concurrency, int, "--concurrency")),
+        request_rates=parse_list(args.request_rate, float, "--request-rate"),
+        repo=args.repo,
+        checkpoints=args.checkpoints,
+        url=args.url,
+        out=args.out,
+        rule=WindowRule(window_s=args.window_s, max_cell_s=args.max_cell_s),
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        results = run_suite(config, progress)
+    written = write_all(results, config.out)
+    unstable = sum(not c["stable"] for c in results["cells"])
+    names = ", ".join(p.name for p in written)
+    console.print(f"{len(results['cells'])} cells ({unstable} not stable) -> {names} in {config.out}")
+    return 0

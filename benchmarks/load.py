@@ -1,0 +1,124 @@
+"""Load generators on the asyncio gRPC client and the windowed measurement of one cell.
+
+Closed loop keeps N requests in flight (perf_analyzer's concurrency mode): throughput is what
+the server sustains. Open loop sends at Poisson arrival times regardless of completions, so a
+rate near capacity shows up as queueing instead of being hidden by a slower client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc.aio as grpcaio
+
+from benchmarks.config import WindowRule
+from benchmarks.stats import server_delta
+from benchmarks.windows import Window, is_stable
+from tritonstack.spec import Array, wire_dtype
+
+Send = Callable[[], Coroutine[Any, Any, None]]
+Generator = Callable[[Send, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def closed_loop(concurrency: int) -> Generator:
+    async def run(send: Send, stop: asyncio.Event) -> None:
+        async def worker() -> None:
+            while not stop.is_set():
+                await send()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    return run
+
+
+def open_loop(rate: float, seed: int = 0) -> Generator:
+    rng = np.random.default_rng(seed)
+
+    async def run(send: Send, stop: asyncio.Event) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
+        arrival = time.perf_counter()
+        while not stop.is_set():
+            arrival += float(rng.exponential(1.0 / rate))
+            await asyncio.sleep(max(arrival - time.perf_counter(), 0.0))
+            task = asyncio.create_task(send())
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        await asyncio.gather(*in_flight)
+
+    return run
+
+
+@dataclass
+class CellRun:
+    """The windows of one cell, whether the last ones agreed, and the whole cell's request counts
+    (warm-up included) on both sides: they must be equal."""
+
+    windows: list[Window]
+    stable: bool
+    client_requests: int
+    triton_success: int
+
+
+class Target:
+    """One served model version and the request it receives, built once."""
+
+    def __init__(
+        self, client: grpcaio.InferenceServerClient, model: str, version: str, feeds: Mapping[str, Array]
+    ):
+        self.client, self.model, self.version = client, model, version
+        self._inputs = [
+            grpcaio.InferInput(name, list(value.shape), wire_dtype(value.dtype.name)).set_data_from_numpy(
+                value
+            )
+            for name, value in feeds.items()
+        ]
+
+    async def infer(self) -> None:
+        await self.client.infer(self.model, self._inputs, model_version=self.version)
+
+    async def statistics(self) -> dict[str, Any]:
+        stats: dict[str, Any] = await self.client.get_inference_statistics(
+            self.model, self.version, as_json=True
+        )
+        return stats
+
+
+async def measure(target: Target, generator: Generator, rule: WindowRule) -> CellRun:
+    """Warm up for one window, then cut windows until `rule` says stable or the cell's time is up."""
+    done: list[tuple[float, float]] = []  # (completion time, latency), both perf_counter seconds
+
+    async def send() -> None:
+        start = time.perf_counter()
+        await target.infer()
+        end = time.perf_counter()
+        done.append((end, end - start))
+
+    stop = asyncio.Event()
+    first = await target.statistics()
+    started = time.perf_counter()
+    load = asyncio.create_task(generator(send, stop))
+    try:
+        await asyncio.sleep(rule.window_s)
+        windows: list[Window] = []
+        boundary, snapshot = time.perf_counter(), await target.statistics()
+        stable = False
+        while not stable and boundary - started + rule.window_s <= rule.max_cell_s:
+            await asyncio.sleep(rule.window_s)
+            if load.done():
+                await load  # raises the request's error
+            end, after = time.perf_counter(), await target.statistics()
+            latencies = [latency for t, latency in done if boundary <= t < end]
+            windows.append(Window(boundary, end, latencies, snapshot, after))
+            boundary, snapshot = end, after
+            stable = is_stable(windows, rule.count, rule.tolerance)
+    finally:
+        stop.set()
+        await load
+    last = await target.statistics()
+    triton = int(server_delta(first, last, target.model, target.version)["requests"])
+    return CellRun(windows, stable, len(done), triton)

@@ -1,0 +1,191 @@
+"""Writing a run's results: results.json (everything), results.csv and results.md (one row per
+cell), PNG plots, and report.html with the tables and plots embedded."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from benchmarks.stats import PERCENTILES, SERVER_PHASES  # noqa: E402
+
+COLUMNS = (
+    "model", "format", "batch_size", "mode", "level", "stable", "mean_ms", "p50_ms", "p90_ms", "p95_ms",
+    "p99_ms", "inferences_per_s", "samples_per_s", "queue_us", "compute_input_us", "compute_infer_us",
+    "compute_output_us", "server_total_us", "client_remainder_us", "overhead_p50_ms", "throughput_ratio",
+)  # fmt: skip
+
+
+def row(cell: dict[str, Any]) -> dict[str, Any]:
+    """One flat row per cell for the CSV and the Markdown table."""
+    latency, server, overhead = cell["latency_ms"], cell["server_us"], cell["overhead"]
+    values = {k: cell[k] for k in ("model", "format", "batch_size", "mode", "level", "stable")}
+    values |= {f"{k}_ms": latency[k] for k in ("mean", *(f"p{q}" for q in PERCENTILES))}
+    values |= {k: cell[k] for k in ("inferences_per_s", "samples_per_s", "client_remainder_us")}
+    values |= {f"{phase}_us": server[phase] for phase in SERVER_PHASES}
+    values["server_total_us"] = server["total"]
+    values["overhead_p50_ms"] = overhead.get("p50_ms")
+    values["throughput_ratio"] = overhead["throughput_ratio"]
+    return values
+
+
+def write_all(results: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(row(c) for c in results["cells"])
+    (out / "results.md").write_text(markdown(results))
+    plots = {name: draw(results) for name, draw in PLOTS.items()}
+    for name, figure in plots.items():
+        figure.savefig(out / f"{name}.png", dpi=90)
+    (out / "report.html").write_text(report_html(results, plots))
+    for figure in plots.values():
+        plt.close(figure)
+    return sorted(out.iterdir())
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def _table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
+    served = [[_fmt(v) for v in row(c).values()] for c in results["cells"]]
+    base_head = ["model", "runtime", "batch_size", "stable", "p50_ms", "p99_ms", "inferences_per_s"]
+    base = [
+        [b["model"], b["runtime"], str(b["batch_size"]), str(b["stable"]), _fmt(b["latency_ms"]["p50"]),
+         _fmt(b["latency_ms"]["p99"]), _fmt(b["inferences_per_s"])]
+        for b in results["baselines"]
+    ]  # fmt: skip
+    return list(COLUMNS), served, base_head, base
+
+
+def markdown(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    head, served, base_head, base = _table_rows(results)
+
+    def table(columns: list[str], rows: list[list[str]]) -> str:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+    return (
+        f"# tritonstack bench\n\n`{env['command']}` on {env['cpu']} ({env['cpu_count']} cores), GPU "
+        f"{env['gpu'] or 'none'}; Triton {env['triton_server']}, torch {env['torch']}, onnxruntime "
+        f"{env['onnxruntime']}, commit {env['git_commit']}.\n\n## Served (latency ms, server-side us per "
+        f"request)\n\n{table(head, served)}\n\n## In process, sequential\n\n{table(base_head, base)}\n"
+    )
+
+
+def _figure(
+    results: dict[str, Any], key: str, x: str, draw: Callable[[Any, list[dict[str, Any]]], None]
+) -> Figure:
+    """One subplot per format; `draw` plots the cells of that format (closed loop only)."""
+    formats = results["config"]["formats"]
+    figure, axes = plt.subplots(1, len(formats), figsize=(6 * len(formats), 4), squeeze=False)
+    for ax, fmt in zip(axes[0], formats, strict=True):
+        draw(ax, [c for c in results["cells"] if c["format"] == fmt and c["mode"] == "concurrency"])
+        ax.set(title=f"{fmt}", xlabel=x, ylabel=key, xscale="log")
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def _series(
+    cells: list[dict[str, Any]], group: tuple[str, str]
+) -> dict[tuple[Any, Any], list[dict[str, Any]]]:
+    series: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for c in cells:
+        series.setdefault((c[group[0]], c[group[1]]), []).append(c)
+    return series
+
+
+def latency_plot(results: dict[str, Any]) -> Figure:
+    def draw(ax: Any, cells: list[dict[str, Any]]) -> None:
+        for (model, batch), group in _series(cells, ("model", "batch_size")).items():
+            x = [c["level"] for c in group]
+            line = ax.plot(
+                x, [c["latency_ms"]["p50"] for c in group], marker="o", label=f"{model} b{batch} p50"
+            )
+            ax.plot(x, [c["latency_ms"]["p99"] for c in group], ls="--", color=line[0].get_color())
+        ax.set_yscale("log")
+
+    return _figure(results, "latency ms (p50 solid, p99 dashed)", "concurrency", draw)
+
+
+def throughput_plot(results: dict[str, Any]) -> Figure:
+    def draw(ax: Any, cells: list[dict[str, Any]]) -> None:
+        for (model, level), group in _series(cells, ("model", "level")).items():
+            ax.plot([c["batch_size"] for c in group], [c["samples_per_s"] for c in group], marker="o",
+                    label=f"{model} c{level:g}")  # fmt: skip
+        ax.set_yscale("log")
+
+    return _figure(results, "samples/s", "batch size", draw)
+
+
+def breakdown_plot(results: dict[str, Any]) -> Figure:
+    """Where a request's time goes at concurrency 1: Triton's phases and the client-side rest."""
+    cells = [c for c in results["cells"] if c["mode"] == "concurrency" and c["level"] == 1]
+    labels = [f"{c['model']}\n{c['format']} b{c['batch_size']}" for c in cells]
+    parts = {p: [c["server_us"][p] / 1e3 for c in cells] for p in SERVER_PHASES}
+    parts["client + network"] = [max(c["client_remainder_us"], 0.0) / 1e3 for c in cells]
+    figure, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(cells)), 4.5))
+    bottom = [0.0] * len(cells)
+    for name, values in parts.items():
+        ax.bar(labels, values, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set(ylabel="ms per request (mean)", title="served latency breakdown, concurrency 1")
+    ax.tick_params(axis="x", labelsize=6)
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+PLOTS: dict[str, Callable[[dict[str, Any]], Figure]] = {
+    "latency_vs_concurrency": latency_plot,
+    "throughput_vs_batch": throughput_plot,
+    "overhead_breakdown": breakdown_plot,
+}
+
+
+def _png_base64(figure: Figure) -> str:
+    from io import BytesIO
+
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def report_html(results: dict[str, Any], plots: dict[str, Figure]) -> str:
+    head, served, base_head, base = _table_rows(results)
+
+    def table(columns: list[str], rows: list[list[str]]) -> str:
+        cells = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in rows)
+        return (
+            "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + f"</tr>{cells}</table>"
+        )
+
+    images = "".join(
+        f'<h2>{name}</h2><img src="data:image/png;base64,{_png_base64(f)}">' for name, f in plots.items()
+    )
+    env = html.escape(json.dumps(results["environment"], indent=1))
+    return (
+        "<!doctype html><meta charset='utf-8'><title>tritonstack bench</title><style>"
+        "table{border-collapse:collapse;font:12px monospace}td,th{border:1px solid #ccc;padding:2px 4px}"
+        f"</style><h1>tritonstack bench</h1><pre>{env}</pre><h2>Served</h2>{table(head, served)}"
+        f"<h2>In process</h2>{table(base_head, base)}{images}\n"
+    )

@@ -1,0 +1,226 @@
+"""One benchmark run: start (or reach) Triton, measure every cell and every in-process baseline,
+and return the results as one JSON-ready dict."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import tritonclient.grpc.aio as grpcaio
+from rich.progress import Progress
+
+from benchmarks.baseline import baseline_result
+from benchmarks.config import BenchConfig
+from benchmarks.load import CellRun, Generator, Target, closed_loop, measure, open_loop
+from benchmarks.stats import latency_ms, server_delta
+from benchmarks.windows import merge
+from export.checkpoint import LoadedModel, load_model
+from export.formats import Artifact, Format
+from export.pipeline import repository_name
+from export.runners import TorchRunner, runner_for
+from tritonstack.errors import UsageError
+
+
+def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Every model x format x batch size x load level, served and in process."""
+    checkpoints = {model: config.checkpoints / f"{model}.pt" for model in config.models}
+    missing = [str(path) for path in checkpoints.values() if not path.is_file()]
+    if missing:
+        raise UsageError(
+            f"no checkpoint {', '.join(missing)}: run `tritonstack demo` (or `tritonstack train` and "
+            "`tritonstack export`) first, or pass --checkpoints DIR"
+        )
+    versions = {
+        (m, f): latest_version(config.repo, repository_name(m, f))
+        for m in config.models
+        for f in config.formats
+    }
+    with _server(config) as url:
+        return asyncio.run(_run(config, url, checkpoints, versions, progress or Progress(disable=True)))
+
+
+def latest_version(repo: Path, name: str) -> int:
+    """The version Triton serves by default: the highest numbered directory."""
+    found = [int(p.name) for p in (repo / name).glob("*") if p.is_dir() and p.name.isdigit()]
+    if not found:
+        raise UsageError(
+            f"model {name} is not in {repo}: run `tritonstack demo` or `tritonstack export` first"
+        )
+    return max(found)
+
+
+@contextlib.contextmanager
+def _server(config: BenchConfig) -> Iterator[str]:
+    from serve import ExternalServer, TritonServer
+
+    if config.url:
+        external = ExternalServer(config.url)
+        external.wait_ready()
+        yield external.grpc_url
+        return
+    with TritonServer(config.repo) as server:
+        yield server.grpc_url
+
+
+def _levels(config: BenchConfig) -> list[tuple[str, float, Generator]]:
+    closed = [("concurrency", float(c), closed_loop(c)) for c in config.concurrencies]
+    return closed + [("request_rate", r, open_loop(r)) for r in config.request_rates]
+
+
+async def _run(
+    config: BenchConfig,
+    url: str,
+    checkpoints: dict[str, Path],
+    versions: dict[tuple[str, Format], int],
+    progress: Progress,
+) -> dict[str, Any]:
+    client = grpcaio.InferenceServerClient(url)
+    try:
+        server = await client.get_server_metadata(as_json=True)
+        levels = _levels(config)
+        per_model = len(config.batch_sizes) * (len(config.formats) * (len(levels) + 1) + 1)
+        task = progress.add_task("bench", total=len(config.models) * per_model)
+        cells: list[dict[str, Any]] = []
+        baselines: list[dict[str, Any]] = []
+        for model in config.models:
+            loaded = load_model(checkpoints[model])
+            artifacts = {f: _artifact(config.repo, loaded, f, versions[model, f]) for f in config.formats}
+            # In-process first, while the server is idle.
+            runners = [runner_for(a) for a in artifacts.values()] + [TorchRunner(loaded.module, loaded.spec)]
+            for batch in config.batch_sizes:
+                feeds = loaded.spec.random_inputs(batch, seed=batch)
+                for runner in runners:
+                    progress.update(task, description=f"{model} in process {runner.name} batch {batch}")
+                    baselines.append({"model": model, **baseline_result(runner, feeds, batch, config.rule)})
+                    progress.advance(task)
+            for fmt, batch in ((f, b) for f in config.formats for b in config.batch_sizes):
+                name = repository_name(model, fmt)
+                target = Target(
+                    client, name, str(versions[model, fmt]), loaded.spec.random_inputs(batch, seed=batch)
+                )
+                for mode, level, generator in levels:
+                    progress.update(task, description=f"{name} batch {batch} {mode} {level:g}")
+                    run = await measure(target, generator, config.rule)
+                    cells.append(_cell(model, fmt, batch, mode, level, run, target, config.rule.count))
+                    progress.advance(task)
+        add_overheads(cells, baselines)
+        return {
+            "environment": environment(server),
+            "config": _config_json(config),
+            "cells": cells,
+            "baselines": baselines,
+        }
+    finally:
+        await client.close()
+
+
+def _artifact(repo: Path, loaded: LoadedModel, fmt: Format, version: int) -> Artifact:
+    return Artifact(
+        fmt, repo / repository_name(loaded.spec.name, fmt) / str(version) / fmt.filename, loaded.spec
+    )
+
+
+def _cell(
+    model: str, fmt: Format, batch: int, mode: str, level: float, run: CellRun, target: Target, count: int
+) -> dict[str, Any]:
+    last = merge(run.windows[-count:])
+    latency = latency_ms(last.latencies_s)
+    server = server_delta(last.stats_before, last.stats_after, target.model, target.version)
+    return {
+        "model": model,
+        "format": fmt.value,
+        "version": int(target.version),
+        "batch_size": batch,
+        "mode": mode,
+        "level": level,
+        "stable": run.stable,
+        "latency_ms": latency,
+        "inferences_per_s": last.throughput,
+        "samples_per_s": last.throughput * batch,
+        "server_us": server,
+        "client_remainder_us": latency["mean"] * 1e3 - server["total"],
+        "requests": {"client": run.client_requests, "triton_success": run.triton_success},
+        "windows": [w.summary() for w in run.windows],
+    }
+
+
+def add_overheads(cells: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> None:
+    """Serving overhead against the same artifact in process (and eager PyTorch): p50 difference
+    at concurrency 1, throughput ratio at every load level."""
+    runtime_of = {"onnx": "onnxruntime", "torchscript": "torchscript"}
+    index = {(b["model"], b["runtime"], b["batch_size"]): b for b in baselines}
+    for cell in cells:
+        artifact = index[cell["model"], runtime_of[cell["format"]], cell["batch_size"]]
+        eager = index[cell["model"], "pytorch", cell["batch_size"]]
+        overhead: dict[str, float] = {
+            "throughput_ratio": cell["inferences_per_s"] / artifact["inferences_per_s"],
+            "throughput_ratio_vs_eager": cell["inferences_per_s"] / eager["inferences_per_s"],
+        }
+        if cell["mode"] == "concurrency" and cell["level"] == 1:
+            overhead["p50_ms"] = cell["latency_ms"]["p50"] - artifact["latency_ms"]["p50"]
+            overhead["p50_ms_vs_eager"] = cell["latency_ms"]["p50"] - eager["latency_ms"]["p50"]
+        cell["overhead"] = overhead
+
+
+def _config_json(config: BenchConfig) -> dict[str, Any]:
+    return {
+        "models": list(config.models),
+        "formats": [f.value for f in config.formats],
+        "batch_sizes": list(config.batch_sizes),
+        "concurrency": list(config.concurrencies),
+        "request_rates": list(config.request_rates),
+        "url": config.url,
+        "window_s": config.rule.window_s,
+        "max_cell_s": config.rule.max_cell_s,
+        "stable_windows": config.rule.count,
+        "tolerance": config.rule.tolerance,
+    }
+
+
+def environment(server: dict[str, Any]) -> dict[str, Any]:
+    """Hardware and software the numbers belong to."""
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = (
+        [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        if cpuinfo.exists()
+        else []
+    )
+    cpu = names[0] if names else platform.processor()
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": importlib.metadata.version("onnxruntime"),
+        "tritonclient": importlib.metadata.version("tritonclient"),
+        "triton_server": server.get("version"),
+        "git_commit": _git_commit(),
+        "command": " ".join(["tritonstack", *sys.argv[1:]]),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
