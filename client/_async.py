@@ -7,6 +7,7 @@ each method here only awaits the call. Use it from one event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -39,6 +40,17 @@ class AsyncTritonClient(ClientBase):
         await self.close()
 
     async def close(self) -> None:
+        """Unregister and unlink this client's shared memory regions, then close the channel."""
+        for name in self._registered_regions():
+            with contextlib.suppress(ClientError):  # a server that is gone has forgotten them
+                await self._call(
+                    self._client.unregister_system_shared_memory,
+                    name,
+                    deadline=self._deadline(None),
+                    retry=False,
+                )
+        if self._shm is not None:
+            self._shm.destroy()
         await self._client.close()
 
     async def _call(
@@ -174,17 +186,30 @@ class AsyncTritonClient(ClientBase):
 
     async def _infer(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
         prepared = self._prepare(await self._spec(request.model, request.version, deadline), request)
-        result = await self._call(
-            self._client.infer,
-            request.model,
-            prepared.inputs,
-            model_version=version_string(request.version),
-            outputs=prepared.outputs,
-            deadline=deadline,
-            model=request.model,
-            infer=True,
-        )
-        return prepared.parse(result)
+        try:
+            region = prepared.region
+            if region is not None and not region.registered:
+                await self._call(
+                    self._client.register_system_shared_memory,
+                    region.name,
+                    region.key,
+                    region.byte_size,
+                    deadline=deadline,
+                )
+                region.registered = True
+            result = await self._call(
+                self._client.infer,
+                request.model,
+                prepared.inputs,
+                model_version=version_string(request.version),
+                outputs=prepared.outputs,
+                deadline=deadline,
+                model=request.model,
+                infer=True,
+            )
+            return prepared.parse(result)
+        finally:
+            self._release(prepared)
 
     async def _spec(self, name: str, version: int | None, deadline: Deadline) -> ModelSpec:
         spec = self._cached_spec(name, version)

@@ -5,14 +5,17 @@ clients differ only in how they make a call (`client/_sync.py`, `client/_async.p
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import tritonclient.grpc as grpcclient
 
 from client._retry import DEFAULT_RETRY, Deadline, RetryPolicy
+from client._shm import Region, ShmPool, aligned
 from client._validation import check_outputs, check_request
 from tritonstack.errors import ClientError, ServerUnavailable
 from tritonstack.spec import (
@@ -60,14 +63,25 @@ class InferRequest:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A checked request as tritonclient takes it, and the output names to read back."""
+    """A checked request as tritonclient takes it, and the output names to read back; with shared
+    memory, the region it holds and where each output lands in it."""
 
     inputs: list[grpcclient.InferInput]
     outputs: list[grpcclient.InferRequestedOutput] | None
     wanted: Sequence[str]
+    region: Region | None = None
+    output_offsets: dict[str, int] = field(default_factory=dict)
 
     def parse(self, result: grpcclient.InferResult) -> dict[str, Array]:
-        return {name: result.as_numpy(name) for name in self.wanted}
+        return {name: self._output(result, name) for name in self.wanted}
+
+    def _output(self, result: grpcclient.InferResult, name: str) -> Array:
+        offset = self.output_offsets.get(name)
+        if offset is None or self.region is None:
+            array: Array = result.as_numpy(name)
+            return array
+        output = result.get_output(name)
+        return self.region.read(np.dtype(dtype_from_wire(output.datatype)), output.shape, offset)
 
 
 def channel(urls: str | Sequence[str]) -> tuple[str, list[tuple[str, Any]]]:
@@ -110,6 +124,7 @@ class ClientBase:
         ssl: bool = False,
         root_certificates: str | None = None,
         headers: Mapping[str, str] | None = None,
+        use_shared_memory: bool = False,
     ) -> None:
         self.url = url if isinstance(url, str) else ",".join(url)
         self.timeout = timeout
@@ -124,6 +139,7 @@ class ClientBase:
             "root_certificates": root_certificates,
         }
         self._specs: dict[tuple[str, str], ModelSpec] = {}
+        self._shm = ShmPool() if use_shared_memory else None
 
     def _deadline(self, timeout: float | None) -> Deadline:
         return Deadline(self.timeout if timeout is None else timeout)
@@ -134,16 +150,52 @@ class ClientBase:
     def _prepare(self, spec: ModelSpec, request: InferRequest) -> Prepared:
         """Check the request against the spec (`InvalidInput` before any round trip) and build it."""
         check_request(spec, request.inputs)
-        if request.outputs is None:
-            return Prepared(
-                [_infer_input(t, request.inputs[t.name]) for t in spec.inputs], None, spec.output_names
-            )
-        check_outputs(spec, request.outputs)
+        if request.outputs is not None:
+            check_outputs(spec, request.outputs)
+        if self._shm is not None:
+            return self._prepare_shm(self._shm, spec, request)
         return Prepared(
             [_infer_input(t, request.inputs[t.name]) for t in spec.inputs],
-            [grpcclient.InferRequestedOutput(name) for name in request.outputs],
-            request.outputs,
+            None
+            if request.outputs is None
+            else [grpcclient.InferRequestedOutput(n) for n in request.outputs],
+            spec.output_names if request.outputs is None else request.outputs,
         )
+
+    def _prepare_shm(self, pool: ShmPool, spec: ModelSpec, request: InferRequest) -> Prepared:
+        """Inputs written to one region, outputs placed after them; an output with a variable
+        dimension has no size to reserve and comes back in the response message instead."""
+        values = [np.ascontiguousarray(request.inputs[t.name]) for t in spec.inputs]
+        batch = values[0].shape[0]
+        wanted = spec.output_names if request.outputs is None else list(request.outputs)
+        out_bytes = {
+            t.name: batch * math.prod(t.shape) * np.dtype(t.dtype).itemsize
+            for t in spec.outputs
+            if t.name in wanted and -1 not in t.shape
+        }
+        offsets = _offsets([v.nbytes for v in values] + list(out_bytes.values()))
+        region = pool.acquire(offsets[-1])
+        region.write(values, offsets[: len(values)])
+        inputs = []
+        for tensor, value, offset in zip(spec.inputs, values, offsets, strict=False):
+            infer_input = grpcclient.InferInput(tensor.name, list(value.shape), wire_dtype(tensor.dtype))
+            infer_input.set_shared_memory(region.name, value.nbytes, offset)
+            inputs.append(infer_input)
+        output_offsets = dict(zip(out_bytes, offsets[len(values) :], strict=False))
+        outputs = []
+        for name in wanted:
+            output = grpcclient.InferRequestedOutput(name)
+            if name in output_offsets:
+                output.set_shared_memory(region.name, out_bytes[name], output_offsets[name])
+            outputs.append(output)
+        return Prepared(inputs, outputs, wanted, region, output_offsets)
+
+    def _release(self, prepared: Prepared) -> None:
+        if self._shm is not None and prepared.region is not None:
+            self._shm.release(prepared.region)
+
+    def _registered_regions(self) -> list[str]:
+        return [r.name for r in self._shm.regions if r.registered] if self._shm is not None else []
 
     def _cached_spec(self, name: str, version: int | None) -> ModelSpec | None:
         return self._specs.get((name, version_string(version)))
@@ -181,6 +233,14 @@ class ClientBase:
             f"Triton at {self.url} did not answer within {timeout:g} s — start it with "
             "`tritonstack serve` or check --url"
         )
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    """Where each tensor starts (aligned), then the total size."""
+    offsets = [0]
+    for size in sizes:
+        offsets.append(offsets[-1] + aligned(size))
+    return offsets
 
 
 def statuses(index: Any) -> list[ModelStatus]:

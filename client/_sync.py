@@ -7,6 +7,7 @@ checks, the request itself and unpacking the response.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,17 @@ class TritonClient(ClientBase):
         self.close()
 
     def close(self) -> None:
+        """Unregister and unlink this client's shared memory regions, then close the channel."""
+        for name in self._registered_regions():
+            with contextlib.suppress(ClientError):  # a server that is gone has forgotten them
+                self._call(
+                    self._client.unregister_system_shared_memory,
+                    name,
+                    deadline=self._deadline(None),
+                    retry=False,
+                )
+        if self._shm is not None:
+            self._shm.destroy()
         self._client.close()
 
     def _call(
@@ -172,17 +184,30 @@ class TritonClient(ClientBase):
 
     def _infer(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
         prepared = self._prepare(self._spec(request.model, request.version, deadline), request)
-        result = self._call(
-            self._client.infer,
-            request.model,
-            prepared.inputs,
-            model_version=version_string(request.version),
-            outputs=prepared.outputs,
-            deadline=deadline,
-            model=request.model,
-            infer=True,
-        )
-        return prepared.parse(result)
+        try:
+            region = prepared.region
+            if region is not None and not region.registered:
+                self._call(
+                    self._client.register_system_shared_memory,
+                    region.name,
+                    region.key,
+                    region.byte_size,
+                    deadline=deadline,
+                )
+                region.registered = True
+            result = self._call(
+                self._client.infer,
+                request.model,
+                prepared.inputs,
+                model_version=version_string(request.version),
+                outputs=prepared.outputs,
+                deadline=deadline,
+                model=request.model,
+                infer=True,
+            )
+            return prepared.parse(result)
+        finally:
+            self._release(prepared)
 
     def _spec(self, name: str, version: int | None, deadline: Deadline) -> ModelSpec:
         spec = self._cached_spec(name, version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -298,3 +299,49 @@ def test_async_closed_port_and_silent_server() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         asyncio.run(main(f"127.0.0.1:{free_port()}", f"127.0.0.1:{sock.getsockname()[1]}"))
+
+
+# -- system shared memory -------------------------------------------------------------------------
+
+
+def _our_regions(triton: TritonClient) -> list[str]:
+    status = triton._client.get_system_shared_memory_status(as_json=True)
+    return [name for name in status.get("regions", {}) if name.startswith("tritonstack-")]
+
+
+def test_shared_memory_is_registered_once_reused_and_released(url: str, triton: TritonClient) -> None:
+    requests = [InferRequest(SPEC.name, {"x": _x(1 + i % SPEC.max_batch_size)}) for i in range(12)]
+    with TritonClient(url, use_shared_memory=True) as shm_client:
+        for request in requests:
+            got = shm_client.infer(request.model, request.inputs)["y"]
+            np.testing.assert_array_equal(got, triton.infer(request.model, request.inputs)["y"])
+            assert got.flags.owndata  # a copy: the region is reused by the next request
+        assert len(_our_regions(triton)) == 1  # sequential requests share one region
+        results = shm_client.infer_many(requests, concurrency=4)  # one region per request in flight
+        assert [r["y"].shape for r in results if isinstance(r, dict)] == [
+            r.inputs["x"][:, :2].shape for r in requests
+        ]
+        registered = _our_regions(triton)
+        assert 1 <= len(registered) <= 4
+        assert all(os.path.exists(f"/dev/shm/{name}") for name in registered)
+    assert _our_regions(triton) == []
+    assert not any(os.path.exists(f"/dev/shm/{name}") for name in registered)
+
+
+def test_async_shared_memory(url: str, triton: TritonClient) -> None:
+    requests = [InferRequest(SPEC.name, {"x": _x(1 + i % SPEC.max_batch_size)}) for i in range(16)]
+
+    async def main() -> list[dict[str, Array] | ClientError]:
+        async with AsyncTritonClient(url, use_shared_memory=True) as aio:
+            results = await aio.infer_many(requests, concurrency=8)
+            assert 1 <= len(_our_regions(triton)) <= 8
+            return results
+
+    for request, result in zip(requests, asyncio.run(main()), strict=True):
+        assert isinstance(result, dict)
+        np.testing.assert_array_equal(result["y"], triton.infer(request.model, request.inputs)["y"])
+    assert _our_regions(triton) == []
+
+
+def test_cuda_shared_memory() -> None:
+    pytest.skip("CUDA shared memory needs an NVIDIA GPU and a CUDA build of Triton; neither is here")
