@@ -1,0 +1,100 @@
+"""Several endpoints: two embedded Tritons on the same repository behind one client, balanced by
+gRPC's round_robin policy; when one dies the client keeps answering from the other, and takes
+the restarted one back into the rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from client import AsyncTritonClient, TritonClient
+from serve import TritonServer, free_port
+from tests.reference_models import write_reference_models
+from tritonstack.spec import Array
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[TritonServer]]]:
+    root = tmp_path_factory.mktemp("failover")
+    model = write_reference_models(root / "repo", root, names=("two_tower",))[0]
+    servers = [
+        TritonServer(
+            root / "repo",
+            grpc_port=free_port(),  # fixed, so a restart comes back at the same address
+            model_control_mode="explicit",
+            extra_args=[f"--load-model={model}"],
+            log_path=root / f"triton-{i}.log",
+        )
+        for i in range(2)
+    ]
+    try:
+        for server in servers:
+            server.start()
+        yield model, servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _count(server: TritonServer, model: str) -> int:
+    with TritonClient(server.grpc_url) as one:
+        (stats,) = one.statistics(model)["model_stats"]
+        return int(stats.get("inference_count", 0))
+
+
+def test_round_robin_failover_and_recovery(servers: tuple[str, list[TritonServer]]) -> None:
+    model, (first, second) = servers
+    with TritonClient([first.grpc_url, second.grpc_url], timeout=5.0) as triton:
+        inputs: dict[str, Array] = triton.model_spec(model).random_inputs(1)
+        want = triton.infer(model, inputs)
+        counts = [_count(s, model) for s in (first, second)]
+        for _ in range(40):
+            triton.infer(model, inputs)
+        spread = [_count(s, model) - c for s, c in zip((first, second), counts, strict=True)]
+        assert min(spread) >= 10, f"round robin should spread 40 requests, got {spread}"
+
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+        start = time.monotonic()
+        for _ in range(40):  # retries land on the live server: no error reaches the caller
+            assert triton.infer(model, inputs).keys() == want.keys()
+        print(
+            f"\nfailover: 40 requests answered by the survivor in {time.monotonic() - start:.2f} s "
+            "after SIGKILL"
+        )
+
+        first.stop()
+        first.start()
+        before = _count(first, model)
+        deadline = time.monotonic() + 15
+        while _count(first, model) == before:  # back in the rotation after its reconnect backoff
+            assert time.monotonic() < deadline, "the restarted server never got traffic again"
+            triton.infer(model, inputs)
+
+
+def test_async_client_balances_too(servers: tuple[str, list[TritonServer]]) -> None:
+    model, (first, second) = servers
+
+    async def main() -> None:
+        async with AsyncTritonClient([first.grpc_url, second.grpc_url]) as aio:
+            inputs = (await aio.model_spec(model)).random_inputs(1)
+            for _ in range(20):
+                await aio.infer(model, inputs)
+
+    counts = [_count(s, model) for s in (first, second)]
+    asyncio.run(main())
+    assert all(_count(s, model) > c for s, c in zip((first, second), counts, strict=True))
+
+
+def test_several_urls_need_host_and_port() -> None:
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        TritonClient(["127.0.0.1:8001", "localhost"])
+    with pytest.raises(ValueError, match="at least one"):
+        TritonClient([])
