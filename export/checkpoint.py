@@ -4,11 +4,16 @@ Nothing here executes pickled code: `.pt`/`.pth`/`.bin` files go through
 `torch.load(weights_only=True)`, `.safetensors` through safetensors. A training checkpoint
 (`model_state_dict`, `optimizer_state_dict`, `epoch`, `loss`, `metrics`, `config`) carries its
 architecture; a bare state dict needs the architecture from the caller.
+
+A path may also be a training output folder (Accelerate / HF Trainer `checkpoint-N/`: only the
+weights file is read, `optimizer.bin`, `scheduler.bin` and `random_states_*.pkl` are never
+opened), a symlink, or a small `latest` pointer file naming the checkpoint beside it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import re
 from collections.abc import Mapping
@@ -28,6 +33,11 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # torch.save writes a zip archive; before torch 1.6 it wrote a bare pickle (protocol 2+).
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"
+# A pointer file (`latest`) is one short line of text naming the checkpoint.
+_POINTER_MAX_BYTES = 1024
+_STEP_FOLDER = re.compile(r"checkpoint-(\d+)")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class ModelSource:
     preset: str | None = None
     config: Mapping[str, Any] | None = None
     custom: CustomArch | None = None
+    allow_partial: bool = False  # load the keys that fit, warn about the rest
 
 
 @dataclass
@@ -56,19 +67,45 @@ class LoadedModel:
 def load_model(
     path: Path, source: ModelSource = ModelSource(), name: str | None = None, max_batch_size: int = 256
 ) -> LoadedModel:
-    """Read `path`, rebuild its model and load the weights strictly (every key must match)."""
+    """Read `path`, rebuild its model and load the weights: strictly (every key must match)
+    unless `source.allow_partial`, which loads what fits and records the rest in `info`."""
+    path = resolve_checkpoint(path)
     state, meta = read_checkpoint(path)
     module, spec, arch, config = _build(source, meta.get("config"), path, name, max_batch_size)
-    load_state_strict(module, state, path)
-    info: dict[str, Any] = {k: meta[k] for k in ("epoch", "loss", "metrics") if k in meta}
+    info: dict[str, Any] = {k: meta[k] for k in ("epoch", "step", "loss", "metrics") if k in meta}
+    step = _STEP_FOLDER.fullmatch(path.parent.name)
+    if "step" not in info and step:
+        info["step"] = int(step.group(1))
+    if source.allow_partial:
+        not_loaded = load_state_partial(module, state)
+        if not_loaded:
+            info["not_loaded"] = not_loaded
+            log.warning("warning: %s loaded partially: %s", path, "; ".join(not_loaded))
+    else:
+        load_state_strict(module, state, path)
     return LoadedModel(module.eval(), spec, arch, config, path, info)
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """The weights file behind `path`: symlinks followed, a `latest` pointer file read, a
+    training output folder's model file picked."""
+    path = Path(path).resolve()
+    if path.is_dir():
+        return _weights_in_folder(path)
+    if path.is_file() and not path.suffix and path.stat().st_size <= _POINTER_MAX_BYTES:
+        with path.open("rb") as f:
+            head = f.read(4)
+        if not head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+            target = path.parent / path.read_text(errors="replace").strip()
+            if not target.exists():
+                raise CheckpointError(f"{path} points to {target}, which does not exist")
+            return resolve_checkpoint(target)
+    return path
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The state dict (wrapper prefixes stripped) and the checkpoint's other entries."""
-    path = Path(path)
-    if path.is_dir():
-        path = _weights_in_folder(path)
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} — check the path")
     if path.suffix == ".safetensors":
@@ -89,6 +126,25 @@ def strip_wrapper_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
     """Load weights, naming every missing, unexpected and mis-shaped key on failure."""
+    parts = _mismatches(module, state)
+    if parts:
+        raise CheckpointError(
+            f"{path} does not fit the {type(module).__name__} it is loaded into: {'; '.join(parts)} "
+            "— check --arch/--preset/--config match the checkpoint"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def load_state_partial(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Load every key whose name and shape fit; the rest keep their initial values. Returns the
+    mismatches, one description per kind (empty when everything fit)."""
+    expected = module.state_dict()
+    fitting = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+    module.load_state_dict(fitting, strict=False)
+    return _mismatches(module, state)
+
+
+def _mismatches(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -97,17 +153,11 @@ def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path
         for k in sorted(set(expected) & set(state))
         if state[k].shape != expected[k].shape
     ]
-    if missing or unexpected or shapes:
-        parts = [
-            f"{label} ({len(keys)}): {_abbreviate(keys)}"
-            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape", shapes))
-            if keys
-        ]
-        raise CheckpointError(
-            f"{path} does not fit the {type(module).__name__} it is loaded into: {'; '.join(parts)} "
-            "— check --arch/--preset/--config match the checkpoint"
-        )
-    module.load_state_dict(state, strict=True)
+    return [
+        f"{label} ({len(keys)}): {_abbreviate(keys)}"
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape", shapes))
+        if keys
+    ]
 
 
 def _abbreviate(keys: list[str], limit: int = 4) -> str:

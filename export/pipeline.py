@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from export.checkpoint import LoadedModel
 from export.deployment import DeploymentOptions, apply_deployment
 from export.formats import ExportOptions, Format, exporter
+from export.metadata import METADATA_NAME, build_metadata, file_sha256, options_record, write_metadata
 from export.repository import build_config, write_version
 from export.runners import TorchRunner, runner_for
 from export.verify import VerificationReport, tolerances, verify
@@ -25,6 +27,7 @@ class ExportResult:
     artifact_bytes: int
     parameters: int
     report: VerificationReport
+    metadata: dict[str, Any] = field(default_factory=dict)  # as written to metadata.json
 
 
 def repository_name(model: str, fmt: Format) -> str:
@@ -48,8 +51,11 @@ def export_to_repository(
     An artifact that fails verification never reaches the repository. A format that fails does
     not stop the others (TensorRT missing on a CPU machine must not cost the ONNX export); the
     failures are raised together, as one `ExportError`, once every format has been tried.
+    `metadata.json` is published in the same rename as the artifact.
     """
     options = options or ExportOptions()
+    deployment = deployment or DeploymentOptions()
+    source_sha256 = file_sha256(loaded.source)
     repo.mkdir(parents=True, exist_ok=True)
     reference = TorchRunner(loaded.module, loaded.spec)
     results = []
@@ -57,7 +63,9 @@ def export_to_repository(
     for fmt in formats:
         name = repository_name(loaded.spec.name, fmt)
         try:
-            result = _export_one(loaded, fmt, name, repo, options, deployment, version, overwrite, reference)
+            result = _export_one(
+                loaded, fmt, name, repo, options, deployment, version, overwrite, reference, source_sha256
+            )
         except ExportError as exc:
             failures.append(str(exc))
             continue
@@ -75,10 +83,11 @@ def _export_one(
     name: str,
     repo: Path,
     options: ExportOptions,
-    deployment: DeploymentOptions | None,
+    deployment: DeploymentOptions,
     version: int | None,
     overwrite: bool,
     reference: TorchRunner,
+    source_sha256: str,
 ) -> ExportResult:
     parameters = sum(p.numel() for p in loaded.module.parameters())
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=repo) as tmp:
@@ -87,14 +96,17 @@ def _export_one(
         report = verify(runner_for(artifact), reference, loaded.spec, atol=atol, rtol=rtol)
         size = artifact.size_bytes
         config = build_config(loaded.spec.renamed(name), fmt.platform)
-        apply_deployment(config, loaded.spec, fmt, deployment or DeploymentOptions())
+        apply_deployment(config, loaded.spec, fmt, deployment)
+        record = options_record(fmt, options, deployment, loaded.spec.max_batch_size)
+        metadata = build_metadata(loaded, source_sha256, record, report, artifact.path, parameters)
+        write_metadata(Path(tmp), metadata)
         version_dir = write_version(
             repo,
             name,
             config,
-            {fmt.filename: artifact.path},
+            {fmt.filename: artifact.path, METADATA_NAME: Path(tmp) / METADATA_NAME},
             version=version,
             overwrite=overwrite,
             move=True,
         )
-    return ExportResult(name, fmt, int(version_dir.name), version_dir, size, parameters, report)
+    return ExportResult(name, fmt, int(version_dir.name), version_dir, size, parameters, report, metadata)

@@ -102,7 +102,7 @@ def _fill_tensor(msg: pb.ModelInput | pb.ModelOutput, tensor: TensorSpec) -> Non
 
 def write_config(path: Path | str, config: pb.ModelConfig) -> None:
     """Write `config` as text, atomically: readers see the old file or the new one."""
-    _replace_file(Path(path), text_format.MessageToString(config).encode())
+    replace_file(Path(path), text_format.MessageToString(config).encode())
 
 
 def read_config(path: Path | str) -> pb.ModelConfig:
@@ -165,7 +165,7 @@ def write_version(
         if created_model_dir:
             shutil.rmtree(model_dir, ignore_errors=True)
         elif old_config is not None:
-            _replace_file(config_path, old_config)
+            replace_file(config_path, old_config)
         raise
     log.info("published %s", target)
     return target
@@ -188,7 +188,7 @@ def _stage_and_publish(
             for name, src in files.items():
                 _place(Path(src), version_tmp / name, move, moved)
             for name, src in extra_files.items():
-                _replace_file(model_dir / name, Path(src).read_bytes())
+                replace_file(model_dir / name, Path(src).read_bytes())
             write_config(model_dir / CONFIG_NAME, config)
             return _publish(version_tmp, model_dir, version, overwrite)
         except BaseException:
@@ -243,7 +243,7 @@ def _checked_name(name: str) -> str:
     return name
 
 
-def _replace_file(path: Path, data: bytes) -> None:
+def replace_file(path: Path, data: bytes) -> None:
     """Write `path` through a hidden temporary file and `os.replace`: readers see old or new."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:

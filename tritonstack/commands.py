@@ -89,6 +89,9 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="model name (default: the architecture's); each format adds _<format>")
     p.add_argument("--version", type=int, help="version to write (default: the next free one)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument(
+        "--allow-partial", action="store_true", help="load the weights that fit, warn about the rest"
+    )
     p.add_argument("--max-batch-size", type=int, default=256)
     p.add_argument("--opset", type=int, default=20, help="ONNX opset")
     p.add_argument("--arch", help="architecture for a bare state dict, or package.module:callable")
@@ -122,9 +125,11 @@ def _export(args: argparse.Namespace) -> int:
     config = parse_config(args.config)
     if args.arch and ":" in args.arch:
         custom = CustomArch(args.arch, tuple(parse_input(t) for t in args.input), tuple(args.output))
-        source = ModelSource(config=config, custom=custom)
+        source = ModelSource(config=config, custom=custom, allow_partial=args.allow_partial)
     else:
-        source = ModelSource(arch=args.arch, preset=args.preset, config=config)
+        source = ModelSource(
+            arch=args.arch, preset=args.preset, config=config, allow_partial=args.allow_partial
+        )
     loaded = load_model(args.checkpoint, source, name=args.name, max_batch_size=args.max_batch_size)
     results = export_to_repository(
         loaded,

@@ -1,0 +1,103 @@
+"""`<model>/<version>/metadata.json`: where a version came from, how it was made and checked, and
+its place in the registry.
+
+It is staged with the artifact and published in the same rename, so a version never appears
+without it. Later writers (`models promote`, a benchmark) replace it atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from importlib import metadata as dist
+from pathlib import Path
+from typing import Any
+
+from export.checkpoint import LoadedModel
+from export.deployment import DeploymentOptions
+from export.formats import ExportOptions, Format
+from export.repository import replace_file
+from export.verify import VerificationReport
+from tritonstack.errors import RepositoryError
+
+METADATA_NAME = "metadata.json"
+_PACKAGES = ("torch", "onnx", "onnxruntime")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def options_record(
+    fmt: Format, options: ExportOptions, deployment: DeploymentOptions, max_batch_size: int
+) -> dict[str, Any]:
+    """The export options as plain JSON values: two exports with equal records are the same export."""
+    record = {
+        "format": fmt.value,
+        "max_batch_size": max_batch_size,
+        "export": dataclasses.asdict(options),
+        "deployment": dataclasses.asdict(deployment),
+    }
+    plain: dict[str, Any] = json.loads(json.dumps(record, default=str))
+    return plain
+
+
+def build_metadata(
+    loaded: LoadedModel,
+    source_sha256: str,
+    options: dict[str, Any],
+    report: VerificationReport,
+    artifact: Path,
+    parameters: int,
+) -> dict[str, Any]:
+    return {
+        "source": {"path": str(loaded.source), "sha256": source_sha256, **loaded.info},
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {"python": platform.python_version(), **{p: _version(p) for p in _PACKAGES}},
+        "opset": options["export"]["opset"],
+        "options": options,
+        "verification": {
+            "runner": report.runner,
+            "passed": report.passed,
+            "diffs": [dataclasses.asdict(d) for d in report.diffs],
+        },
+        "artifact": {
+            "file": artifact.name,
+            "bytes": artifact.stat().st_size,
+            "sha256": file_sha256(artifact),
+        },
+        "parameters": parameters,
+        "status": None,  # production | staging | ab-test, set by `tritonstack models promote`
+        "benchmark": None,  # the latest benchmark summary, written by a benchmark run
+    }
+
+
+def read_metadata(version_dir: Path) -> dict[str, Any] | None:
+    """The version's metadata, or None for a version exported before metadata existed."""
+    path = version_dir / METADATA_NAME
+    if not path.is_file():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RepositoryError(f"{path} is not readable JSON: {exc}") from exc
+    return data
+
+
+def write_metadata(version_dir: Path, data: Mapping[str, Any]) -> None:
+    replace_file(version_dir / METADATA_NAME, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+def _version(package: str) -> str | None:
+    try:
+        return dist.version(package)
+    except dist.PackageNotFoundError:
+        return None
