@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from benchmarks import cli as bench_cli
+from tritonstack import manage_commands
 from tritonstack.errors import UsageError
 from tritonstack.spec import Array, TensorSpec
 
@@ -262,6 +263,11 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler,
         _add_export,
         _export,
         "export a checkpoint to verified ONNX/TorchScript in a Triton repository",
+    ),
+    "export-all": (
+        manage_commands.add_export_all,
+        manage_commands.export_all,
+        "export every checkpoint under a folder as the next version of its model",
     ),
     "serve": (_add_serve, _serve, "serve a model repository with the embedded Triton"),
     "infer": (_add_infer, _infer, "send one request to a served model over gRPC"),
