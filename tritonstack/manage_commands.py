@@ -1,8 +1,11 @@
-"""Subcommands that manage a model repository: `export-all`. Registered in `commands.SUBCOMMANDS`."""
+"""Subcommands that manage a model repository: `export-all` and `models` (list, promote, prune).
+Registered in `commands.SUBCOMMANDS`."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 from pathlib import Path
 
 
@@ -52,3 +55,75 @@ def export_all(args: argparse.Namespace) -> int:
         f"{len(summary.failed)} failed, {summary.total} total"
     )
     return 1 if summary.failed else 0
+
+
+def add_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo", type=Path, default=Path("triton_repo"), help="Triton model repository")
+    p.add_argument("--json", action="store_true", help="print the versions as JSON")
+    p.set_defaults(action=_list_models)
+    actions = p.add_subparsers(dest="models_action", metavar="ACTION")
+    promote = actions.add_parser("promote", help="set a version's status and what Triton loads")
+    promote.add_argument("name")
+    promote.add_argument("version", type=int)
+    promote.add_argument("--status", required=True, choices=["production", "staging", "ab-test"])
+    promote.set_defaults(action=_promote)
+    prune = actions.add_parser("prune", help="remove old versions (never one with a status)")
+    prune.add_argument("name")
+    prune.add_argument("--keep", type=int, required=True, help="newest versions to keep")
+    prune.add_argument("--yes", action="store_true", help="remove them (default: only list them)")
+    prune.set_defaults(action=_prune)
+    for sub in (promote, prune):
+        sub.add_argument("--repo", type=Path, default=argparse.SUPPRESS)
+
+
+def models(args: argparse.Namespace) -> int:
+    from tritonstack.errors import UsageError
+
+    if not args.repo.is_dir():
+        raise UsageError(f"no model repository at {args.repo}: pass --repo")
+    code: int = args.action(args)
+    return code
+
+
+def _list_models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from export.registry import list_registry
+
+    rows = list_registry(args.repo)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return 0
+    table = Table("Model", "Version", "Format", "Size", "Latency", "Status", "Notes")
+    for r in rows:
+        latency = "—" if r.latency_ms is None else f"{r.latency_ms:.2f} ms"
+        size = f"{r.size_bytes / 1e6:.2f} MB"
+        table.add_row(r.model, str(r.version), r.format, size, latency, r.status or "—", r.notes)
+    Console().print(table)
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from export.registry import default_version, promote, served_versions
+
+    promote(args.repo, args.name, args.version, args.status)
+    default = default_version(args.repo, args.name)
+    print(
+        f"{args.name} v{args.version}: {args.status}; Triton loads versions "
+        f"{served_versions(args.repo, args.name)}, unversioned requests go to v{default}"
+    )
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from export.registry import prune_plan, remove_version
+
+    plan = prune_plan(args.repo, args.name, args.keep)
+    for version in plan:
+        if args.yes:
+            remove_version(args.repo, args.name, version)
+        print(f"{'removed' if args.yes else 'would remove'} {args.name} v{version}")
+    if plan and not args.yes:
+        print("dry run: pass --yes to remove them")
+    return 0

@@ -1,0 +1,132 @@
+"""The model registry kept in the repository itself: each version's status lives in its
+`metadata.json`, and `config.pbtxt`'s `version_policy` decides what Triton loads.
+
+Triton routes a request without a version to the highest *loaded* version. Once any version has a
+status, the policy becomes `specific { versions: [...] }` listing exactly the production, staging
+and ab-test versions: unlisted versions are not loaded, listed ones answer requests for their
+version number, and an unversioned request goes to the highest listed one. Production is the
+default only while it is the highest listed version; `default_version` says which one Triton picks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from export.metadata import read_metadata, write_metadata
+from export.repository import CONFIG_NAME, list_versions, read_config, write_config
+from tritonstack.errors import RepositoryError, UsageError
+
+STATUSES = ("production", "staging", "ab-test")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    format: str
+    size_bytes: int
+    latency_ms: float | None  # p50 of the latest benchmark summary in metadata.json
+    status: str | None
+    notes: str
+
+
+def list_registry(repo: Path) -> list[ModelVersion]:
+    """Every version of every model in the repository, by model then version."""
+    rows = []
+    for model_dir in sorted(p for p in Path(repo).iterdir() if (p / CONFIG_NAME).is_file()):
+        platform = read_config(model_dir / CONFIG_NAME).platform or "?"
+        policy = served_versions(repo, model_dir.name)
+        default = default_version(repo, model_dir.name)
+        for version in list_versions(repo, model_dir.name):
+            rows.append(_row(model_dir / str(version), platform, policy, default))
+    return rows
+
+
+def _row(version_dir: Path, platform: str, served: list[int] | None, default: int | None) -> ModelVersion:
+    meta = read_metadata(version_dir) or {}
+    version = int(version_dir.name)
+    notes = []
+    if not meta:
+        notes.append("no metadata.json")
+    if served is not None and version not in served:
+        notes.append("not loaded")
+    if version == default:
+        notes.append("default")
+    if meta.get("source", {}).get("not_loaded"):
+        notes.append("partial weights")
+    benchmark: dict[str, Any] = meta.get("benchmark") or {}
+    size = sum(f.stat().st_size for f in version_dir.iterdir() if f.is_file())
+    return ModelVersion(
+        version_dir.parent.name,
+        version,
+        meta.get("options", {}).get("format", platform),
+        meta.get("artifact", {}).get("bytes", size),
+        benchmark.get("p50_ms"),
+        meta.get("status"),
+        ", ".join(notes),
+    )
+
+
+def served_versions(repo: Path, model: str) -> list[int] | None:
+    """The versions a `specific` policy names, or None under Triton's default (latest one)."""
+    config = read_config(Path(repo) / model / CONFIG_NAME)
+    if config.version_policy.WhichOneof("policy_choice") != "specific":
+        return None
+    return sorted(config.version_policy.specific.versions)
+
+
+def default_version(repo: Path, model: str) -> int | None:
+    """The version Triton answers a request without a version with: the highest loaded one."""
+    versions = served_versions(repo, model)
+    return max(versions or list_versions(repo, model), default=None)
+
+
+def promote(repo: Path, model: str, version: int, status: str) -> None:
+    """Record `status` for the version (a previous production version loses its status) and
+    rewrite the version policy to serve exactly the versions that have a status."""
+    if status not in STATUSES:
+        raise UsageError(f"unknown status {status!r}: choose from {', '.join(STATUSES)}")
+    versions = list_versions(repo, model)
+    if version not in versions:
+        raise UsageError(f"{model} has no version {version}: it has {versions or 'none'}")
+    for v in versions:
+        version_dir = Path(repo) / model / str(v)
+        meta = read_metadata(version_dir)
+        if v == version and meta is None:
+            raise RepositoryError(f"{version_dir} has no metadata.json: re-export it to promote it")
+        if meta is not None and (v == version or (status == "production" and meta["status"] == status)):
+            write_metadata(version_dir, {**meta, "status": status if v == version else None})
+    _write_policy(repo, model)
+
+
+def _write_policy(repo: Path, model: str) -> None:
+    listed = [r.version for r in list_registry(repo) if r.model == model and r.status in STATUSES]
+    config_path = Path(repo) / model / CONFIG_NAME
+    config = read_config(config_path)
+    config.ClearField("version_policy")
+    config.version_policy.specific.versions.extend(listed)
+    write_config(config_path, config)
+
+
+def prune_plan(repo: Path, model: str, keep: int) -> list[int]:
+    """The versions `prune` removes: all but the newest `keep`, never one with a status (the
+    version policy names those, and production must stay)."""
+    if keep < 1:
+        raise UsageError(f"--keep must be at least 1, got {keep}")
+    rows = [r for r in list_registry(repo) if r.model == model]
+    if not rows:
+        raise UsageError(f"no model {model!r} in {repo}")
+    newest = {r.version for r in rows[-keep:]}
+    return [r.version for r in rows if r.version not in newest and r.status is None]
+
+
+def remove_version(repo: Path, model: str, version: int) -> None:
+    """Rename aside first (hidden from Triton), then delete: the version disappears at once."""
+    target = Path(repo) / model / str(version)
+    hidden = target.with_name(f".pruned-{version}-{os.getpid()}")
+    os.rename(target, hidden)
+    shutil.rmtree(hidden)

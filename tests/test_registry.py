@@ -1,0 +1,125 @@
+"""`tritonstack models`: listing, promote (and what Triton then serves), prune safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+import recsys
+from export.checkpoint import load_model
+from export.formats import Format
+from export.metadata import read_metadata, write_metadata
+from export.pipeline import export_to_repository
+from export.registry import default_version, list_registry, served_versions
+from export.repository import list_versions
+from recsys.train import train
+from tests.conftest import ServerFactory
+from tritonstack.cli import main
+from tritonstack.spec import ModelSpec, wire_dtype
+
+pytestmark = pytest.mark.server
+MODEL = "dlrm_onnx"
+
+
+@pytest.fixture()
+def repo(tmp_path: Path, exported: Path) -> Path:
+    shutil.copytree(exported, tmp_path / "repo")
+    return tmp_path / "repo"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three versions of one model (copies of one export: Triton tells versions apart by number)."""
+    root = tmp_path_factory.mktemp("registry")
+    config = recsys.get_architecture("dlrm").preset("tiny")
+    train("dlrm", config, steps=3, batch_size=32, lr=1e-3, seed=0, checkpoint_path=root / "dlrm.pt")
+    export_to_repository(load_model(root / "dlrm.pt", max_batch_size=4), [Format.ONNX], root / "repo")
+    for version in (2, 3):
+        shutil.copytree(root / "repo" / MODEL / "1", root / "repo" / MODEL / f".tmp{version}")
+        os.rename(root / "repo" / MODEL / f".tmp{version}", root / "repo" / MODEL / str(version))
+    return root / "repo"
+
+
+def test_list_table_and_json(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    version_dir = repo / MODEL / "2"
+    write_metadata(version_dir, {**(read_metadata(version_dir) or {}), "benchmark": {"p50_ms": 1.25}})
+    assert main(["models", "--repo", str(repo), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["version"], r["format"]) for r in rows] == [(MODEL, v, "onnx") for v in (1, 2, 3)]
+    assert [r["latency_ms"] for r in rows] == [None, 1.25, None]
+    assert rows[-1]["notes"] == "default" and rows[0]["status"] is None
+    assert main(["models", "--repo", str(repo)]) == 0
+    table = capsys.readouterr().out
+    assert "1.25 ms" in table and "—" in table and "Latency" in table
+
+
+def test_promote_sets_status_and_version_policy(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "promote", MODEL, "3", "--status", "production", "--repo", str(repo)]) == 0
+    assert main(["models", "promote", MODEL, "1", "--status", "staging", "--repo", str(repo)]) == 0
+    assert served_versions(repo, MODEL) == [1, 3] and default_version(repo, MODEL) == 3
+    assert "unversioned requests go to v3" in capsys.readouterr().out
+    assert main(["models", "promote", MODEL, "2", "--status", "production", "--repo", str(repo)]) == 0
+    assert [(r.version, r.status) for r in list_registry(repo)] == [
+        (1, "staging"),
+        (2, "production"),
+        (3, None),
+    ]
+    assert served_versions(repo, MODEL) == [1, 2]
+    assert main(["models", "promote", MODEL, "9", "--status", "staging", "--repo", str(repo)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_promote_staging_above_production_becomes_the_default(repo: Path) -> None:
+    """Triton answers unversioned requests with the highest loaded version, whatever its status."""
+    main(["models", "promote", MODEL, "2", "--status", "production", "--repo", str(repo)])
+    main(["models", "promote", MODEL, "3", "--status", "staging", "--repo", str(repo)])
+    assert default_version(repo, MODEL) == 3
+    assert "default" in next(r.notes for r in list_registry(repo) if r.version == 3)
+
+
+def test_prune_keeps_production_and_is_a_dry_run_by_default(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["models", "promote", MODEL, "1", "--status", "production", "--repo", str(repo)])
+    capsys.readouterr()
+    assert main(["models", "prune", MODEL, "--keep", "1", "--repo", str(repo)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"would remove {MODEL} v2",
+        "dry run: pass --yes to remove them",
+    ]
+    assert list_versions(repo, MODEL) == [1, 2, 3]
+    assert main(["models", "prune", MODEL, "--keep", "1", "--yes", "--repo", str(repo)]) == 0
+    assert list_versions(repo, MODEL) == [1, 3]
+    assert not [p for p in (repo / MODEL).iterdir() if p.name.startswith(".pruned")]
+
+
+def _infer_version(url: str, spec: ModelSpec, version: int | None) -> str:
+    raw = grpcclient.InferenceServerClient(url)
+    inputs = []
+    for name, value in spec.random_inputs(2).items():
+        tensor = next(t for t in spec.inputs if t.name == name)
+        inputs.append(grpcclient.InferInput(name, list(value.shape), wire_dtype(tensor.dtype)))
+        inputs[-1].set_data_from_numpy(value)
+    result = raw.infer(MODEL, inputs, model_version="" if version is None else str(version))
+    served: str = result.get_response().model_version
+    return served
+
+
+def test_triton_serves_what_the_policy_says(
+    repo: Path, exported: Path, triton_server_factory: ServerFactory
+) -> None:
+    main(["models", "promote", MODEL, "2", "--status", "production", "--repo", str(repo)])
+    main(["models", "promote", MODEL, "1", "--status", "staging", "--repo", str(repo)])
+    server = triton_server_factory(repo)
+    spec = load_model(exported.parent / "dlrm.pt", max_batch_size=4).spec
+    assert _infer_version(server.grpc_url, spec, None) == "2"  # production is the default
+    assert _infer_version(server.grpc_url, spec, 1) == "1"  # staging answers by version
+    with pytest.raises(InferenceServerException):
+        _infer_version(server.grpc_url, spec, 3)  # unlisted: not loaded
+    server.stop()
