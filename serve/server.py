@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -34,6 +34,7 @@ import serve
 from serve import stub_site
 from serve.backend_dir import backend_directory
 from serve.binary import TritonInstall, find_triton
+from serve.tls import AdminKey, Tls, is_loopback
 from tritonstack.errors import ModelLoadError, PortInUse, ServeError
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ class TritonServer:
 
     Ports left as None are picked free. Binds only `host` (loopback by default). The log
     (Triton's stdout and stderr) goes to `log_path`, default a kept file in a temporary directory.
+
+    `tls` serves gRPC over TLS. Bound to anything but loopback, the admin protocols (model
+    repository, shared memory) answer only requests carrying `admin_key` (generated when not
+    given; `server.admin_key.headers` is what clients pass), unless `open_admin_apis`.
     """
 
     def __init__(
@@ -92,6 +97,9 @@ class TritonServer:
         extra_args: Sequence[str] = (),
         startup_timeout: float = 120.0,
         install: TritonInstall | None = None,
+        tls: Tls | None = None,
+        admin_key: AdminKey | None = None,
+        open_admin_apis: bool = False,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.host = host
@@ -102,6 +110,8 @@ class TritonServer:
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
         self._install = install
+        self.tls = tls
+        self.admin_key = None if open_admin_apis else admin_key or (None if is_loopback(host) else AdminKey())
         self._process: subprocess.Popen[bytes] | None = None
         self._log_start = 0
 
@@ -138,6 +148,15 @@ class TritonServer:
         except FileNotFoundError:
             return ""
         return "\n".join(lines[-n:])
+
+    @property
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for tritonclient's and our clients' constructors to reach this server
+        over TLS (empty without TLS)."""
+        if self.tls is None:
+            return {}
+        root = self.tls.root_cert
+        return {"ssl": True, "root_certificates": str(root) if root else None}
 
     @property
     def _client_host(self) -> str:
@@ -237,6 +256,8 @@ class TritonServer:
             "--exit-on-error=false",
             "--exit-timeout-secs=5",
             "--log-verbose=0",
+            *(self.tls.args() if self.tls else ()),
+            *(self.admin_key.args() if self.admin_key else ()),
             *self.extra_args,
         ]
         env = dict(os.environ)
@@ -265,7 +286,7 @@ class TritonServer:
     def _wait_ready(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout
-        with grpcclient.InferenceServerClient(self.grpc_url) as client:
+        with grpcclient.InferenceServerClient(self.grpc_url, **self.client_options) as client:
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:
                     self._raise_from_log(f"Triton exited with code {self._process.returncode}")
@@ -277,7 +298,8 @@ class TritonServer:
     def _models_ready(self, client: grpcclient.InferenceServerClient) -> bool:
         """True once live and every model that should load is READY; ModelLoadError on a failure."""
         try:
-            index = client.get_model_repository_index(as_json=True).get("models", [])
+            headers = self.admin_key.headers if self.admin_key else None
+            index = client.get_model_repository_index(as_json=True, headers=headers).get("models", [])
             ready = client.is_server_ready()
         except InferenceServerException:  # not up yet, or just died: the caller checks the process
             return False
