@@ -39,6 +39,14 @@ def to_client_error(
             "list_models() and check the name, the version and the server's --repo",
             model,
         )
+    # Triton refuses a restricted protocol (--grpc-restricted-protocol) with UNAVAILABLE; it is
+    # no outage, and retrying cannot help.
+    if "protocol is restricted" in message:
+        return ClientError(
+            f"{subject}: Triton at {url} refused an admin call ({message}) — pass the server's admin "
+            "key as headers= (printed by `tritonstack serve`)",
+            model,
+        )
     if status == "UNAVAILABLE":
         return ServerUnavailable(
             f"Triton at {url} is unreachable ({message}) — start it with `tritonstack serve` or check --url",
