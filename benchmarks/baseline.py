@@ -30,8 +30,9 @@ def measure_runner(runner: Runner, feeds: Mapping[str, Array], rule: WindowRule)
         if not warming_up:
             windows.append(window)
         warming_up = False
-        if is_stable(windows, rule.count, rule.tolerance) or now - started + rule.window_s > rule.max_cell_s:
-            return windows, is_stable(windows, rule.count, rule.tolerance)
+        stable = is_stable(windows, rule.count, rule.tolerance)
+        if stable or (len(windows) >= rule.count and now - started + rule.window_s > rule.max_cell_s):
+            return windows, stable
         window = Window(now, now)
 
 

@@ -25,10 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/latest"))
     p.add_argument("--window-s", type=float, default=1.0, help="measurement window")
     p.add_argument("--max-cell-s", type=float, default=10.0, help="time cap per cell; then stable: false")
-    sub = p.add_subparsers(dest="action", metavar="compare")
+    sub = p.add_subparsers(dest="action", metavar="{compare,report}")
     compare = sub.add_parser("compare", help="per-cell ratios B/A of two results.json")
     compare.add_argument("a", type=Path)
     compare.add_argument("b", type=Path)
+    report = sub.add_parser("report", help="rewrite csv, md, plots and report.html next to a results.json")
+    report.add_argument("results", type=Path)
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -38,10 +40,15 @@ def handler(args: argparse.Namespace) -> int:
 
         console.print(table(args.a, args.b))
         return 0
+    from benchmarks.report import read_results, write_all
+
+    if args.action == "report":
+        written = write_all(read_results(args.results), args.results.parent)
+        console.print(f"{', '.join(p.name for p in written)} in {args.results.parent}")
+        return 0
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from benchmarks.config import BenchConfig, WindowRule, parse_list
-    from benchmarks.report import write_all
     from benchmarks.suite import run_suite
     from export.formats import Format
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
+from benchmarks.report import read_results
 from tritonstack.errors import UsageError
 
 Key = tuple[str, str, int, str, float]
@@ -15,10 +15,7 @@ METRICS = ("p50", "p99", "inferences_per_s")
 
 
 def _cells(path: Path) -> dict[Key, dict[str, Any]]:
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read benchmark results {path}: {exc}") from None
+    results = read_results(path)
     return {(c["model"], c["format"], c["batch_size"], c["mode"], c["level"]): c for c in results["cells"]}
 
 

@@ -47,6 +47,28 @@ class BenchConfig:
             raise UsageError("request rates must be positive (requests per second)")
 
 
+def command_line(config: BenchConfig) -> str:
+    """The `tritonstack bench` command that repeats this run, every option spelled out."""
+
+    def joined(values: tuple[object, ...]) -> str:
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(getattr(v, "value", v)) for v in values)
+
+    options = {
+        "--models": joined(config.models),
+        "--formats": joined(config.formats),
+        "--batch-sizes": joined(config.batch_sizes),
+        "--concurrency": joined(config.concurrencies),
+        "--request-rate": joined(config.request_rates),
+        "--repo": str(config.repo),
+        "--checkpoints": str(config.checkpoints),
+        "--url": config.url or "",
+        "--out": str(config.out),
+        "--window-s": f"{config.rule.window_s:g}",
+        "--max-cell-s": f"{config.rule.max_cell_s:g}",
+    }
+    return " ".join(["tritonstack bench", *(f"{k} {v}" for k, v in options.items() if v)])
+
+
 def parse_list(text: str, kind: type[int] | type[float], option: str) -> tuple[float, ...]:
     """`"1,8,64"` -> (1, 8, 64); anything else is a usage error naming the option."""
     try:

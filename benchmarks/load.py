@@ -89,7 +89,8 @@ class Target:
 
 
 async def measure(target: Target, generator: Generator, rule: WindowRule) -> CellRun:
-    """Warm up for one window, then cut windows until `rule` says stable or the cell's time is up."""
+    """Warm up for one window, then cut windows until `rule` says stable or the cell's time is up
+    (never fewer than `rule.count` windows)."""
     done: list[tuple[float, float]] = []  # (completion time, latency), both perf_counter seconds
 
     async def send() -> None:
@@ -107,7 +108,9 @@ async def measure(target: Target, generator: Generator, rule: WindowRule) -> Cel
         windows: list[Window] = []
         boundary, snapshot = time.perf_counter(), await target.statistics()
         stable = False
-        while not stable and boundary - started + rule.window_s <= rule.max_cell_s:
+        while not stable and (
+            len(windows) < rule.count or boundary - started + rule.window_s <= rule.max_cell_s
+        ):
             await asyncio.sleep(rule.window_s)
             if load.done():
                 await load  # raises the request's error
@@ -119,6 +122,15 @@ async def measure(target: Target, generator: Generator, rule: WindowRule) -> Cel
     finally:
         stop.set()
         await load
-    last = await target.statistics()
-    triton = int(server_delta(first, last, target.model, target.version)["requests"])
-    return CellRun(windows, stable, len(done), triton)
+    return CellRun(windows, stable, len(done), await _settled_count(target, first, len(done)))
+
+
+async def _settled_count(target: Target, first: dict[str, Any], expected: int, timeout_s: float = 2.0) -> int:
+    """Triton's successes since `first`: it counts a request just after sending the response, so
+    the last ones may need a moment to appear."""
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        count = int(server_delta(first, await target.statistics(), target.model, target.version)["requests"])
+        if count == expected or time.perf_counter() > deadline:
+            return count
+        await asyncio.sleep(0.01)

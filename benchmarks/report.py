@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from benchmarks.stats import PERCENTILES, SERVER_PHASES  # noqa: E402
+from tritonstack.errors import UsageError  # noqa: E402
 
 COLUMNS = (
     "model", "format", "batch_size", "mode", "level", "stable", "mean_ms", "p50_ms", "p90_ms", "p95_ms",
@@ -37,6 +38,14 @@ def row(cell: dict[str, Any]) -> dict[str, Any]:
     values["overhead_p50_ms"] = overhead.get("p50_ms")
     values["throughput_ratio"] = overhead["throughput_ratio"]
     return values
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    try:
+        results: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read benchmark results {path}: {exc}") from None
+    return results
 
 
 def write_all(results: dict[str, Any], out: Path) -> list[Path]:

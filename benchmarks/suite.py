@@ -19,15 +19,19 @@ import tritonclient.grpc.aio as grpcaio
 from rich.progress import Progress
 
 from benchmarks.baseline import baseline_result
-from benchmarks.config import BenchConfig
+from benchmarks.config import BenchConfig, command_line
 from benchmarks.load import CellRun, Generator, Target, closed_loop, measure, open_loop
 from benchmarks.stats import latency_ms, server_delta
 from benchmarks.windows import merge
 from export.checkpoint import LoadedModel, load_model
 from export.formats import Artifact, Format
 from export.pipeline import repository_name
-from export.runners import TorchRunner, runner_for
+from export.runners import OnnxRuntimeRunner, Runner, TorchRunner, runner_for
 from tritonstack.errors import UsageError
+
+# Our Triton backends run each model instance with one intra-op thread (their
+# `intra_op_num_threads` default); the baselines match it, so the difference is serving alone.
+IN_PROCESS_THREADS = 1
 
 
 def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -94,14 +98,17 @@ async def _run(
         for model in config.models:
             loaded = load_model(checkpoints[model])
             artifacts = {f: _artifact(config.repo, loaded, f, versions[model, f]) for f in config.formats}
-            # In-process first, while the server is idle.
-            runners = [runner_for(a) for a in artifacts.values()] + [TorchRunner(loaded.module, loaded.spec)]
-            for batch in config.batch_sizes:
-                feeds = loaded.spec.random_inputs(batch, seed=batch)
-                for runner in runners:
-                    progress.update(task, description=f"{model} in process {runner.name} batch {batch}")
-                    baselines.append({"model": model, **baseline_result(runner, feeds, batch, config.rule)})
-                    progress.advance(task)
+            # In process first, while the server is idle.
+            runners = [_in_process(a) for a in artifacts.values()] + [TorchRunner(loaded.module, loaded.spec)]
+            with _threads(IN_PROCESS_THREADS):
+                for batch in config.batch_sizes:
+                    feeds = loaded.spec.random_inputs(batch, seed=batch)
+                    for runner in runners:
+                        progress.update(task, description=f"{model} in process {runner.name} batch {batch}")
+                        baselines.append(
+                            {"model": model, **baseline_result(runner, feeds, batch, config.rule)}
+                        )
+                        progress.advance(task)
             for fmt, batch in ((f, b) for f in config.formats for b in config.batch_sizes):
                 name = repository_name(model, fmt)
                 target = Target(
@@ -114,13 +121,32 @@ async def _run(
                     progress.advance(task)
         add_overheads(cells, baselines)
         return {
-            "environment": environment(server),
+            "environment": environment(server) | {"command": command_line(config)},
             "config": _config_json(config),
             "cells": cells,
             "baselines": baselines,
         }
     finally:
         await client.close()
+
+
+def _in_process(artifact: Artifact) -> Runner:
+    """The artifact's runtime with the served backends' default of one intra-op thread."""
+    if artifact.format is Format.ONNX:
+        return OnnxRuntimeRunner(artifact.path, artifact.spec, intra_op_threads=IN_PROCESS_THREADS)
+    return runner_for(artifact)
+
+
+@contextlib.contextmanager
+def _threads(count: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _artifact(repo: Path, loaded: LoadedModel, fmt: Format, version: int) -> Artifact:
@@ -183,6 +209,7 @@ def _config_json(config: BenchConfig) -> dict[str, Any]:
         "max_cell_s": config.rule.max_cell_s,
         "stable_windows": config.rule.count,
         "tolerance": config.rule.tolerance,
+        "in_process_threads": IN_PROCESS_THREADS,
     }
 
 
@@ -211,7 +238,7 @@ def environment(server: dict[str, Any]) -> dict[str, Any]:
         "tritonclient": importlib.metadata.version("tritonclient"),
         "triton_server": server.get("version"),
         "git_commit": _git_commit(),
-        "command": " ".join(["tritonstack", *sys.argv[1:]]),
+        "argv": sys.argv,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -1,0 +1,184 @@
+"""`tritonstack bench`: the stability rule and statistics as pure functions, then one short real
+run on tiny models against the shared server, checked for structure and sanity (never speed)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import recsys
+from benchmarks.compare import ratios
+from benchmarks.config import BenchConfig, WindowRule, command_line
+from benchmarks.stats import latency_ms, server_delta
+from benchmarks.windows import Window, agree, is_stable, merge
+from export.checkpoint import load_model
+from export.formats import DEFAULT_FORMATS
+from export.pipeline import export_to_repository
+from recsys.train import train
+from tritonstack.cli import main
+from tritonstack.errors import UsageError
+
+MODELS = ("two_tower", "dlrm")
+BATCH_SIZES = (1, 4)
+LEVELS = (("concurrency", 1.0), ("concurrency", 4.0), ("request_rate", 50.0))
+
+
+def _window(requests: int, p99_ms: float, duration_s: float = 1.0) -> Window:
+    """`requests` latencies of 1 ms except the last, so p99 lands between 1 ms and `p99_ms`."""
+    latencies = [1e-3] * (requests - 1) + [p99_ms * 1e-3]
+    return Window(0.0, duration_s, latencies)
+
+
+def test_latency_percentiles() -> None:
+    summary = latency_ms([i / 1e3 for i in range(1, 101)])  # 1..100 ms
+    assert summary["mean"] == pytest.approx(50.5)
+    assert summary["p50"] == pytest.approx(50.5)
+    assert summary["p99"] == pytest.approx(99.01)
+    assert summary["p50"] <= summary["p90"] <= summary["p95"] <= summary["p99"]
+
+
+def test_agree_is_relative_to_the_smallest() -> None:
+    assert agree([100.0, 105.0, 110.0], 0.10)
+    assert not agree([100.0, 105.0, 111.0], 0.10)
+    assert not agree([0.0, 0.0, 0.0], 0.10)
+
+
+def test_stability_needs_three_agreeing_windows() -> None:
+    steady = [_window(100, 5.0) for _ in range(3)]
+    assert not is_stable(steady[:2])
+    assert is_stable(steady)
+    assert not is_stable([*steady, _window(150, 5.0)])  # throughput jumps by 50%
+    assert not is_stable([*steady, _window(100, 50.0)])  # the tail does
+    assert is_stable([_window(10, 80.0), *steady])  # only the last three count
+
+
+def test_merge_keeps_every_request_and_the_outer_snapshots() -> None:
+    a = Window(0.0, 1.0, [1e-3, 2e-3], stats_before={"a": 1})
+    b = Window(1.0, 3.0, [3e-3], stats_after={"b": 2})
+    merged = merge([a, b])
+    assert merged.latencies_s == [1e-3, 2e-3, 3e-3]
+    assert (merged.duration_s, merged.throughput) == (3.0, 1.0)
+    assert (merged.stats_before, merged.stats_after) == ({"a": 1}, {"b": 2})
+
+
+def _stats(success: int, ns: int, queue_ns: int | None) -> dict[str, Any]:
+    inference: dict[str, Any] = {"success": {"count": str(success), "ns": str(ns)}}
+    if queue_ns is not None:
+        inference["queue"] = {"count": str(success), "ns": str(queue_ns)}
+    return {"model_stats": [{"name": "m", "version": "1", "inference_stats": inference}]}
+
+
+def test_server_delta_per_request_and_missing_counters() -> None:
+    delta = server_delta(_stats(10, 1_000_000, None), _stats(20, 3_000_000, 500_000), "m", "1")
+    assert delta["requests"] == 10
+    assert delta["total"] == pytest.approx(200.0)  # 2 ms over 10 requests, in us
+    assert delta["queue"] == pytest.approx(50.0)
+    assert delta["compute_infer"] == 0.0
+    with pytest.raises(KeyError):
+        server_delta(_stats(0, 0, None), _stats(0, 0, None), "m", "2")
+
+
+def test_window_rule_must_fit_warm_up_and_windows() -> None:
+    with pytest.raises(UsageError, match="max-cell-s"):
+        WindowRule(window_s=1.0, max_cell_s=3.0)
+
+
+def test_command_line_repeats_the_run() -> None:
+    command = command_line(BenchConfig(batch_sizes=(1, 64), request_rates=(50.0,)))
+    assert command.startswith("tritonstack bench --models dlrm,dcn_v2,two_tower --formats onnx,torchscript")
+    assert "--batch-sizes 1,64 " in command and "--request-rate 50 " in command and "--url" not in command
+
+
+def test_missing_checkpoint_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--models", "dlrm", "--checkpoints", str(tmp_path), "--repo", str(tmp_path)])
+    assert code == 2
+    assert "tritonstack demo" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def bench_run(
+    triton_server_factory: Any, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("bench")
+    repo, checkpoints, out = root / "repo", root / "checkpoints", root / "out"
+    for name in MODELS:
+        path = checkpoints / f"{name}.pt"
+        arch = recsys.get_architecture(name)
+        train(name, arch.preset("tiny"), steps=2, batch_size=32, lr=1e-3, seed=0, checkpoint_path=path)
+        export_to_repository(load_model(path), DEFAULT_FORMATS, repo, version=1)
+    server = triton_server_factory(repo)
+    # The CLI end to end, against the shared server: as `--url` would reach any Triton.
+    code = main(
+        [
+            "bench", "--models", ",".join(MODELS), "--batch-sizes", ",".join(map(str, BATCH_SIZES)),
+            "--concurrency", "1,4", "--request-rate", "50", "--repo", str(repo), "--checkpoints",
+            str(checkpoints), "--url", server.grpc_url, "--out", str(out), "--window-s", "0.2",
+            "--max-cell-s", "1.2",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.server
+def test_every_cell_is_measured(bench_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = bench_run
+    cells = {(c["model"], c["format"], c["batch_size"], c["mode"], c["level"]) for c in results["cells"]}
+    formats = [f.value for f in DEFAULT_FORMATS]
+    expected = {
+        (m, f, b, *level) for m, f, b, level in itertools.product(MODELS, formats, BATCH_SIZES, LEVELS)
+    }
+    assert cells == expected
+    assert len(results["cells"]) == len(expected)
+
+
+@pytest.mark.server
+def test_cells_are_sane(bench_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = bench_run
+    for cell in results["cells"]:
+        latency, server = cell["latency_ms"], cell["server_us"]
+        assert 0 < latency["p50"] <= latency["p90"] <= latency["p95"] <= latency["p99"], cell
+        assert cell["inferences_per_s"] > 0
+        assert cell["samples_per_s"] == pytest.approx(cell["inferences_per_s"] * cell["batch_size"])
+        compute = server["compute_input"] + server["compute_infer"] + server["compute_output"]
+        assert 0 < compute <= latency["mean"] * 1e3, cell
+        assert cell["requests"]["client"] == cell["requests"]["triton_success"] > 0
+        assert isinstance(cell["stable"], bool) and len(cell["windows"]) >= 3
+        if cell["mode"] == "concurrency" and cell["level"] == 1:
+            assert "p50_ms" in cell["overhead"]
+        assert cell["overhead"]["throughput_ratio"] > 0
+
+
+@pytest.mark.server
+def test_in_process_baselines_and_environment(bench_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = bench_run
+    found = {(b["model"], b["runtime"], b["batch_size"]) for b in results["baselines"]}
+    runtimes = ("onnxruntime", "torchscript", "pytorch")
+    assert found == set(itertools.product(MODELS, runtimes, BATCH_SIZES))
+    env = results["environment"]
+    assert env["triton_server"] and env["cpu"] and env["torch"] and "bench" in env["command"]
+
+
+@pytest.mark.server
+def test_files_and_compare_with_itself(
+    bench_run: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, results = bench_run
+    names = ("results.json", "results.csv", "results.md", "report.html", "latency_vs_concurrency.png",
+             "throughput_vs_batch.png", "overhead_breakdown.png")  # fmt: skip
+    assert all((out / name).stat().st_size > 0 for name in names)
+    assert len((out / "results.csv").read_text().splitlines()) == len(results["cells"]) + 1
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    same = ratios(out / "results.json", out / "results.json")
+    assert len(same) == len(results["cells"])
+    assert all(r == pytest.approx(1.0) for cell in same.values() for r in cell.values())
+    capsys.readouterr()
+    assert main(["bench", "compare", str(out / "results.json"), str(out / "results.json")]) == 0
+    assert "1.000" in capsys.readouterr().out
+    (out / "report.html").unlink()
+    assert main(["bench", "report", str(out / "results.json")]) == 0
+    assert (out / "report.html").stat().st_size > 0
