@@ -32,6 +32,7 @@ from export.onnx import export as export_onnx
 from export.repository import build_config, write_version
 from serve import free_port
 from tests.conftest import ServerFactory
+from tritonstack.cli import main
 from tritonstack.spec import Array, ModelSpec, TensorSpec
 
 pytestmark = pytest.mark.server
@@ -345,3 +346,8 @@ def test_async_shared_memory(url: str, triton: TritonClient) -> None:
 
 def test_cuda_shared_memory() -> None:
     pytest.skip("CUDA shared memory needs an NVIDIA GPU and a CUDA build of Triton; neither is here")
+
+
+def test_cli_infer_through_shared_memory(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["infer", SPEC.name, "--url", url, "--random", "2", "--shm"]) == 0
+    assert "y: float32 [2, 2]" in capsys.readouterr().out

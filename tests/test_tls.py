@@ -18,6 +18,7 @@ from serve import TritonServer
 from serve.tls import AdminKey, Tls, is_loopback
 from tests.conftest import ServerFactory
 from tests.reference_models import FRAGILE, write_fragile_model
+from tritonstack.cli import main
 
 pytestmark = [
     pytest.mark.server,
@@ -127,3 +128,8 @@ def test_admin_key_policy() -> None:
         False,
         False,
     ]
+
+
+def test_serve_cli_tls_needs_cert_and_key(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--repo", str(repo), "--grpc-use-ssl", "--grpc-cert", str(repo)]) == 2
+    assert "--grpc-use-ssl needs --grpc-cert and --grpc-key" in capsys.readouterr().err

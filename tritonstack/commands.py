@@ -19,6 +19,7 @@ from tritonstack.spec import Array, TensorSpec
 
 if TYPE_CHECKING:
     from export.deployment import DeploymentOptions
+    from serve.tls import Tls
 
 DEFAULT_URL = "127.0.0.1:8001"
 
@@ -156,6 +157,18 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-port", type=int, help="default: a free port")
     p.add_argument("--metrics-port", type=int, help="default: a free port")
     p.add_argument("--log-file", type=Path, help="Triton's log (default: a temporary file)")
+    p.add_argument(
+        "--grpc-use-ssl", action="store_true", help="serve gRPC over TLS (needs --grpc-cert, --grpc-key)"
+    )
+    p.add_argument("--grpc-cert", type=Path, help="PEM server certificate for --grpc-use-ssl")
+    p.add_argument("--grpc-key", type=Path, help="PEM server private key for --grpc-use-ssl")
+    p.add_argument("--grpc-root-cert", type=Path, help="PEM root certificate (for clients' certificates)")
+    p.add_argument(
+        "--open-admin-apis",
+        action="store_true",
+        help="bound beyond loopback, leave model loading and shared memory open to anyone (default: "
+        "they need a generated key, printed at start)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -168,16 +181,31 @@ def _serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         log_path=args.log_file,
+        tls=_tls(args),
+        open_admin_apis=args.open_admin_apis,
     )
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with server:
         print(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}, log {server.log_path}")
+        if server.admin_key is not None:  # printed once, here only
+            ((header, value),) = server.admin_key.headers.items()
+            print(f"Admin gRPC (model repository, shared memory) needs the header {header}: {value}")
         print("Ctrl-C stops it.", flush=True)
         try:
             signal.pause()
         except KeyboardInterrupt:
             pass
     return 0
+
+
+def _tls(args: argparse.Namespace) -> Tls | None:
+    from serve.tls import Tls as TlsFiles  # not at module level: `serve` imports tritonclient
+
+    if not args.grpc_use_ssl:
+        return None
+    if args.grpc_cert is None or args.grpc_key is None:
+        raise UsageError("--grpc-use-ssl needs --grpc-cert and --grpc-key (PEM files)")
+    return TlsFiles(args.grpc_cert, args.grpc_key, args.grpc_root_cert)
 
 
 def _add_infer(p: argparse.ArgumentParser) -> None:
@@ -194,12 +222,13 @@ def _add_infer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random", type=int, metavar="BATCH", help="send valid random inputs of this batch size")
     p.add_argument("--save-dir", type=Path, help="write each output as NAME.npy here instead of printing")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    p.add_argument("--shm", action="store_true", help="send tensors through system shared memory (same host)")
 
 
 def _infer(args: argparse.Namespace) -> int:
     from client import TritonClient
 
-    with TritonClient(args.url, timeout=args.timeout) as triton:
+    with TritonClient(args.url, timeout=args.timeout, use_shared_memory=args.shm) as triton:
         spec = triton.model_spec(args.model, args.version)
         if args.random:
             inputs = spec.random_inputs(args.random)
