@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from export.checkpoint import LoadedModel
 from export.deployment import DeploymentOptions, apply_deployment
+from export.embeddings import write_embeddings
 from export.formats import ExportOptions, Format, exporter
 from export.metadata import METADATA_NAME, build_metadata, file_sha256, options_record, write_metadata
 from export.repository import build_config, write_version
@@ -44,6 +46,7 @@ def export_to_repository(
     deployment: DeploymentOptions | None = None,
     version: int | None = None,
     overwrite: bool = False,
+    embeddings: bool = False,
     on_done: Callable[[ExportResult], None] | None = None,
 ) -> list[ExportResult]:
     """Export, verify against PyTorch, then publish each format as one complete version directory.
@@ -51,12 +54,31 @@ def export_to_repository(
     An artifact that fails verification never reaches the repository. A format that fails does
     not stop the others (TensorRT missing on a CPU machine must not cost the ONNX export); the
     failures are raised together, as one `ExportError`, once every format has been tried.
-    `metadata.json` is published in the same rename as the artifact.
+    `metadata.json` (and with `embeddings`, a two-tower model's embedding tables) is published in
+    the same rename as the artifact.
     """
     options = options or ExportOptions()
     deployment = deployment or DeploymentOptions()
-    source_sha256 = file_sha256(loaded.source)
     repo.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tritonstack-embeddings-") as tmp:
+        extras = write_embeddings(loaded, Path(tmp)) if embeddings else {}
+        return _export_all_formats(
+            loaded, formats, repo, options, deployment, version, overwrite, extras, on_done
+        )
+
+
+def _export_all_formats(
+    loaded: LoadedModel,
+    formats: Sequence[Format],
+    repo: Path,
+    options: ExportOptions,
+    deployment: DeploymentOptions,
+    version: int | None,
+    overwrite: bool,
+    extras: Mapping[str, Path],
+    on_done: Callable[[ExportResult], None] | None,
+) -> list[ExportResult]:
+    source_sha256 = file_sha256(loaded.source)
     reference = TorchRunner(loaded.module, loaded.spec)
     results = []
     failures: list[str] = []
@@ -64,7 +86,17 @@ def export_to_repository(
         name = repository_name(loaded.spec.name, fmt)
         try:
             result = _export_one(
-                loaded, fmt, name, repo, options, deployment, version, overwrite, reference, source_sha256
+                loaded,
+                fmt,
+                name,
+                repo,
+                options,
+                deployment,
+                version,
+                overwrite,
+                reference,
+                source_sha256,
+                extras,
             )
         except ExportError as exc:
             failures.append(str(exc))
@@ -88,9 +120,10 @@ def _export_one(
     overwrite: bool,
     reference: TorchRunner,
     source_sha256: str,
+    extras: Mapping[str, Path],
 ) -> ExportResult:
     parameters = sum(p.numel() for p in loaded.module.parameters())
-    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=repo) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"tritonstack-{name}-") as tmp:
         artifact = exporter(fmt)(loaded.module, loaded.spec, Path(tmp), options)
         atol, rtol = tolerances(options.fp16)
         report = verify(runner_for(artifact), reference, loaded.spec, atol=atol, rtol=rtol)
@@ -100,11 +133,13 @@ def _export_one(
         record = options_record(fmt, options, deployment, loaded.spec.max_batch_size)
         metadata = build_metadata(loaded, source_sha256, record, report, artifact.path, parameters)
         write_metadata(Path(tmp), metadata)
+        files = {fmt.filename: artifact.path, METADATA_NAME: Path(tmp) / METADATA_NAME}
+        files.update({n: Path(shutil.copy(src, Path(tmp) / n)) for n, src in extras.items()})
         version_dir = write_version(
             repo,
             name,
             config,
-            {fmt.filename: artifact.path, METADATA_NAME: Path(tmp) / METADATA_NAME},
+            files,
             version=version,
             overwrite=overwrite,
             move=True,

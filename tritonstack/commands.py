@@ -94,6 +94,11 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-partial", action="store_true", help="load the weights that fit, warn about the rest"
     )
+    p.add_argument(
+        "--export-embeddings",
+        action="store_true",
+        help="two-tower: write user/item embedding tables into each version directory",
+    )
     p.add_argument("--max-batch-size", type=int, default=256)
     p.add_argument("--opset", type=int, default=20, help="ONNX opset")
     p.add_argument("--arch", help="architecture for a bare state dict, or package.module:callable")
@@ -140,6 +145,7 @@ def _export(args: argparse.Namespace) -> int:
         options=ExportOptions(opset=args.opset),
         version=args.version,
         overwrite=args.overwrite,
+        embeddings=args.export_embeddings,
         deployment=_deployment(args),
     )
     for r in results:
