@@ -9,10 +9,10 @@ undeclared names, dtypes, shapes, byte counts and out-of-range ids themselves.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -35,7 +35,7 @@ MAX_BATCH = 16
 # server broke or an error went unclassified.
 EXPECTED = (InvalidInput, InferenceFailed, ModelNotFound)
 CASES = settings(
-    max_examples=60,
+    max_examples=8,  # per mutation: ~130 cases per test, ~20 ms each
     deadline=None,
     database=None,
     suppress_health_check=[
@@ -85,101 +85,125 @@ def _assert_healthy(triton: TritonClient, served: Served) -> None:
 # -- through our client ---------------------------------------------------------------------------
 
 DTYPES = ["float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool"]
-FILLS = ["normal", "nan", "inf", "-inf", "huge", "valid-ids", "negative-ids", "ids-past-range", "int64-max"]
-
-
-def _values(dtype: str, shape: tuple[int, ...], fill: str, seed: int, spec_high: Array) -> Array:
-    rng = np.random.default_rng(seed)
-    if fill == "valid-ids" and shape and shape[-1] == spec_high.shape[0]:
-        return (rng.random(shape) * spec_high).astype(dtype)
-    base = rng.standard_normal(shape) * 3
-    special = {
-        "nan": np.nan,
-        "inf": np.inf,
-        "-inf": -np.inf,
-        "huge": 1e30,
-        "negative-ids": -1,
-        "ids-past-range": 10**6,
-        "int64-max": np.iinfo(np.int64).max,
-    }
-    if fill in special and base.size:
-        base.flat[rng.integers(0, base.size)] = special[fill]
-    with np.errstate(invalid="ignore", over="ignore"):
-        return base.astype(dtype)
+NAMES = ["", "x", "dense_features ", "é", "../../etc/passwd", "a" * 300]
+# One mutation of an otherwise valid request per case, so every kind of hostility is reached; the
+# first ones keep the request valid (NaN and Inf are floats like any other).
+VALID = ["none", "nan", "inf", "huge-float"]
+MUTATIONS = [
+    *VALID,
+    *("negative-id", "id-past-range", "int64-max-id", "rename", "drop", "extra", "dtype", "rank"),
+    *("columns", "empty-batch", "batch-above-max", "batch-mismatch", "list"),
+]
+SPECIAL = {"nan": np.nan, "inf": np.inf, "huge-float": 1e30, "negative-id": -1, "id-past-range": 10**6}
 
 
 @st.composite
-def hostile_feeds(draw: st.DrawFn, specs: dict[str, ModelSpec]) -> tuple[str, dict[str, object]]:
+def hostile_feeds(draw: st.DrawFn, specs: dict[str, ModelSpec], mutation: str) -> tuple[str, dict[str, Any]]:
     model = draw(st.sampled_from(sorted(specs)))
     spec = specs[model]
-    high = np.asarray(next(t.high for t in spec.inputs if t.high is not None), dtype=np.int64)
-    batch = draw(st.sampled_from([0, 1, 2, MAX_BATCH, MAX_BATCH + 1, 200]))
-    feeds: dict[str, object] = {}
-    for tensor in spec.inputs:
-        name = draw(st.sampled_from([tensor.name, tensor.name, "x", "", "dense_features ", "é"]))
-        if draw(st.integers(0, 9)) == 0:
-            continue  # a missing input
-        dtype = draw(st.sampled_from([tensor.dtype, tensor.dtype, *DTYPES]))
-        shape = (batch, *tensor.shape)
-        if draw(st.integers(0, 3)) == 0:  # another rank or other dims
-            shape = tuple(draw(st.lists(st.sampled_from([0, 1, 2, 13, 26, 40]), min_size=0, max_size=3)))
-        value = _values(dtype, shape, draw(st.sampled_from(FILLS)), draw(st.integers(0, 2**16)), high)
-        feeds[name] = value.tolist() if draw(st.integers(0, 19)) == 0 else value
+    batch = draw(st.integers(1, MAX_BATCH))
+    feeds: dict[str, Any] = spec.random_inputs(batch, seed=draw(st.integers(0, 2**16)))
+    dense, ids = (next(t.name for t in spec.inputs if t.is_integer == integer) for integer in (False, True))
+    target = draw(st.sampled_from(spec.input_names))
+    at = (draw(st.integers(0, batch - 1)), draw(st.integers(0, 12)))
+    if mutation in ("nan", "inf", "huge-float"):
+        feeds[dense][at] = SPECIAL[mutation]
+    elif mutation in ("negative-id", "id-past-range", "int64-max-id"):
+        feeds[ids][at] = SPECIAL.get(mutation, np.iinfo(np.int64).max)
+    elif mutation in ("rename", "drop", "extra"):
+        value = feeds.pop(target) if mutation != "extra" else feeds[target]
+        if mutation != "drop":
+            feeds[draw(st.sampled_from(NAMES))] = value
+    elif mutation == "dtype":
+        feeds[target] = feeds[target].astype(
+            draw(st.sampled_from([d for d in DTYPES if d != feeds[target].dtype]))
+        )
+    elif mutation == "rank":
+        feeds[target] = feeds[target][..., None] if draw(st.booleans()) else feeds[target][0]
+    elif mutation == "columns":
+        feeds[target] = feeds[target][:, : draw(st.integers(0, 12))]
+    elif mutation in ("empty-batch", "batch-above-max"):
+        feeds = {
+            k: np.resize(v, (0 if mutation == "empty-batch" else MAX_BATCH + 1, *v.shape[1:]))
+            for k, v in feeds.items()
+        }
+    elif mutation == "batch-mismatch":
+        feeds[target] = np.concatenate([feeds[target], feeds[target][:1]])
+    elif mutation == "list":
+        feeds[target] = feeds[target].tolist()
     return model, feeds
 
 
+@pytest.mark.parametrize("mutation", MUTATIONS)  # every kind of hostility, every run
 @given(data=st.data())
 @CASES
-def test_hostile_input_through_the_client(served: Served, triton: TritonClient, data: st.DataObject) -> None:
-    model, feeds = data.draw(hostile_feeds(served.specs))
+def test_hostile_input_through_the_client(
+    served: Served, triton: TritonClient, mutation: str, data: st.DataObject
+) -> None:
+    model, feeds = data.draw(hostile_feeds(served.specs, mutation))
     try:
-        result = triton.infer(model, feeds)  # type: ignore[arg-type]
+        result = triton.infer(model, feeds)
     except ClientError as error:
-        assert isinstance(error, EXPECTED) and error.model == model, repr(error)
-    else:  # the request was valid (NaN and Inf are valid floats): one output row per input row
-        batch = next(iter(feeds.values())).shape[0]  # type: ignore[attr-defined]
+        assert mutation not in VALID, repr(error)
+        assert isinstance(error, InvalidInput) and error.model == model, repr(error)
+    else:  # a defined result: one output row per input row
+        assert mutation in VALID
+        batch = next(iter(feeds.values())).shape[0]
         assert all(value.shape[0] == batch for value in result.values())
     _assert_healthy(triton, served)
 
 
 # -- raw protobufs, past every client-side check --------------------------------------------------
 
-WIRE = {"FP32": 4, "FP64": 8, "FP16": 2, "INT64": 8, "INT32": 4, "INT8": 1, "UINT8": 1, "BOOL": 1, "BF16": 2}
-PAYLOADS = ["exact", "exact", "short", "long", "empty", "4MiB"]
+WIRE = {"float32": "FP32", "int64": "INT64"}
+RAW_VALID = ["none", "nan"]
+RAW_IDS = ["id-past-range", "negative-id"]  # only the backends can refuse these here
+RAW_MUTATIONS = [
+    *RAW_VALID,
+    *RAW_IDS,
+    *("name", "datatype", "bytes-datatype", "shape", "negative-dim", "huge-dim", "short", "long"),
+    *("empty", "4MiB", "drop", "batch-above-max"),
+]
 
 
 @st.composite
-def raw_requests(draw: st.DrawFn, specs: dict[str, ModelSpec]) -> service_pb2.ModelInferRequest:
+def raw_requests(
+    draw: st.DrawFn, specs: dict[str, ModelSpec], mutation: str
+) -> service_pb2.ModelInferRequest:
     model = draw(st.sampled_from(sorted(specs)))
     spec = specs[model]
+    batch = MAX_BATCH + 1 if mutation == "batch-above-max" else draw(st.integers(1, MAX_BATCH))
+    inputs = spec.random_inputs(batch, seed=draw(st.integers(0, 2**16)))
+    at = (draw(st.integers(0, batch - 1)), draw(st.integers(0, 12)))
+    target = draw(st.sampled_from(spec.input_names))
+    if mutation == "nan":
+        inputs["dense_features"][at] = np.nan
+    elif mutation in RAW_IDS:
+        inputs["sparse_features"][at] = SPECIAL[mutation]
     request = service_pb2.ModelInferRequest(model_name=model)
-    batch = draw(st.sampled_from([1, 2, MAX_BATCH, MAX_BATCH + 1]))
-    for tensor in spec.inputs:
-        if draw(st.integers(0, 9)) == 0:
+    for name, value in inputs.items():
+        if mutation == "drop" and name == target:
             continue
-        wire = {"float32": "FP32", "int64": "INT64"}[tensor.dtype]
-        name = draw(st.sampled_from([tensor.name, tensor.name, tensor.name, "bogus"]))
-        datatype = draw(st.sampled_from([wire, wire, wire, *WIRE, "BYTES", "NOPE"]))
-        shape = [batch, *tensor.shape]
-        if draw(st.integers(0, 3)) == 0:
-            shape = draw(st.lists(st.sampled_from([-1, 0, 1, 13, 26, 2**31]), min_size=0, max_size=3))
+        shape, datatype, payload = list(value.shape), WIRE[value.dtype.name], value.tobytes()
+        if name == target:
+            name = draw(st.sampled_from(NAMES)) if mutation == "name" else name
+            datatype = {"datatype": "FP64" if datatype == "FP32" else "INT32", "bytes-datatype": "BYTES"}.get(
+                mutation, datatype
+            )
+            shape = {
+                "shape": [batch, shape[1] + 1],
+                "negative-dim": [batch, -1],
+                "huge-dim": [batch, 2**31],
+            }.get(mutation, shape)
+            payload = {
+                "short": payload[:-1],
+                "long": payload + bytes(8),
+                "empty": b"",
+                "4MiB": bytes(2**22),
+            }.get(mutation, payload)
         request.inputs.add(name=name, datatype=datatype, shape=shape)
-        request.raw_input_contents.append(_payload(draw, datatype, shape, tensor.high is not None))
+        request.raw_input_contents.append(payload)
     return request
-
-
-def _payload(draw: st.DrawFn, datatype: str, shape: list[int], ids: bool) -> bytes:
-    declared = WIRE.get(datatype, 1) * (math.prod(shape) if all(d >= 0 for d in shape) else 1)
-    kind = draw(st.sampled_from(PAYLOADS))
-    if kind == "4MiB" or declared > 2**22:
-        return bytes(2**22)
-    size = {"exact": declared, "short": max(declared - 1, 0), "long": declared + 8, "empty": 0}[kind]
-    if kind == "exact" and ids and datatype == "INT64":
-        fill = draw(st.sampled_from([0, 1, -1, 10**6, np.iinfo(np.int64).max]))
-        return np.full(size // 8, fill, np.int64).tobytes()
-    if kind == "exact" and datatype == "FP32":
-        return np.full(size // 4, draw(st.sampled_from([0.5, np.nan, np.inf])), np.float32).tobytes()
-    return bytes(size)
 
 
 @pytest.fixture(scope="module")
@@ -200,16 +224,23 @@ def _raw_infer(
     return None
 
 
+@pytest.mark.parametrize("mutation", RAW_MUTATIONS)
 @given(data=st.data())
 @CASES
 def test_hostile_raw_requests(
     served: Served,
     triton: TritonClient,
     stub: service_pb2_grpc.GRPCInferenceServiceStub,
+    mutation: str,
     data: st.DataObject,
 ) -> None:
-    error = _raw_infer(stub, served.url, data.draw(raw_requests(served.specs)))
-    assert error is None or isinstance(error, EXPECTED), repr(error)
+    error = _raw_infer(stub, served.url, data.draw(raw_requests(served.specs, mutation)))
+    if mutation in RAW_VALID:
+        assert error is None
+    elif mutation in RAW_IDS:  # refused by our backend: "id ... outside [0, high)"
+        assert isinstance(error, InferenceFailed) and "outside [0," in str(error), repr(error)
+    else:
+        assert isinstance(error, EXPECTED), repr(error)
     _assert_healthy(triton, served)
 
 
