@@ -2,9 +2,10 @@
 
 Triton (in poll mode, or on a restart) may look at the repository at any moment, so a version
 directory appears complete or not at all: it is assembled in a hidden temporary directory next
-to it (Triton ignores names starting with ".") and renamed into place; `config.pbtxt` is replaced
-the same way. Configs are `ModelConfig` messages written with `text_format`, so Triton's own schema
-checks every field name and enum.
+to it (Triton skips version directories that are not numbers; it does poll hidden directories at
+the repository's top level, so nothing is ever staged there) and renamed into place;
+`config.pbtxt` is replaced the same way. Configs are `ModelConfig` messages written with
+`text_format`, so Triton's own schema checks every field name and enum.
 """
 
 from __future__ import annotations

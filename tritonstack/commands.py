@@ -163,6 +163,7 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-port", type=int, help="default: a free port")
     p.add_argument("--metrics-port", type=int, help="default: a free port")
     p.add_argument("--log-file", type=Path, help="Triton's log (default: a temporary file)")
+    p.add_argument("--watch", action="store_true", help="load new versions as they are exported (polls 1/s)")
     p.add_argument(
         "--grpc-use-ssl", action="store_true", help="serve gRPC over TLS (needs --grpc-cert, --grpc-key)"
     )
@@ -187,6 +188,8 @@ def _serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         log_path=args.log_file,
+        model_control_mode="poll" if args.watch else "none",
+        extra_args=manage_commands.WATCH_ARGS if args.watch else (),
         tls=_tls(args),
         open_admin_apis=args.open_admin_apis,
     )
