@@ -180,12 +180,14 @@ def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # The weights-only unpickler names the global it refused; any other refusal is a bad stream.
         found = re.search(r"GLOBAL (\S+)", str(exc))
-        culprit = f" ({found.group(1)})" if found else ""
+        if found is None:
+            raise CheckpointError(f"{path} is truncated or corrupt: not a readable pickle stream") from exc
         raise CheckpointError(
-            f"{path} needs arbitrary unpickling{culprit}, which could run code; tritonstack only loads "
-            "weights_only checkpoints — if you trust the file, re-save its state dict with torch.save "
-            "or as .safetensors"
+            f"{path} needs arbitrary unpickling ({found.group(1)}), which could run code; tritonstack only "
+            "loads weights_only checkpoints — if you trust the file, re-save its state dict with "
+            "torch.save or as .safetensors"
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt: {first_line(exc)}") from exc

@@ -72,7 +72,11 @@ def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"", "not a PyTorch checkpoint"), (os.urandom(4096), "not a PyTorch checkpoint")],
+    [
+        (b"", "not a PyTorch checkpoint"),
+        (b"GIF89a" + bytes(range(256)) * 16, "not a PyTorch checkpoint"),
+        (b"\x80\x02" + bytes(range(256)) * 16, "truncated or corrupt"),  # pickle header, then junk
+    ],
 )
 def test_junk_files(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "junk.pt"
