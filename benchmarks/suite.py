@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import itertools
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,50 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
         for m in config.models
         for f in config.formats
     }
+    progress = progress or Progress(disable=True)
+    levels = _levels(config)
+    per_model = len(config.batch_sizes) * (len(config.formats) * (len(levels) + 1) + 1)
+    task = progress.add_task("bench", total=len(config.models) * per_model)
+
+    def step(description: str) -> None:
+        progress.update(task, description=description, advance=1)
+
+    loaded = {model: load_model(path) for model, path in checkpoints.items()}
+    # In process first, before the embedded server starts: an idle Triton and its backend stubs
+    # still take CPU time that a single-threaded runner on 2 cores notices.
+    baselines = [b for model in config.models for b in _baselines(config, loaded[model], versions, step)]
     with _server(config) as url:
-        return asyncio.run(_run(config, url, checkpoints, versions, progress or Progress(disable=True)))
+        results = asyncio.run(
+            _run(
+                config,
+                url,
+                loaded,
+                versions,
+                levels,
+                step,
+            )
+        )
+    add_overheads(results["cells"], baselines)
+    return results | {"baselines": baselines}
+
+
+def _baselines(
+    config: BenchConfig,
+    loaded: LoadedModel,
+    versions: dict[tuple[str, Format], int],
+    step: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    model = loaded.spec.name
+    artifacts = [_artifact(config.repo, loaded, f, versions[model, f]) for f in config.formats]
+    runners = [_in_process(a) for a in artifacts] + [TorchRunner(loaded.module, loaded.spec)]
+    results = []
+    with _threads(IN_PROCESS_THREADS):
+        for batch in config.batch_sizes:
+            feeds = loaded.spec.random_inputs(batch, seed=batch)
+            for runner in runners:
+                results.append({"model": model, **baseline_result(runner, feeds, batch, config.rule)})
+                step(f"{model} in process {runner.name} batch {batch}")
+    return results
 
 
 def latest_version(repo: Path, name: str) -> int:
@@ -83,48 +126,27 @@ def _levels(config: BenchConfig) -> list[tuple[str, float, Generator]]:
 async def _run(
     config: BenchConfig,
     url: str,
-    checkpoints: dict[str, Path],
+    loaded: dict[str, LoadedModel],
     versions: dict[tuple[str, Format], int],
-    progress: Progress,
+    levels: list[tuple[str, float, Generator]],
+    step: Callable[[str], None],
 ) -> dict[str, Any]:
     client = grpcaio.InferenceServerClient(url)
     try:
         server = await client.get_server_metadata(as_json=True)
-        levels = _levels(config)
-        per_model = len(config.batch_sizes) * (len(config.formats) * (len(levels) + 1) + 1)
-        task = progress.add_task("bench", total=len(config.models) * per_model)
         cells: list[dict[str, Any]] = []
-        baselines: list[dict[str, Any]] = []
-        for model in config.models:
-            loaded = load_model(checkpoints[model])
-            artifacts = {f: _artifact(config.repo, loaded, f, versions[model, f]) for f in config.formats}
-            # In process first, while the server is idle.
-            runners = [_in_process(a) for a in artifacts.values()] + [TorchRunner(loaded.module, loaded.spec)]
-            with _threads(IN_PROCESS_THREADS):
-                for batch in config.batch_sizes:
-                    feeds = loaded.spec.random_inputs(batch, seed=batch)
-                    for runner in runners:
-                        progress.update(task, description=f"{model} in process {runner.name} batch {batch}")
-                        baselines.append(
-                            {"model": model, **baseline_result(runner, feeds, batch, config.rule)}
-                        )
-                        progress.advance(task)
-            for fmt, batch in ((f, b) for f in config.formats for b in config.batch_sizes):
-                name = repository_name(model, fmt)
-                target = Target(
-                    client, name, str(versions[model, fmt]), loaded.spec.random_inputs(batch, seed=batch)
-                )
-                for mode, level, generator in levels:
-                    progress.update(task, description=f"{name} batch {batch} {mode} {level:g}")
-                    run = await measure(target, generator, config.rule)
-                    cells.append(_cell(model, fmt, batch, mode, level, run, target, config.rule.count))
-                    progress.advance(task)
-        add_overheads(cells, baselines)
+        for model, fmt, batch in itertools.product(config.models, config.formats, config.batch_sizes):
+            name = repository_name(model, fmt)
+            feeds = loaded[model].spec.random_inputs(batch, seed=batch)
+            target = Target(client, name, str(versions[model, fmt]), feeds)
+            for mode, level, generator in levels:
+                run = await measure(target, generator, config.rule)
+                cells.append(_cell(model, fmt, batch, mode, level, run, target, config.rule.count))
+                step(f"{name} batch {batch} {mode} {level:g}")
         return {
             "environment": environment(server) | {"command": command_line(config)},
             "config": _config_json(config),
             "cells": cells,
-            "baselines": baselines,
         }
     finally:
         await client.close()
