@@ -26,10 +26,10 @@ T = TypeVar("T")
 
 class AsyncTritonClient(ClientBase):
     __doc__ = ClientBase.__doc__
+    _client: aioclient.InferenceServerClient
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._client = aioclient.InferenceServerClient(**self._connect)
+    def _open(self, **connect: Any) -> aioclient.InferenceServerClient:
+        return aioclient.InferenceServerClient(**connect)
 
     async def __aenter__(self) -> AsyncTritonClient:
         return self

@@ -108,12 +108,16 @@ def channel(urls: str | Sequence[str]) -> tuple[str, list[tuple[str, Any]]]:
 
 class ClientBase:
     """The state and pure parts of a client for one Triton server, or several serving the same
-    repository.
+    repository (a list of urls: gRPC round_robin, failing over to the live ones).
 
     Every call takes `timeout` in seconds (default: the client's): one deadline for the call and
-    its retries. Failures raise a `ClientError` subclass. Specs are cached for the client's
-    lifetime: after reloading a model with a different config, use a new client.
+    its retries under `retry`. Failures raise a `ClientError` subclass. `ssl` and
+    `root_certificates` (a PEM file) connect over TLS; `headers` go with every call (e.g. a
+    server's admin key); `use_shared_memory` passes tensors through system shared memory (same
+    host only). Specs are cached for the client's lifetime: `load_model` drops the model's.
     """
+
+    _client: Any  # tritonclient's sync or asyncio client
 
     def __init__(
         self,
@@ -131,15 +135,15 @@ class ClientBase:
         self.retry = retry
         self.headers = dict(headers) if headers else None
         target, options = channel(url)
-        # Keyword arguments of both tritonclient clients' constructors.
-        self._connect: dict[str, Any] = {
-            "url": target,
-            "channel_args": options,
-            "ssl": ssl,
-            "root_certificates": root_certificates,
-        }
         self._specs: dict[tuple[str, str], ModelSpec] = {}
         self._shm = ShmPool() if use_shared_memory else None
+        self._client = self._open(
+            url=target, channel_args=options, ssl=ssl, root_certificates=root_certificates
+        )
+
+    def _open(self, **connect: Any) -> Any:
+        """tritonclient's client; both take these keyword arguments."""
+        raise NotImplementedError
 
     def _deadline(self, timeout: float | None) -> Deadline:
         return Deadline(self.timeout if timeout is None else timeout)

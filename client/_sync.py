@@ -28,10 +28,10 @@ T = TypeVar("T")
 
 class TritonClient(ClientBase):
     __doc__ = ClientBase.__doc__
+    _client: grpcclient.InferenceServerClient
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._client = grpcclient.InferenceServerClient(**self._connect)
+    def _open(self, **connect: Any) -> grpcclient.InferenceServerClient:
+        return grpcclient.InferenceServerClient(**connect)
 
     def __enter__(self) -> TritonClient:
         return self
