@@ -19,6 +19,7 @@ from tritonstack.spec import Array, TensorSpec
 
 if TYPE_CHECKING:
     from export.deployment import DeploymentOptions
+    from export.pipeline import ExportResult
     from serve.tls import Tls
 
 DEFAULT_URL = "127.0.0.1:8001"
@@ -101,6 +102,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-batch-size", type=int, default=256)
     p.add_argument("--opset", type=int, default=20, help="ONNX opset")
+    p.add_argument("--fp16", action="store_true", help="half-precision artifacts (float32 inputs/outputs)")
     p.add_argument("--arch", help="architecture for a bare state dict, or package.module:callable")
     p.add_argument("--preset", help="preset of a built-in architecture, for a bare state dict")
     p.add_argument("--config", help="config as inline JSON or a JSON file; kwargs for a custom callable")
@@ -138,22 +140,28 @@ def _export(args: argparse.Namespace) -> int:
             arch=args.arch, preset=args.preset, config=config, allow_partial=args.allow_partial
         )
     loaded = load_model(args.checkpoint, source, name=args.name, max_batch_size=args.max_batch_size)
-    results = export_to_repository(
+    # Each published format is reported as it lands: a later format's failure (TensorRT missing,
+    # say) still leaves the earlier ones exported, and the user sees which.
+    export_to_repository(
         loaded,
         formats,
         args.repo,
-        options=ExportOptions(opset=args.opset),
+        options=ExportOptions(opset=args.opset, fp16=args.fp16),
         version=args.version,
         overwrite=args.overwrite,
         embeddings=args.export_embeddings,
         deployment=_deployment(args),
+        on_done=_print_exported,
     )
-    for r in results:
-        print(
-            f"{r.model_name} v{r.version}: {r.artifact_bytes / 1e6:.1f} MB, max abs diff "
-            f"{r.report.max_abs:.2e} vs PyTorch -> {r.version_dir}"
-        )
     return 0
+
+
+def _print_exported(r: ExportResult) -> None:
+    print(
+        f"{r.model_name} v{r.version}: {r.artifact_bytes / 1e6:.1f} MB, max abs diff "
+        f"{r.report.max_abs:.2e} vs PyTorch -> {r.version_dir}",
+        flush=True,
+    )
 
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
