@@ -187,27 +187,33 @@ class AsyncTritonClient(ClientBase):
     async def _infer(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
         prepared = self._prepare(await self._spec(request.model, request.version, deadline), request)
         try:
-            region = prepared.region
-            if region is not None and not region.registered:
-                await self._call(
-                    self._client.register_system_shared_memory,
-                    region.name,
-                    region.key,
-                    region.byte_size,
-                    deadline=deadline,
-                )
-                region.registered = True
-            result = await self._call(
-                self._client.infer,
-                request.model,
-                prepared.inputs,
-                model_version=version_string(request.version),
-                outputs=prepared.outputs,
-                deadline=deadline,
-                model=request.model,
-                infer=True,
-            )
-            return prepared.parse(result)
+            while True:  # again only after the server forgot the region; the deadline bounds it
+                region = prepared.region
+                if region is not None and not region.registered:
+                    await self._call(
+                        self._client.register_system_shared_memory,
+                        region.name,
+                        region.key,
+                        region.byte_size,
+                        deadline=deadline,
+                    )
+                    region.registered = True
+                try:
+                    result = await self._call(
+                        self._client.infer,
+                        request.model,
+                        prepared.inputs,
+                        model_version=version_string(request.version),
+                        outputs=prepared.outputs,
+                        deadline=deadline,
+                        model=request.model,
+                        infer=True,
+                    )
+                except ClientError as error:
+                    if self._server_forgot_region(prepared, error):
+                        continue
+                    raise
+                return prepared.parse(result)
         finally:
             self._release(prepared)
 

@@ -6,6 +6,7 @@ clients differ only in how they make a call (`client/_sync.py`, `client/_async.p
 from __future__ import annotations
 
 import math
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ _CHANNEL_ARGS: list[tuple[str, Any]] = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 POLL_INTERVAL_S = 0.1
+# Triton's words for a region it does not know (NOT_FOUND or INVALID_ARGUMENT, by release).
+_FORGOTTEN_REGION = re.compile(r"Unable to find (system )?shared memory region")
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,15 @@ class ClientBase:
     def _release(self, prepared: Prepared) -> None:
         if self._shm is not None and prepared.region is not None:
             self._shm.release(prepared.region)
+
+    def _server_forgot_region(self, prepared: Prepared, error: ClientError) -> bool:
+        """Whether `error` says the server no longer knows the request's region (it restarted);
+        then every region is marked for registering again."""
+        if self._shm is None or prepared.region is None or not _FORGOTTEN_REGION.search(str(error)):
+            return False
+        for region in self._shm.regions:
+            region.registered = False
+        return True
 
     def _registered_regions(self) -> list[str]:
         return [r.name for r in self._shm.regions if r.registered] if self._shm is not None else []

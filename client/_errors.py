@@ -31,6 +31,9 @@ def to_client_error(
     status = str(exc.status() or "").removeprefix("StatusCode.")
     message = " ".join(str(exc.message() or exc).split())
     subject = f"model {model!r}" if model else "request"
+    # NOT_FOUND also answers a shared memory region the server does not know (e.g. it restarted).
+    if "shared memory region" in message:
+        return ClientError(f"{subject}: Triton at {url} refused a shared memory region: {message}", model)
     # By message first: Triton releases answer an unknown model with NOT_FOUND, UNAVAILABLE or
     # INVALID_ARGUMENT.
     if status == "NOT_FOUND" or any(marker in message for marker in _NOT_FOUND_MARKERS):

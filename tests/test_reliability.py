@@ -100,12 +100,13 @@ def test_kill_and_restart_under_traffic(repo: tuple[Path, list[str]], tmp_path: 
         log_path=tmp_path / "triton.log",
     )
     server.start()
-    triton = TritonClient(server.grpc_url, timeout=FAULT_DEADLINE)
+    # The sync client goes through shared memory: the restarted server must get its region again.
+    triton = TritonClient(server.grpc_url, timeout=FAULT_DEADLINE, use_shared_memory=True)
 
     async def main() -> None:
         async with AsyncTritonClient(server.grpc_url, timeout=FAULT_DEADLINE) as aio:
             inputs = (await aio.model_spec(model)).random_inputs(2)
-            triton.model_spec(model)
+            want = triton.infer(model, inputs)
             outcomes: list[tuple[str, float]] = []
 
             async def call() -> tuple[str, float]:
@@ -150,7 +151,8 @@ def test_kill_and_restart_under_traffic(repo: tuple[Path, list[str]], tmp_path: 
             assert (await call())[0] == "ok"
             print(f"restart: the same clients answer again {time.monotonic() - killed:.1f} s after the kill")
         triton.wait_until_ready(timeout=30)
-        assert triton.infer(model, inputs).keys()
+        got = triton.infer(model, inputs)
+        assert all(np.array_equal(got[name], want[name]) for name in want)
 
     try:
         _run(main)
