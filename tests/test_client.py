@@ -351,3 +351,38 @@ def test_cuda_shared_memory() -> None:
 def test_cli_infer_through_shared_memory(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["infer", SPEC.name, "--url", url, "--random", "2", "--shm"]) == 0
     assert "y: float32 [2, 2]" in capsys.readouterr().out
+
+
+def test_infer_many_bounds_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+    requests = [InferRequest(SPEC.name, {"x": _x(1) + i}) for i in range(50)]
+    in_flight, peak = 0, 0
+
+    async def fake_infer(
+        self: AsyncTritonClient, request: InferRequest, deadline: Deadline
+    ) -> dict[str, Array]:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return {"y": request.inputs["x"]}
+
+    monkeypatch.setattr(AsyncTritonClient, "_infer", fake_infer)
+
+    async def main() -> list[dict[str, Array] | ClientError]:
+        async with AsyncTritonClient(f"127.0.0.1:{free_port()}") as aio:
+            return await aio.infer_many(requests, concurrency=7)
+
+    results = asyncio.run(main())
+    assert peak == 7
+    assert [r["y"][0, 0] for r in results if isinstance(r, dict)] == [r.inputs["x"][0, 0] for r in requests]
+
+
+def test_retries_stop_at_the_deadline() -> None:
+    """A server that stays down: however many attempts the policy allows, the call ends on time."""
+    patient = RetryPolicy(attempts=1000, base_delay=0.05, max_delay=0.05)
+    with TritonClient(f"127.0.0.1:{free_port()}", timeout=0.5, retry=patient) as triton:
+        start = time.monotonic()
+        with pytest.raises((ServerUnavailable, DeadlineExceeded)):
+            triton.list_models()
+        assert 0.3 < time.monotonic() - start < 1.0
