@@ -23,7 +23,7 @@ from tritonstack.cli import main
 from tritonstack.errors import UsageError
 
 MODELS = ("two_tower", "dlrm")
-BATCH_SIZES = (1, 4)
+BATCH_SIZES = (1, 8)
 LEVELS = (("concurrency", 1.0), ("concurrency", 4.0), ("request_rate", 50.0))
 
 
@@ -116,8 +116,8 @@ def bench_run(
         [
             "bench", "--models", ",".join(MODELS), "--batch-sizes", ",".join(map(str, BATCH_SIZES)),
             "--concurrency", "1,4", "--request-rate", "50", "--repo", str(repo), "--checkpoints",
-            str(checkpoints), "--url", server.grpc_url, "--out", str(out), "--window-s", "0.2",
-            "--max-cell-s", "1.2",
+            str(checkpoints), "--url", server.grpc_url, "--out", str(out), "--window-s", "0.15",
+            "--max-cell-s", "0.9",
         ]
     )  # fmt: skip
     assert code == 0
