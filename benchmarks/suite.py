@@ -27,7 +27,8 @@ from benchmarks.windows import merge
 from export.checkpoint import LoadedModel, load_model
 from export.formats import Artifact, Format
 from export.pipeline import repository_name
-from export.runners import OnnxRuntimeRunner, Runner, TorchRunner, runner_for
+from export.repository import read_config
+from export.runners import OnnxRuntimeRunner, Runner, TorchRunner, TorchScriptRunner, runner_for
 from tritonstack.errors import UsageError
 
 # Our Triton backends run each model instance with one intra-op thread (their
@@ -84,7 +85,9 @@ def _baselines(
 ) -> list[dict[str, Any]]:
     model = loaded.spec.name
     artifacts = [_artifact(config.repo, loaded, f, versions[model, f]) for f in config.formats]
-    runners = [_in_process(a) for a in artifacts] + [TorchRunner(loaded.module, loaded.spec)]
+    # Same device as the served instances, so overhead compares like with like.
+    device = _served_device(config.repo, repository_name(model, config.formats[0]))
+    runners = [_in_process(a, device) for a in artifacts] + [TorchRunner(loaded.module, loaded.spec, device)]
     results = []
     with _threads(IN_PROCESS_THREADS):
         for batch in config.batch_sizes:
@@ -152,11 +155,22 @@ async def _run(
         await client.close()
 
 
-def _in_process(artifact: Artifact) -> Runner:
+def _in_process(artifact: Artifact, device: str) -> Runner:
     """The artifact's runtime with the served backends' default of one intra-op thread."""
     if artifact.format is Format.ONNX:
-        return OnnxRuntimeRunner(artifact.path, artifact.spec, intra_op_threads=IN_PROCESS_THREADS)
+        return OnnxRuntimeRunner(artifact.path, artifact.spec, IN_PROCESS_THREADS, device)
+    if artifact.format is Format.TORCHSCRIPT:
+        return TorchScriptRunner(artifact.path, artifact.spec, device)
     return runner_for(artifact)
+
+
+def _served_device(repo: Path, name: str) -> str:
+    """`cuda` when the model's config puts its instances on a GPU (and one is visible here)."""
+    import torch
+
+    groups = read_config(repo / name / "config.pbtxt").instance_group
+    on_gpu = any(g.kind == g.KIND_GPU for g in groups)
+    return "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
 
 
 @contextlib.contextmanager

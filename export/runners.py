@@ -5,6 +5,7 @@ Verification and benchmarks loop over runners instead of special-casing each run
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -32,43 +33,53 @@ def example_args(spec: ModelSpec, batch_size: int, seed: int = 0) -> tuple[torch
 
 
 class _TorchModuleRunner:
-    """Runs an `nn.Module` (eager or TorchScript) on CPU in float32, with autocast off."""
+    """Runs an `nn.Module` (eager or TorchScript) in float32 with autocast off, on `device`;
+    host arrays in and out, so a GPU run pays the same copies as a served one."""
 
-    def __init__(self, name: str, module: nn.Module, spec: ModelSpec) -> None:
+    def __init__(self, name: str, module: nn.Module, spec: ModelSpec, device: str = "cpu") -> None:
         self.name = name
-        self._module = module.eval()
+        self._device = torch.device(device)
+        # A copy on the GPU: `.to` moves a module in place, and the caller's stays the CPU reference.
+        self._module = (
+            module if self._device.type == "cpu" else copy.deepcopy(module).to(self._device)
+        ).eval()
         self._spec = spec
 
     def infer(self, feeds: Mapping[str, Array]) -> Arrays:
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self._spec.input_names]
-        with torch.inference_mode(), torch.autocast("cpu", enabled=False):
+        args = [
+            torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self._device) for n in self._spec.input_names
+        ]
+        with torch.inference_mode(), torch.autocast(self._device.type, enabled=False):
             out = self._module(*args)
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        return {n: t.detach().numpy() for n, t in zip(self._spec.output_names, outs, strict=True)}
+        return {n: t.detach().cpu().numpy() for n, t in zip(self._spec.output_names, outs, strict=True)}
 
 
 class TorchRunner(_TorchModuleRunner):
     """Eager PyTorch: the reference every artifact is checked against."""
 
-    def __init__(self, module: nn.Module, spec: ModelSpec) -> None:
-        super().__init__("pytorch", module, spec)
+    def __init__(self, module: nn.Module, spec: ModelSpec, device: str = "cpu") -> None:
+        super().__init__("pytorch", module, spec, device)
 
 
 class TorchScriptRunner(_TorchModuleRunner):
-    def __init__(self, path: Path, spec: ModelSpec) -> None:
-        module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
-        super().__init__("torchscript", module, spec)
+    def __init__(self, path: Path, spec: ModelSpec, device: str = "cpu") -> None:
+        module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
+        super().__init__("torchscript", module, spec, device)
 
 
 class OnnxRuntimeRunner:
-    def __init__(self, path: Path, spec: ModelSpec, intra_op_threads: int = 0) -> None:
+    def __init__(self, path: Path, spec: ModelSpec, intra_op_threads: int = 0, device: str = "cpu") -> None:
         import onnxruntime as ort
 
         self.name = "onnxruntime"
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        providers: list[str] = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            providers.insert(0, "CUDAExecutionProvider")
+        self._session = ort.InferenceSession(str(path), options, providers=providers)
         self._spec = spec
 
     def infer(self, feeds: Mapping[str, Array]) -> Arrays:
