@@ -29,6 +29,7 @@ from export.formats import Artifact, Format
 from export.pipeline import repository_name
 from export.repository import read_config
 from export.runners import OnnxRuntimeRunner, Runner, TorchRunner, TorchScriptRunner, runner_for
+from serve import running_server
 from tritonstack.errors import UsageError
 
 # Our Triton backends run each model instance with one intra-op thread (their
@@ -62,7 +63,7 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
     # In process first, before the embedded server starts: an idle Triton and its backend stubs
     # still take CPU time that a single-threaded runner on 2 cores notices.
     baselines = [b for model in config.models for b in _baselines(config, loaded[model], versions, step)]
-    with _server(config) as url:
+    with running_server(config.repo, config.url) as url:
         results = asyncio.run(
             _run(
                 config,
@@ -106,19 +107,6 @@ def latest_version(repo: Path, name: str) -> int:
             f"model {name} is not in {repo}: run `tritonstack demo` or `tritonstack export` first"
         )
     return max(found)
-
-
-@contextlib.contextmanager
-def _server(config: BenchConfig) -> Iterator[str]:
-    from serve import ExternalServer, TritonServer
-
-    if config.url:
-        external = ExternalServer(config.url)
-        external.wait_ready()
-        yield external.grpc_url
-        return
-    with TritonServer(config.repo) as server:
-        yield server.grpc_url
 
 
 def _levels(config: BenchConfig) -> list[tuple[str, float, Generator]]:

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -361,3 +361,16 @@ class ExternalServer:
                         return
                 time.sleep(_POLL_S)
         raise ServeError(f"no ready Triton server at {self.grpc_url} after {timeout:.0f} s: is it running?")
+
+
+@contextlib.contextmanager
+def running_server(repository: Path, external: str | None = None) -> Iterator[str]:
+    """The gRPC address of a Triton serving `repository`: the external one at `external`
+    (HOST:PORT, waited for until ready), else the embedded one, started here and stopped after."""
+    if external:
+        server = ExternalServer(external)
+        server.wait_ready()
+        yield server.grpc_url
+        return
+    with TritonServer(repository) as embedded:
+        yield embedded.grpc_url

@@ -3,11 +3,9 @@ embedded Triton, check served outputs against PyTorch and report one table."""
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from export.formats import DEFAULT_FORMATS
 from export.pipeline import ExportResult, export_to_repository
 from export.runners import TorchRunner
 from export.verify import compare
+from serve import running_server
 from tritonstack.errors import TritonstackError
 
 SERVED_CHECK_BATCHES = (1, 64)
@@ -78,7 +77,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         )
         exported.extend((loaded, r) for r in results)
 
-    with _server(options) as url, TritonClient(url, timeout=30.0) as triton:
+    with running_server(options.repo, options.external) as url, TritonClient(url, timeout=30.0) as triton:
         console.print(f"[bold]serve[/] Triton at {url}: every model READY")
         rows = [_check_served(triton, loaded, result) for loaded, result in exported]
     console.print(_table(rows, options.preset, options.deployment.instance_kind))
@@ -87,19 +86,6 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     if failed:
         raise TritonstackError(f"served outputs differ from PyTorch for {', '.join(failed)}: see the table")
     return 0
-
-
-@contextlib.contextmanager
-def _server(options: DemoOptions) -> Iterator[str]:
-    from serve import ExternalServer, TritonServer
-
-    if options.external:
-        external = ExternalServer(options.external)
-        external.wait_ready()
-        yield external.grpc_url
-        return
-    with TritonServer(options.repo) as server:
-        yield server.grpc_url
 
 
 def _check_served(triton: TritonClient, loaded: LoadedModel, result: ExportResult) -> Row:
