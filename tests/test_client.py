@@ -344,10 +344,6 @@ def test_async_shared_memory(url: str, triton: TritonClient) -> None:
     assert _our_regions(triton) == []
 
 
-def test_cuda_shared_memory() -> None:
-    pytest.skip("CUDA shared memory needs an NVIDIA GPU and a CUDA build of Triton; neither is here")
-
-
 def test_cli_infer_through_shared_memory(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["infer", SPEC.name, "--url", url, "--random", "2", "--shm"]) == 0
     assert "y: float32 [2, 2]" in capsys.readouterr().out
