@@ -40,6 +40,7 @@ def handler(args: argparse.Namespace) -> int:
 
         console.print(table(args.a, args.b))
         return 0
+    from benchmarks.record import record_in_metadata
     from benchmarks.report import read_results, write_all
 
     if args.action == "report":
@@ -71,4 +72,6 @@ def handler(args: argparse.Namespace) -> int:
     unstable = sum(not c["stable"] for c in results["cells"])
     names = ", ".join(p.name for p in written)
     console.print(f"{len(results['cells'])} cells ({unstable} not stable) -> {names} in {config.out}")
+    recorded = record_in_metadata(results, config.repo, config.out / "results.json")
+    console.print(f"latency recorded in the metadata.json of {len(recorded)} model versions")
     return 0

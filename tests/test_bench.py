@@ -18,6 +18,7 @@ from benchmarks.windows import Window, agree, is_stable, merge
 from export.checkpoint import load_model
 from export.formats import DEFAULT_FORMATS
 from export.pipeline import export_to_repository
+from export.registry import list_registry
 from recsys.train import train
 from tritonstack.cli import main
 from tritonstack.errors import UsageError
@@ -182,3 +183,16 @@ def test_files_and_compare_with_itself(
     (out / "report.html").unlink()
     assert main(["bench", "report", str(out / "results.json")]) == 0
     assert (out / "report.html").stat().st_size > 0
+
+
+@pytest.mark.server
+def test_latency_lands_in_the_registry(bench_run: tuple[Path, dict[str, Any]]) -> None:
+    """`tritonstack models` shows each measured version's batch-1 p50 from metadata.json."""
+    out, results = bench_run
+    measured = {
+        (c["model"], c["format"]): c["latency_ms"]["p50"]
+        for c in results["cells"]
+        if c["mode"] == "concurrency" and c["level"] == 1 and c["batch_size"] == min(BATCH_SIZES)
+    }
+    rows = {(r.model.rsplit("_", 1)[0], r.format): r.latency_ms for r in list_registry(out.parent / "repo")}
+    assert rows == measured
