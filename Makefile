@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo demo-tiny test lint typecheck clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch pinned first: 2.13.0 is a local CPU build; an unpinned torch downloads several GB.
 	$(BIN)/pip install -q torch==2.13.0
