@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,18 @@ class ModelStatus:
     version: str
     state: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Call:
+    """A client method to call with these arguments; the caller adds the deadline."""
+
+    method: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+InferSteps = Generator[Call, Any, dict[str, Array]]
 
 
 @dataclass(frozen=True)
@@ -200,6 +212,37 @@ class ClientBase:
     def _release(self, prepared: Prepared) -> None:
         if self._shm is not None and prepared.region is not None:
             self._shm.release(prepared.region)
+
+    def _infer_steps(self, request: InferRequest, prepared: Prepared) -> InferSteps:
+        """The calls of one inference, for the sync or async client to make (each sends back the
+        call's result, or throws its `ClientError` in): register the request's shared-memory
+        region where needed, infer, parse; once more if the server forgot the region."""
+        while True:  # again only after the server forgot the region; the deadline bounds it
+            region = prepared.region
+            if region is not None and not region.registered:
+                yield Call(
+                    self._client.register_system_shared_memory,
+                    (region.name, region.key, region.byte_size),
+                    {},
+                )
+                region.registered = True
+            infer = Call(
+                self._client.infer,
+                (request.model, prepared.inputs),
+                {
+                    "model_version": version_string(request.version),
+                    "outputs": prepared.outputs,
+                    "model": request.model,
+                    "infer": True,
+                },
+            )
+            try:
+                result = yield infer
+            except ClientError as error:
+                if self._server_forgot_region(prepared, error):
+                    continue
+                raise
+            return prepared.parse(result)
 
     def _server_forgot_region(self, prepared: Prepared, error: ClientError) -> bool:
         """Whether `error` says the server no longer knows the request's region (it restarted);

@@ -184,34 +184,19 @@ class TritonClient(ClientBase):
 
     def _infer(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
         prepared = self._prepare(self._spec(request.model, request.version, deadline), request)
+        steps = self._infer_steps(request, prepared)
         try:
-            while True:  # again only after the server forgot the region; the deadline bounds it
-                region = prepared.region
-                if region is not None and not region.registered:
-                    self._call(
-                        self._client.register_system_shared_memory,
-                        region.name,
-                        region.key,
-                        region.byte_size,
-                        deadline=deadline,
-                    )
-                    region.registered = True
+            call = next(steps)
+            while True:
                 try:
-                    result = self._call(
-                        self._client.infer,
-                        request.model,
-                        prepared.inputs,
-                        model_version=version_string(request.version),
-                        outputs=prepared.outputs,
-                        deadline=deadline,
-                        model=request.model,
-                        infer=True,
-                    )
+                    value = self._call(call.method, *call.args, deadline=deadline, **call.kwargs)
                 except ClientError as error:
-                    if self._server_forgot_region(prepared, error):
-                        continue
-                    raise
-                return prepared.parse(result)
+                    call = steps.throw(error)
+                else:
+                    call = steps.send(value)
+        except StopIteration as done:
+            outputs: dict[str, Array] = done.value
+            return outputs
         finally:
             self._release(prepared)
 
