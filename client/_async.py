@@ -120,7 +120,7 @@ class AsyncTritonClient(ClientBase):
 
     async def load_model(self, name: str, *, timeout: float | None = None) -> None:
         """Load (or reload) a model; the server must run with explicit model control."""
-        self._specs = {key: spec for key, spec in self._specs.items() if key[0] != name}
+        self._forget(name)
         await self._call(self._client.load_model, name, deadline=self._deadline(timeout), model=name)
 
     async def unload_model(self, name: str, *, timeout: float | None = None) -> None:

@@ -25,6 +25,7 @@ from tritonstack.spec import (
     TensorSpec,
     dtype_from_wire,
     id_bounds_from_parameters,
+    production_version_from_parameters,
     wire_dtype,
 )
 
@@ -130,6 +131,10 @@ class ClientBase:
     `root_certificates` (a PEM file) connect over TLS; `headers` go with every call (e.g. a
     server's admin key); `use_shared_memory` passes tensors through system shared memory (same
     host only). Specs are cached for the client's lifetime: `load_model` drops the model's.
+
+    `infer` without a version goes to the production version that `tritonstack models promote`
+    records in the model's config, read with the spec (no extra round trip); Triton alone would
+    pick the highest loaded version. An explicit version goes where it says.
     """
 
     _client: Any  # tritonclient's sync or asyncio client
@@ -151,6 +156,7 @@ class ClientBase:
         self.headers = dict(headers) if headers else None
         target, options = channel(url)
         self._specs: dict[tuple[str, str], ModelSpec] = {}
+        self._production: dict[str, str] = {}  # model -> version for unversioned requests
         self._shm = ShmPool() if use_shared_memory else None
         self._client = self._open(
             url=target, channel_args=options, ssl=ssl, root_certificates=root_certificates
@@ -230,7 +236,7 @@ class ClientBase:
                 self._client.infer,
                 (request.model, prepared.inputs),
                 {
-                    "model_version": version_string(request.version),
+                    "model_version": self._routed_version(request),
                     "outputs": prepared.outputs,
                     "model": request.model,
                     "infer": True,
@@ -244,6 +250,13 @@ class ClientBase:
                 raise
             return prepared.parse(result)
 
+    def _routed_version(self, request: InferRequest) -> str:
+        """The version to ask for: the request's, else the model's production version; "" (no
+        production version recorded) leaves the choice to Triton."""
+        if request.version is not None:
+            return str(request.version)
+        return self._production.get(request.model, "")
+
     def _server_forgot_region(self, prepared: Prepared, error: ClientError) -> bool:
         """Whether `error` says the server no longer knows the request's region (it restarted);
         then every region is marked for registering again."""
@@ -256,12 +269,18 @@ class ClientBase:
     def _registered_regions(self) -> list[str]:
         return [r.name for r in self._shm.regions if r.registered] if self._shm is not None else []
 
+    def _forget(self, name: str) -> None:
+        """Drop what is cached about the model (its specs and production version)."""
+        self._specs = {key: spec for key, spec in self._specs.items() if key[0] != name}
+        self._production.pop(name, None)
+
     def _cached_spec(self, name: str, version: int | None) -> ModelSpec | None:
         return self._specs.get((name, version_string(version)))
 
     def _cache_spec(self, name: str, version: int | None, metadata: Any, config: Any) -> ModelSpec:
         """The spec from the model's metadata and config; shapes exclude the batch dimension and
-        `high` comes from the id bounds the repository writer records in the config's parameters."""
+        `high` comes from the id bounds the repository writer records in the config's parameters,
+        the production version from the one `models promote` records there."""
         max_batch_size = config.max_batch_size
         if max_batch_size < 1:
             raise ClientError(
@@ -269,7 +288,8 @@ class ClientBase:
                 "requests only — set max_batch_size >= 1 in its config.pbtxt",
                 name,
             )
-        bounds = id_bounds_from_parameters({k: p.string_value for k, p in config.parameters.items()})
+        parameters = {k: p.string_value for k, p in config.parameters.items()}
+        bounds = id_bounds_from_parameters(parameters)
         try:
             spec = ModelSpec(
                 name,
@@ -280,6 +300,7 @@ class ClientBase:
         except ValueError as exc:
             raise ClientError(f"model {name!r} cannot be described as a ModelSpec: {exc}", name) from exc
         self._specs[(name, version_string(version))] = spec
+        self._production[name] = version_string(production_version_from_parameters(parameters))
         return spec
 
     def _not_ready(self, timeout: float, live: bool) -> ServerUnavailable:

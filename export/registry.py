@@ -4,8 +4,11 @@
 Triton routes a request without a version to the highest *loaded* version. Once any version has a
 status, the policy becomes `specific { versions: [...] }` listing exactly the production, staging
 and ab-test versions: unlisted versions are not loaded, listed ones answer requests for their
-version number, and an unversioned request goes to the highest listed one. Production is the
-default only while it is the highest listed version; `default_version` says which one Triton picks.
+version number, and an unversioned request goes to the highest listed one. Production is
+Triton's default only while it is the highest listed version; `default_version` says which one
+Triton picks. So the production version is also recorded in the config's parameters
+(`tritonstack.production_version`), written in the same atomic replace as the policy: our clients
+read it with the model's spec and send unversioned requests there (`client_default_version`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from export.metadata import read_metadata, write_metadata
 from export.repository import CONFIG_NAME, list_versions, read_config, write_config
 from tritonstack.errors import RepositoryError, UsageError
+from tritonstack.spec import PRODUCTION_VERSION_PARAMETER, production_version_from_parameters
 
 STATUSES = ("production", "staging", "ab-test")
 
@@ -40,13 +44,22 @@ def list_registry(repo: Path) -> list[ModelVersion]:
     for model_dir in sorted(p for p in Path(repo).iterdir() if (p / CONFIG_NAME).is_file()):
         platform = read_config(model_dir / CONFIG_NAME).platform or "?"
         policy = served_versions(repo, model_dir.name)
-        default = default_version(repo, model_dir.name)
+        defaults = _default_notes(repo, model_dir.name)
         for version in list_versions(repo, model_dir.name):
-            rows.append(_row(model_dir / str(version), platform, policy, default))
+            rows.append(_row(model_dir / str(version), platform, policy, defaults.get(version)))
     return rows
 
 
-def _row(version_dir: Path, platform: str, served: list[int] | None, default: int | None) -> ModelVersion:
+def _default_notes(repo: Path, model: str) -> dict[int | None, str]:
+    """Which version answers unversioned requests: one `default`, or one for our clients and
+    another for other Triton clients."""
+    triton, ours = default_version(repo, model), client_default_version(repo, model)
+    if ours == triton:
+        return {triton: "default"}
+    return {ours: "default (tritonstack clients)", triton: "default (other clients)"}
+
+
+def _row(version_dir: Path, platform: str, served: list[int] | None, default: str | None) -> ModelVersion:
     meta = read_metadata(version_dir) or {}
     version = int(version_dir.name)
     notes = []
@@ -54,8 +67,8 @@ def _row(version_dir: Path, platform: str, served: list[int] | None, default: in
         notes.append("no metadata.json")
     if served is not None and version not in served:
         notes.append("not loaded")
-    if version == default:
-        notes.append("default")
+    if default is not None:
+        notes.append(default)
     if meta.get("source", {}).get("not_loaded"):
         notes.append("partial weights")
     benchmark: dict[str, Any] = meta.get("benchmark") or {}
@@ -85,6 +98,14 @@ def default_version(repo: Path, model: str) -> int | None:
     return max(versions or list_versions(repo, model), default=None)
 
 
+def client_default_version(repo: Path, model: str) -> int | None:
+    """The version our clients answer a request without a version with: the production version
+    the config records, else Triton's default."""
+    config = read_config(Path(repo) / model / CONFIG_NAME)
+    production = production_version_from_parameters({k: p.string_value for k, p in config.parameters.items()})
+    return production if production is not None else default_version(repo, model)
+
+
 def promote(repo: Path, model: str, version: int, status: str) -> None:
     """Record `status` for the version (a previous production version loses its status) and
     rewrite the version policy to serve exactly the versions that have a status."""
@@ -104,11 +125,18 @@ def promote(repo: Path, model: str, version: int, status: str) -> None:
 
 
 def _write_policy(repo: Path, model: str) -> None:
-    listed = [r.version for r in list_registry(repo) if r.model == model and r.status in STATUSES]
+    """The versions with a status as the `specific` policy, and the production one as a parameter,
+    in one atomic replace of `config.pbtxt`."""
+    rows = [r for r in list_registry(repo) if r.model == model and r.status in STATUSES]
     config_path = Path(repo) / model / CONFIG_NAME
     config = read_config(config_path)
     config.ClearField("version_policy")
-    config.version_policy.specific.versions.extend(listed)
+    config.version_policy.specific.versions.extend(r.version for r in rows)
+    production = [r.version for r in rows if r.status == "production"]
+    if production:
+        config.parameters[PRODUCTION_VERSION_PARAMETER].string_value = str(production[0])
+    else:
+        config.parameters.pop(PRODUCTION_VERSION_PARAMETER, None)
     write_config(config_path, config)
 
 

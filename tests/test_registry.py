@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 import recsys
+from client import AsyncTritonClient, TritonClient
 from export.checkpoint import load_model
 from export.formats import Format
 from export.metadata import read_metadata, write_metadata
 from export.pipeline import export_to_repository
-from export.registry import default_version, list_registry, served_versions
-from export.repository import list_versions
+from export.registry import client_default_version, default_version, list_registry, served_versions
+from export.repository import CONFIG_NAME, list_versions, read_config
 from recsys.train import train
 from tests.conftest import ServerFactory
 from tritonstack.cli import main
-from tritonstack.spec import ModelSpec, wire_dtype
+from tritonstack.spec import PRODUCTION_VERSION_PARAMETER, Array, ModelSpec, wire_dtype
 
 pytestmark = pytest.mark.server
 MODEL = "dlrm_onnx"
@@ -43,6 +46,20 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for version in (2, 3):
         shutil.copytree(root / "repo" / MODEL / "1", root / "repo" / MODEL / f".tmp{version}")
         os.rename(root / "repo" / MODEL / f".tmp{version}", root / "repo" / MODEL / str(version))
+    return root / "repo"
+
+
+@pytest.fixture(scope="module")
+def distinct(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Versions 1 and 2 exported from differently seeded checkpoints, so their outputs differ."""
+    root = tmp_path_factory.mktemp("distinct")
+    (root / "repo" / MODEL).mkdir(parents=True)
+    shutil.copy(exported / MODEL / CONFIG_NAME, root / "repo" / MODEL / CONFIG_NAME)
+    shutil.copytree(exported / MODEL / "1", root / "repo" / MODEL / "1")
+    config = recsys.get_architecture("dlrm").preset("tiny")
+    train("dlrm", config, steps=3, batch_size=32, lr=1e-3, seed=1, checkpoint_path=root / "dlrm.pt")
+    export_to_repository(load_model(root / "dlrm.pt", max_batch_size=4), [Format.ONNX], root / "repo")
+    assert list_versions(root / "repo", MODEL) == [1, 2]
     return root / "repo"
 
 
@@ -122,4 +139,40 @@ def test_triton_serves_what_the_policy_says(
     assert _infer_version(server.grpc_url, spec, 1) == "1"  # staging answers by version
     with pytest.raises(InferenceServerException):
         _infer_version(server.grpc_url, spec, 3)  # unlisted: not loaded
+    server.stop()
+
+
+def test_our_clients_send_unversioned_requests_to_production(
+    distinct: Path, triton_server_factory: ServerFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Production v1 below staging v2: Triton's default is v2, ours is v1; explicit versions stay."""
+    repo = distinct
+    assert main(["models", "promote", MODEL, "1", "--status", "production", "--repo", str(repo)]) == 0
+    assert main(["models", "promote", MODEL, "2", "--status", "staging", "--repo", str(repo)]) == 0
+    printed = capsys.readouterr().out.splitlines()[-1]
+    assert printed.endswith("v1 from tritonstack clients, v2 from other Triton clients (the highest loaded)")
+    parameters = read_config(repo / MODEL / CONFIG_NAME).parameters
+    assert parameters[PRODUCTION_VERSION_PARAMETER].string_value == "1"
+    assert (client_default_version(repo, MODEL), default_version(repo, MODEL)) == (1, 2)
+    notes = [r.notes for r in list_registry(repo)]
+    assert notes == ["default (tritonstack clients)", "default (other clients)"]
+
+    server = triton_server_factory(repo)
+    with TritonClient(server.grpc_url) as triton:
+        spec = triton.model_spec(MODEL)
+        inputs = spec.random_inputs(4)
+        (output,) = spec.output_names
+        by_version = {v: triton.infer(MODEL, inputs, version=v)[output] for v in (1, 2)}
+        assert not np.allclose(by_version[1], by_version[2])  # the two versions are told apart
+        np.testing.assert_array_equal(triton.infer(MODEL, inputs)[output], by_version[1])
+
+    async def unversioned_and_v2() -> tuple[Array, Array]:
+        async with AsyncTritonClient(server.grpc_url) as aio:
+            unversioned = await aio.infer(MODEL, inputs)
+            return unversioned[output], (await aio.infer(MODEL, inputs, version=2))[output]
+
+    unversioned, v2 = asyncio.run(unversioned_and_v2())
+    np.testing.assert_array_equal(unversioned, by_version[1])
+    np.testing.assert_array_equal(v2, by_version[2])
+    assert _infer_version(server.grpc_url, spec, None) == "2"  # a raw Triton client: highest loaded
     server.stop()

@@ -1,4 +1,5 @@
-"""Tensor specs: validation, random inputs within id ranges, id bounds through config parameters."""
+"""Tensor specs: validation, random inputs within id ranges, id bounds and the production version
+through config parameters."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tritonstack.spec import (
     id_bounds_from_parameters,
     id_bounds_parameters,
     ids_out_of_range,
+    production_version_from_parameters,
     wire_dtype,
 )
 
@@ -70,3 +72,9 @@ def test_dtype_names() -> None:
 def test_invalid_specs(make: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make()  # type: ignore[operator]
+
+
+def test_production_version_parameter() -> None:
+    assert production_version_from_parameters({"tritonstack.production_version": "3"}) == 3
+    assert production_version_from_parameters({"tritonstack.id_high.ids": "5"}) is None
+    assert production_version_from_parameters({"tritonstack.production_version": "v3"}) is None

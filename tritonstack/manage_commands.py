@@ -109,13 +109,18 @@ def _list_models(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from export.registry import default_version, promote, served_versions
+    from export.registry import client_default_version, default_version, promote, served_versions
 
     promote(args.repo, args.name, args.version, args.status)
-    default = default_version(args.repo, args.name)
+    triton, ours = default_version(args.repo, args.name), client_default_version(args.repo, args.name)
+    reach = (
+        f"v{ours}"
+        if ours == triton
+        else f"v{ours} from tritonstack clients, v{triton} from other Triton clients (the highest loaded)"
+    )
     print(
         f"{args.name} v{args.version}: {args.status}; Triton loads versions "
-        f"{served_versions(args.repo, args.name)}, unversioned requests go to v{default}"
+        f"{served_versions(args.repo, args.name)}, unversioned requests go to {reach}"
     )
     return 0
 

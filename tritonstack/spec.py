@@ -166,3 +166,15 @@ def ids_out_of_range(name: str, values: Array, high: int | tuple[int, ...]) -> s
         f"input {name!r} has id {int(values[index])} at index {list(index)} outside [0, {limit}) — "
         f"ids must satisfy 0 <= id < {limit}"
     )
+
+
+# `tritonstack models promote` records the production version here too: Triton itself sends a request
+# without a version to the highest loaded version, whatever its status, so our clients read this to
+# send unversioned requests to production instead (export/registry.py).
+PRODUCTION_VERSION_PARAMETER = "tritonstack.production_version"
+
+
+def production_version_from_parameters(parameters: Mapping[str, str]) -> int | None:
+    """The production version a config's parameters record, or None when none is."""
+    value = parameters.get(PRODUCTION_VERSION_PARAMETER, "")
+    return int(value) if value.isdigit() else None
