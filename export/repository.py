@@ -24,7 +24,13 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import RepositoryError
-from tritonstack.spec import ModelSpec, TensorSpec, config_dtype, id_bounds_parameters
+from tritonstack.spec import (
+    PRODUCTION_VERSION_PARAMETER,
+    ModelSpec,
+    TensorSpec,
+    config_dtype,
+    id_bounds_parameters,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +144,10 @@ def write_version(
     """Publish `files` (name in the version directory -> source) as one version of `model_name`.
 
     `version=None` takes the next free number (1 for a new model). `extra_files` go beside
-    `config.pbtxt`. The version directory appears complete or not at all; on any failure no
-    partial directory remains and moved sources are put back. Returns the version directory.
+    `config.pbtxt`. The model's existing version policy and production version carry over
+    (`models promote` owns them). The version directory appears complete or not at all; on any
+    failure no partial directory remains and moved sources are put back. Returns the version
+    directory.
     """
     model_dir = Path(repo) / _checked_name(model_name)
     if config.name and config.name != model_name:
@@ -160,6 +168,8 @@ def write_version(
         )
     config_path = model_dir / CONFIG_NAME
     old_config = config_path.read_bytes() if config_path.exists() else None
+    if old_config is not None:
+        _keep_registry(named, config_path)
     try:
         target = _stage_and_publish(model_dir, named, files, extra_files or {}, version, overwrite, move)
     except BaseException:
@@ -170,6 +180,21 @@ def write_version(
         raise
     log.info("published %s", target)
     return target
+
+
+def _keep_registry(config: pb.ModelConfig, old_path: Path) -> None:
+    """Carry the registry's fields of the model's current config into `config`, unless it sets
+    them: a new export replacing them would load versions nobody promoted and route unversioned
+    requests away from production."""
+    try:
+        old = read_config(old_path)
+    except RepositoryError:  # unreadable: nothing to keep, the new config replaces it
+        return
+    if not config.HasField("version_policy") and old.HasField("version_policy"):
+        config.version_policy.CopyFrom(old.version_policy)
+    key = PRODUCTION_VERSION_PARAMETER
+    if key in old.parameters and key not in config.parameters:
+        config.parameters[key].CopyFrom(old.parameters[key])
 
 
 def _stage_and_publish(

@@ -20,7 +20,7 @@ from export.formats import Format
 from export.metadata import read_metadata, write_metadata
 from export.pipeline import export_to_repository
 from export.registry import client_default_version, default_version, list_registry, served_versions
-from export.repository import CONFIG_NAME, list_versions, read_config
+from export.repository import CONFIG_NAME, build_config, list_versions, read_config, write_version
 from recsys.train import train
 from tests.conftest import ServerFactory
 from tritonstack.cli import main
@@ -98,6 +98,19 @@ def test_promote_staging_above_production_becomes_the_default(repo: Path) -> Non
     main(["models", "promote", MODEL, "3", "--status", "staging", "--repo", str(repo)])
     assert default_version(repo, MODEL) == 3
     assert "default" in next(r.notes for r in list_registry(repo) if r.version == 3)
+
+
+def test_a_new_export_keeps_the_policy_and_the_production_version(repo: Path, exported: Path) -> None:
+    """The exporter writes a fresh config.pbtxt; the registry's fields survive it, so the new
+    version is not loaded until promoted and production stays the default for our clients."""
+    main(["models", "promote", MODEL, "1", "--status", "production", "--repo", str(repo)])
+    spec = load_model(exported.parent / "dlrm.pt", max_batch_size=4).spec.renamed(MODEL)
+    write_version(
+        repo, MODEL, build_config(spec, "onnxruntime_onnx"), {"model.onnx": repo / MODEL / "1" / "model.onnx"}
+    )
+    assert list_versions(repo, MODEL) == [1, 2, 3, 4]
+    assert served_versions(repo, MODEL) == [1] and client_default_version(repo, MODEL) == 1
+    assert next(r.notes for r in list_registry(repo) if r.version == 4) == "no metadata.json, not loaded"
 
 
 def test_prune_keeps_production_and_is_a_dry_run_by_default(
