@@ -6,6 +6,7 @@ clients differ only in how they make a call (`client/_sync.py`, `client/_async.p
 from __future__ import annotations
 
 import math
+import os
 import re
 import socket
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -18,7 +19,7 @@ import tritonclient.grpc as grpcclient
 from client._retry import DEFAULT_RETRY, Deadline, RetryPolicy
 from client._shm import Region, ShmPool, aligned
 from client._validation import check_outputs, check_request
-from tritonstack.errors import ClientError, ServerUnavailable
+from tritonstack.errors import ClientError, ServerUnavailable, UsageError
 from tritonstack.spec import (
     Array,
     ModelSpec,
@@ -122,15 +123,39 @@ def channel(urls: str | Sequence[str]) -> tuple[str, list[tuple[str, Any]]]:
     return "ipv4:" + ",".join(addresses), [*_CHANNEL_ARGS, ("grpc.lb_policy_name", "round_robin")]
 
 
+def tls_options(
+    ssl: bool, root_certificates: str | None, private_key: str | None, certificate_chain: str | None
+) -> dict[str, Any]:
+    """tritonclient's TLS arguments, checked: tritonclient would ignore certificate files without
+    `ssl` (silently sending plaintext) and fail on a missing one with a bare `FileNotFoundError`."""
+    files = {
+        "root_certificates": root_certificates,
+        "private_key": private_key,
+        "certificate_chain": certificate_chain,
+    }
+    given = {option: path for option, path in files.items() if path is not None}
+    if given and not ssl:
+        raise UsageError(f"{', '.join(given)} need ssl=True (--ssl): without it the connection is plaintext")
+    if (private_key is None) != (certificate_chain is None):
+        raise UsageError("a client certificate needs both private_key and certificate_chain (PEM files)")
+    for option, path in given.items():
+        if not os.path.isfile(path):
+            raise UsageError(f"{option} {path} is not a file: pass a PEM file")
+    return {"ssl": ssl, **files}
+
+
 class ClientBase:
     """The state and pure parts of a client for one Triton server, or several serving the same
     repository (a list of urls: gRPC round_robin, failing over to the live ones).
 
     Every call takes `timeout` in seconds (default: the client's): one deadline for the call and
-    its retries under `retry`. Failures raise a `ClientError` subclass. `ssl` and
-    `root_certificates` (a PEM file) connect over TLS; `headers` go with every call (e.g. a
-    server's admin key); `use_shared_memory` passes tensors through system shared memory (same
-    host only). Specs are cached for the client's lifetime: `load_model` drops the model's.
+    its retries under `retry`. Failures raise a `ClientError` subclass. `ssl` connects over TLS,
+    verifying the server against `root_certificates` (a PEM file; default: the system's); a server
+    requiring client certificates (mutual TLS) needs `private_key` and `certificate_chain` (PEM
+    files) and closes the connection of a client without them, which fails as
+    `ServerUnavailable`. `headers` go with every call (e.g. a server's admin key);
+    `use_shared_memory` passes tensors through system shared memory (same host only). Specs are
+    cached for the client's lifetime: `load_model` drops the model's.
 
     `infer` without a version goes to the production version that `tritonstack models promote`
     records in the model's config, read with the spec (no extra round trip); Triton alone would
@@ -147,9 +172,12 @@ class ClientBase:
         retry: RetryPolicy = DEFAULT_RETRY,
         ssl: bool = False,
         root_certificates: str | None = None,
+        private_key: str | None = None,
+        certificate_chain: str | None = None,
         headers: Mapping[str, str] | None = None,
         use_shared_memory: bool = False,
     ) -> None:
+        tls = tls_options(ssl, root_certificates, private_key, certificate_chain)
         self.url = url if isinstance(url, str) else ",".join(url)
         self.timeout = timeout
         self.retry = retry
@@ -158,9 +186,7 @@ class ClientBase:
         self._specs: dict[tuple[str, str], ModelSpec] = {}
         self._production: dict[str, str] = {}  # model -> version for unversioned requests
         self._shm = ShmPool() if use_shared_memory else None
-        self._client = self._open(
-            url=target, channel_args=options, ssl=ssl, root_certificates=root_certificates
-        )
+        self._client = self._open(url=target, channel_args=options, **tls)
 
     def _open(self, **connect: Any) -> Any:
         """tritonclient's client; both take these keyword arguments."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import re
@@ -22,10 +23,11 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Literal
 
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -46,6 +48,8 @@ _BIND_FAILURE = re.compile(r"(already in use|Failed to listen|failed to start \w
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
 _ALL_STARTED = "Started Metrics Service"
 _PR_SET_PDEATHSIG = 1
+# The readiness probe talks to Triton on this host: never through a proxy from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -79,9 +83,10 @@ class TritonServer:
     Ports left as None are picked free. Binds only `host` (loopback by default). The log
     (Triton's stdout and stderr) goes to `log_path`, default a kept file in a temporary directory.
 
-    `tls` serves gRPC over TLS. Bound to anything but loopback, the admin protocols (model
-    repository, shared memory) answer only requests carrying `admin_key` (generated when not
-    given; `server.admin_key.headers` is what clients pass), unless `open_admin_apis`.
+    `tls` serves gRPC over TLS (mutual TLS with `Tls(mutual=True)`); readiness is checked over
+    HTTP, which needs no client certificate. Bound to anything but loopback, the admin protocols
+    (model repository, shared memory) answer only requests carrying `admin_key` (generated when
+    not given; `server.admin_key.headers` is what clients pass), unless `open_admin_apis`.
     """
 
     def __init__(
@@ -148,15 +153,6 @@ class TritonServer:
         except FileNotFoundError:
             return ""
         return "\n".join(lines[-n:])
-
-    @property
-    def client_options(self) -> dict[str, Any]:
-        """Keyword arguments for tritonclient's and our clients' constructors to reach this server
-        over TLS (empty without TLS)."""
-        if self.tls is None:
-            return {}
-        root = self.tls.root_cert
-        return {"ssl": True, "root_certificates": str(root) if root else None}
 
     @property
     def _client_host(self) -> str:
@@ -286,30 +282,44 @@ class TritonServer:
     def _wait_ready(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout
-        with grpcclient.InferenceServerClient(self.grpc_url, **self.client_options) as client:
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    self._raise_from_log(f"Triton exited with code {self._process.returncode}")
-                if self._models_ready(client):
-                    return
-                time.sleep(_POLL_S)
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                self._raise_from_log(f"Triton exited with code {self._process.returncode}")
+            if self._models_ready():
+                return
+            time.sleep(_POLL_S)
         self._raise_from_log(f"Triton was not ready within {self.startup_timeout:.0f} s")
 
-    def _models_ready(self, client: grpcclient.InferenceServerClient) -> bool:
-        """True once live and every model that should load is READY; ModelLoadError on a failure."""
-        try:
-            headers = self.admin_key.headers if self.admin_key else None
-            index = client.get_model_repository_index(as_json=True, headers=headers).get("models", [])
-            ready = client.is_server_ready()
-        except InferenceServerException:  # not up yet, or just died: the caller checks the process
+    def _models_ready(self) -> bool:
+        """True once ready and every model that should load is READY; ModelLoadError on a failure.
+
+        Asked over HTTP (Triton's KServe v2 endpoints): under mutual TLS, gRPC would refuse the
+        launcher, which holds no client certificate."""
+        # Endpoints start gRPC, HTTP, metrics in that order, after the models load; a port taken
+        # meanwhile stops Triton. Until then the HTTP port may not be Triton's.
+        if _ALL_STARTED not in self.log_tail(200):
             return False
+        answer = self._http("repository/index", body=b"{}")
+        if answer is None:
+            return False
+        index = json.loads(answer)
         failed = {m["name"]: m.get("reason", "") for m in index if m.get("state") == "UNAVAILABLE"}
         if failed:
             raise ModelLoadError(_load_failure_message(failed, self.log_path))
         # No state: not asked for (explicit mode) or added after startup; Triton will not load it now.
         pending = [m for m in index if m.get("state", "") not in ("READY", "")]
-        # Endpoints start gRPC, HTTP, metrics in that order; a port taken meanwhile stops Triton.
-        return not pending and ready and _ALL_STARTED in self.log_tail(200)
+        return not pending and self._http("health/ready") is not None
+
+    def _http(self, path: str, body: bytes | None = None) -> bytes | None:
+        """Triton's answer to GET `/v2/<path>` (POST with a body), or None without one: not up yet,
+        not ready (an HTTP error), or just died (the caller checks the process)."""
+        request = urllib.request.Request(f"http://{self.http_url}/v2/{path}", data=body)
+        try:
+            with _DIRECT.open(request, timeout=5) as response:
+                answer: bytes = response.read()
+                return answer
+        except OSError:
+            return None
 
     def _raise_from_log(self, what: str) -> None:
         tail = self.log_tail(20)

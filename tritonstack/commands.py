@@ -179,6 +179,11 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc-key", type=Path, help="PEM server private key for --grpc-use-ssl")
     p.add_argument("--grpc-root-cert", type=Path, help="PEM root certificate (for clients' certificates)")
     p.add_argument(
+        "--grpc-use-ssl-mutual",
+        action="store_true",
+        help="mutual TLS: serve only clients with a certificate chaining to --grpc-root-cert",
+    )
+    p.add_argument(
         "--open-admin-apis",
         action="store_true",
         help="bound beyond loopback, leave model loading and shared memory open to anyone (default: "
@@ -206,7 +211,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}, log {server.log_path}")
         if server.admin_key is not None:  # printed once, here only
             ((header, value),) = server.admin_key.headers.items()
-            print(f"Admin gRPC (model repository, shared memory) needs the header {header}: {value}")
+            print(
+                f"Admin gRPC (model repository, shared memory) needs the header {header}: {value} "
+                "(tritonstack infer --admin-key)"
+            )
         print("Ctrl-C stops it.", flush=True)
         try:
             signal.pause()
@@ -218,11 +226,11 @@ def _serve(args: argparse.Namespace) -> int:
 def _tls(args: argparse.Namespace) -> Tls | None:
     from serve.tls import Tls as TlsFiles  # not at module level: `serve` imports tritonclient
 
-    if not args.grpc_use_ssl:
+    if not (args.grpc_use_ssl or args.grpc_use_ssl_mutual):
         return None
     if args.grpc_cert is None or args.grpc_key is None:
         raise UsageError("--grpc-use-ssl needs --grpc-cert and --grpc-key (PEM files)")
-    return TlsFiles(args.grpc_cert, args.grpc_key, args.grpc_root_cert)
+    return TlsFiles(args.grpc_cert, args.grpc_key, args.grpc_root_cert, mutual=args.grpc_use_ssl_mutual)
 
 
 def _add_infer(p: argparse.ArgumentParser) -> None:
@@ -240,12 +248,35 @@ def _add_infer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-dir", type=Path, help="write each output as NAME.npy here instead of printing")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     p.add_argument("--shm", action="store_true", help="send tensors through system shared memory (same host)")
+    p.add_argument("--ssl", action="store_true", help="connect over TLS")
+    p.add_argument("--root-certificates", metavar="PEM", help="CA certificate to verify the server with")
+    p.add_argument(
+        "--private-key", metavar="PEM", help="client key, for a server that requires client certificates"
+    )
+    p.add_argument(
+        "--certificate-chain", metavar="PEM", help="client certificate that goes with --private-key"
+    )
+    p.add_argument(
+        "--admin-key",
+        metavar="KEY",
+        help="the key `tritonstack serve` prints when bound beyond loopback (--shm needs it there)",
+    )
 
 
 def _infer(args: argparse.Namespace) -> int:
     from client import TritonClient
+    from serve.tls import AdminKey
 
-    with TritonClient(args.url, timeout=args.timeout, use_shared_memory=args.shm) as triton:
+    with TritonClient(
+        args.url,
+        timeout=args.timeout,
+        ssl=args.ssl,
+        root_certificates=args.root_certificates,
+        private_key=args.private_key,
+        certificate_chain=args.certificate_chain,
+        headers=AdminKey(args.admin_key).headers if args.admin_key else None,
+        use_shared_memory=args.shm,
+    ) as triton:
         spec = triton.model_spec(args.model, args.version)
         if args.random:
             inputs = spec.random_inputs(args.random)
