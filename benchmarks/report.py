@@ -74,7 +74,7 @@ def _fmt(value: Any) -> str:
 
 
 def _table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
-    served = [[_fmt(v) for v in row(c).values()] for c in results["cells"]]
+    served = [[_fmt(row(c)[k]) for k in COLUMNS] for c in results["cells"]]
     base_head = ["model", "runtime", "batch_size", "stable", "p50_ms", "p99_ms", "inferences_per_s"]
     base = [
         [b["model"], b["runtime"], str(b["batch_size"]), str(b["stable"]), _fmt(b["latency_ms"]["p50"]),

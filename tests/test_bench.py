@@ -3,6 +3,7 @@ run on tiny models against the shared server, checked for structure and sanity (
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 from pathlib import Path
@@ -174,6 +175,12 @@ def test_files_and_compare_with_itself(
     assert all((out / name).stat().st_size > 0 for name in names)
     assert len((out / "results.csv").read_text().splitlines()) == len(results["cells"]) + 1
     assert "data:image/png;base64," in (out / "report.html").read_text()
+    csv_rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
+    md_lines = (out / "results.md").read_text().split("## In process")[0].splitlines()
+    md_rows = [[v.strip() for v in line.strip("|").split("|")] for line in md_lines if line.startswith("| ")]
+    md_first = dict(zip(md_rows[0], md_rows[1], strict=True))  # the header names the right values
+    for column in ("queue_us", "client_remainder_us"):
+        assert float(md_first[column]) == pytest.approx(float(csv_rows[0][column]), rel=0.01)
     same = ratios(out / "results.json", out / "results.json")
     assert len(same) == len(results["cells"])
     assert all(r == pytest.approx(1.0) for cell in same.values() for r in cell.values())
