@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import tritonclient.grpc.aio as grpcaio
 from rich.progress import Progress
 
@@ -123,13 +124,16 @@ async def _run(
     step: Callable[[str], None],
 ) -> dict[str, Any]:
     client = grpcaio.InferenceServerClient(url)
+    channel = grpc.aio.insecure_channel(
+        url, options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    )
     try:
         server = await client.get_server_metadata(as_json=True)
         cells: list[dict[str, Any]] = []
         for model, fmt, batch in itertools.product(config.models, config.formats, config.batch_sizes):
             name = repository_name(model, fmt)
             feeds = loaded[model].spec.random_inputs(batch, seed=batch)
-            target = Target(client, name, str(versions[model, fmt]), feeds)
+            target = Target(channel, client, name, str(versions[model, fmt]), feeds)
             for mode, level, generator in levels:
                 run = await measure(target, generator, config.rule)
                 cells.append(_cell(model, fmt, batch, mode, level, run, target, config.rule.count))
@@ -140,6 +144,7 @@ async def _run(
             "cells": cells,
         }
     finally:
+        await channel.close()
         await client.close()
 
 
