@@ -316,6 +316,7 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     p.add_argument("--repo", type=Path, default=Path("triton_repo"))
     p.add_argument("--external", metavar="HOST:PORT", help="use a running Triton serving --repo instead")
+    p.add_argument("--fp16", action="store_true", help="half-precision artifacts (float32 inputs/outputs)")
     _add_deployment(p)
 
 
@@ -328,6 +329,7 @@ def _demo(args: argparse.Namespace) -> int:
         checkpoints=args.checkpoints,
         repo=args.repo,
         external=args.external,
+        fp16=args.fp16,
         deployment=_deployment(args),
     )
     return run_demo(options)

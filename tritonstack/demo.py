@@ -15,10 +15,10 @@ from rich.table import Table
 from client import TritonClient
 from export.checkpoint import LoadedModel, load_model
 from export.deployment import DeploymentOptions
-from export.formats import DEFAULT_FORMATS
+from export.formats import DEFAULT_FORMATS, ExportOptions
 from export.pipeline import ExportResult, export_to_repository
 from export.runners import TorchRunner
-from export.verify import compare
+from export.verify import compare, tolerances
 from serve import running_server
 from tritonstack.errors import TritonstackError
 
@@ -35,6 +35,7 @@ class DemoOptions:
     repo: Path = Path("triton_repo")
     external: str | None = None
     batch_size: int = 512
+    fp16: bool = False  # half-precision artifacts, checked against PyTorch with the FP16 tolerances
     deployment: DeploymentOptions = field(default_factory=DeploymentOptions)
 
 
@@ -73,14 +74,20 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         loaded = load_model(checkpoint)
         console.print(f"[bold]export[/] {name}: onnx, torchscript -> {options.repo}")
         results = export_to_repository(
-            loaded, DEFAULT_FORMATS, options.repo, version=1, overwrite=True, deployment=options.deployment
+            loaded,
+            DEFAULT_FORMATS,
+            options.repo,
+            options=ExportOptions(fp16=options.fp16),
+            version=1,
+            overwrite=True,
+            deployment=options.deployment,
         )
         exported.extend((loaded, r) for r in results)
 
     with running_server(options.repo, options.external) as url, TritonClient(url, timeout=30.0) as triton:
         console.print(f"[bold]serve[/] Triton at {url}: every model READY")
-        rows = [_check_served(triton, loaded, result) for loaded, result in exported]
-    console.print(_table(rows, options.preset, options.deployment.instance_kind))
+        rows = [_check_served(triton, loaded, result, options.fp16) for loaded, result in exported]
+    console.print(_table(rows, options.preset, options.deployment.instance_kind, options.fp16))
     console.print(f"total {time.perf_counter() - started:.0f} s")
     failed = [r.export.model_name for r in rows if not r.served_ok]
     if failed:
@@ -88,14 +95,15 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     return 0
 
 
-def _check_served(triton: TritonClient, loaded: LoadedModel, result: ExportResult) -> Row:
+def _check_served(triton: TritonClient, loaded: LoadedModel, result: ExportResult, fp16: bool) -> Row:
     reference = TorchRunner(loaded.module, loaded.spec)
+    atol, rtol = tolerances(fp16)
     worst, ok = 0.0, True
     for batch in SERVED_CHECK_BATCHES:
         feeds = loaded.spec.random_inputs(batch, seed=1000 + batch)
         served = triton.infer(result.model_name, feeds, version=result.version)
         for name, want in reference.infer(feeds).items():
-            max_abs, _, passed = compare(name, served[name], want)
+            max_abs, _, passed = compare(name, served[name], want, atol, rtol)
             worst, ok = max(worst, max_abs), ok and passed
     return Row(result, worst, ok, _p50_ms(triton, loaded, result))
 
@@ -111,9 +119,9 @@ def _p50_ms(triton: TritonClient, loaded: LoadedModel, result: ExportResult) -> 
     return statistics.median(times) * 1e3
 
 
-def _table(rows: list[Row], preset: str, instance_kind: str) -> Table:
+def _table(rows: list[Row], preset: str, instance_kind: str, fp16: bool) -> Table:
     table = Table(
-        title=f"tritonstack demo ({preset} preset, {instance_kind} instances)",
+        title=f"tritonstack demo ({preset} preset, {instance_kind} instances, {'FP16' if fp16 else 'FP32'})",
         caption="max |diff| vs PyTorch: export check at batch 1 and max batch; served check at batch "
         + " and ".join(map(str, SERVED_CHECK_BATCHES))
         + f"; p50 over {LATENCY_REQUESTS} sequential gRPC requests at batch 1",
