@@ -9,28 +9,43 @@ from pathlib import Path
 from rich.console import Console
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def _add_artifacts(p: argparse.ArgumentParser) -> None:
+    """Which served models to measure and where their artifacts and checkpoints are."""
     p.add_argument("--models", default="dlrm,dcn_v2,two_tower", help="comma-separated architectures")
     p.add_argument("--formats", default="onnx,torchscript", help="comma-separated formats in the repository")
+    p.add_argument("--repo", type=Path, default=Path("triton_repo"))
+    p.add_argument(
+        "--checkpoints", type=Path, default=Path("checkpoints"), help="<model>.pt for the baselines"
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    _add_artifacts(p)
     p.add_argument("--batch-sizes", default="1,8,64,256")
     p.add_argument("--concurrency", default="1,4,16,64", help="closed loop: requests always in flight")
     p.add_argument(
         "--request-rate", default="", help="open loop: Poisson arrivals per second, comma-separated"
     )
-    p.add_argument("--repo", type=Path, default=Path("triton_repo"))
-    p.add_argument(
-        "--checkpoints", type=Path, default=Path("checkpoints"), help="<model>.pt for the baselines"
-    )
     p.add_argument("--url", help="a running Triton's gRPC HOST:PORT serving --repo (default: start one)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/latest"))
     p.add_argument("--window-s", type=float, default=1.0, help="measurement window")
     p.add_argument("--max-cell-s", type=float, default=10.0, help="time cap per cell; then stable: false")
-    sub = p.add_subparsers(dest="action", metavar="{compare,report}")
+    sub = p.add_subparsers(dest="action", metavar="{compare,report,floor}")
     compare = sub.add_parser("compare", help="per-cell ratios B/A of two results.json")
     compare.add_argument("a", type=Path)
     compare.add_argument("b", type=Path)
     report = sub.add_parser("report", help="rewrite csv, md, plots and report.html next to a results.json")
     report.add_argument("results", type=Path)
+    floor = sub.add_parser(
+        "floor", help="batch-1 latency layer by layer: gRPC, Triton + Python backend, model, client"
+    )
+    _add_artifacts(floor)
+    floor.add_argument("--out", type=Path, default=Path("benchmarks/results/floor"))
+    floor.add_argument("--requests", type=int, default=2000, help="sequential requests per probe")
+    floor.add_argument("--warmup", type=int, default=200, help="requests before each probe's measured ones")
+    floor.add_argument(
+        "--idle-ms", type=float, default=1.0, help="pause between in-process calls of the idle probe"
+    )
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -40,6 +55,8 @@ def handler(args: argparse.Namespace) -> int:
 
         console.print(table(args.a, args.b))
         return 0
+    if args.action == "floor":
+        return _floor(args, console)
     from benchmarks.record import record_in_metadata
     from benchmarks.report import read_results, write_all
 
@@ -74,4 +91,26 @@ def handler(args: argparse.Namespace) -> int:
     console.print(f"{len(results['cells'])} cells ({unstable} not stable) -> {names} in {config.out}")
     recorded = record_in_metadata(results, config.repo, config.out / "results.json")
     console.print(f"latency recorded in the metadata.json of {len(recorded)} model versions")
+    return 0
+
+
+def _floor(args: argparse.Namespace, console: Console) -> int:
+    from benchmarks.floor import FloorConfig, layers_table, run_floor, write_floor
+    from export.formats import Format
+
+    config = FloorConfig(
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        formats=tuple(Format.parse_list(args.formats)),
+        repo=args.repo,
+        checkpoints=args.checkpoints,
+        out=args.out,
+        requests=args.requests,
+        warmup=args.warmup,
+        idle_ms=args.idle_ms,
+    )
+    with console.status("floor") as status:
+        results = run_floor(config, lambda what: status.update(f"floor: {what} done"))
+    written = write_floor(results, config.out)
+    console.print(layers_table(results))
+    console.print(f"{', '.join(p.name for p in written)} in {config.out}")
     return 0

@@ -86,12 +86,14 @@ def _baselines(
     step: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     model = loaded.spec.name
-    artifacts = [_artifact(config.repo, loaded, f, versions[model, f]) for f in config.formats]
+    artifacts = [repo_artifact(config.repo, loaded, f, versions[model, f]) for f in config.formats]
     # Same device as the served instances, so overhead compares like with like.
-    device = _served_device(config.repo, repository_name(model, config.formats[0]))
-    runners = [_in_process(a, device) for a in artifacts] + [TorchRunner(loaded.module, loaded.spec, device)]
+    device = served_device(config.repo, repository_name(model, config.formats[0]))
+    runners = [in_process_runner(a, device) for a in artifacts] + [
+        TorchRunner(loaded.module, loaded.spec, device)
+    ]
     results = []
-    with _threads(IN_PROCESS_THREADS):
+    with torch_threads(IN_PROCESS_THREADS):
         for batch in config.batch_sizes:
             feeds = loaded.spec.random_inputs(batch, seed=batch)
             for runner in runners:
@@ -148,7 +150,7 @@ async def _run(
         await client.close()
 
 
-def _in_process(artifact: Artifact, device: str) -> Runner:
+def in_process_runner(artifact: Artifact, device: str) -> Runner:
     """The artifact's runtime with the served backends' default of one intra-op thread."""
     if artifact.format is Format.ONNX:
         return OnnxRuntimeRunner(artifact.path, artifact.spec, IN_PROCESS_THREADS, device)
@@ -157,7 +159,7 @@ def _in_process(artifact: Artifact, device: str) -> Runner:
     return runner_for(artifact)
 
 
-def _served_device(repo: Path, name: str) -> str:
+def served_device(repo: Path, name: str) -> str:
     """`cuda` when the model's config puts its instances on a GPU (and one is visible here)."""
     import torch
 
@@ -167,7 +169,7 @@ def _served_device(repo: Path, name: str) -> str:
 
 
 @contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
+def torch_threads(count: int) -> Iterator[None]:
     import torch
 
     before = torch.get_num_threads()
@@ -178,7 +180,7 @@ def _threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _artifact(repo: Path, loaded: LoadedModel, fmt: Format, version: int) -> Artifact:
+def repo_artifact(repo: Path, loaded: LoadedModel, fmt: Format, version: int) -> Artifact:
     return Artifact(
         fmt, repo / repository_name(loaded.spec.name, fmt) / str(version) / fmt.filename, loaded.spec
     )

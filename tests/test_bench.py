@@ -203,3 +203,38 @@ def test_latency_lands_in_the_registry(bench_run: tuple[Path, dict[str, Any]]) -
     }
     rows = {(r.model.rsplit("_", 1)[0], r.format): r.latency_ms for r in list_registry(out.parent / "repo")}
     assert rows == measured
+
+
+@pytest.mark.server
+def test_floor_probes_every_layer(bench_run: tuple[Path, dict[str, Any]]) -> None:
+    """`bench floor` on its own embedded server (it adds the identity model): every probe, Triton's
+    counts equal to the requests sent (checked inside), and the layers table per model."""
+    root = bench_run[0].parent
+    out = root / "floor"
+    args = ["--repo", str(root / "repo"), "--checkpoints", str(root / "checkpoints"), "--out", str(out)]
+    code = main(["bench", "floor", "--models", "dlrm", *args, "--requests", "100", "--warmup", "5"])
+    assert code == 0
+    results = json.loads((out / "floor.json").read_text())
+    probes = {(p["model"], p["where"], p["path"]): p for p in results["probes"]}
+    formats = [f.value for f in DEFAULT_FORMATS]
+    served = {
+        (f"dlrm_{f}", "served", path)
+        for f in formats
+        for path in ("raw", "aio", "tritonclient", "tritonstack")
+    }
+    in_process = {(f"dlrm_{f}", "in_process", path) for f in formats for path in ("hot", "idle")}
+    identity = {("server", "served", "grpc_live"), ("tritonstack_identity", "served", "raw")}
+    assert set(probes) == served | in_process | identity
+    for probe in probes.values():
+        latency = probe["latency_us"]
+        assert 0 < latency["p50"] <= latency["p90"] <= latency["p95"] <= latency["p99"]
+        server = probe["server_us"]
+        if server is not None:
+            assert 0 < server["compute_infer"] <= server["total"] < latency["mean"]
+    table = (out / "floor.md").read_text()
+    assert all(f"| dlrm_{f} | " in table for f in formats)
+
+
+def test_floor_needs_enough_requests(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "floor", "--requests", "10"]) == 2
+    assert "--requests must be at least 100" in capsys.readouterr().err

@@ -1,0 +1,342 @@
+"""`tritonstack bench floor`: where the time of one served batch-1 request goes, layer by layer.
+
+Every probe sends sequential batch-1 requests (one in flight) and reads Triton's statistics for
+the same requests. Each probe adds one layer to the one before:
+
+- `grpc_live`: `ServerLive` through gRPC's generated stub: Python gRPC, loopback TCP and Triton's
+  gRPC frontend, no model;
+- `identity`: a model whose `execute()` returns its input, on Triton's Python backend: adds
+  Triton's scheduler and the round trip to the backend's stub process;
+- `<model> raw`: the served model through the same stub, one prebuilt request: adds our backend's
+  Python and the runtime call inside the stub; `aio` is the same on the asyncio channel that
+  `tritonstack bench` drives; `tritonclient` and `tritonstack` add each client library's cost;
+- in process, the same artifact in this process: `hot` called back to back, and `idle` with a
+  pause between calls as long as a served request takes, which is what a backend stub sees
+  between sequential requests (caches and cores gone cold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
+from benchmarks.suite import (
+    IN_PROCESS_THREADS,
+    environment,
+    in_process_runner,
+    latest_version,
+    repo_artifact,
+    served_device,
+    torch_threads,
+)
+from client import TritonClient
+from export.checkpoint import LoadedModel, load_model
+from export.formats import Format
+from export.pipeline import repository_name
+from export.repository import write_config
+from serve import TritonServer
+from tritonstack.errors import UsageError
+from tritonstack.spec import Array, wire_dtype
+
+IDENTITY = "tritonstack_identity"
+_IDENTITY_PY = """import stub_site  # noqa: F401  (first, as in our backends: numpy's site-packages)
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        inputs = [pb_utils.get_input_tensor_by_name(r, "x").as_numpy() for r in requests]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("y", x)]) for x in inputs]
+"""
+
+
+@dataclass(frozen=True)
+class FloorConfig:
+    models: tuple[str, ...]
+    formats: tuple[Format, ...]
+    repo: Path
+    checkpoints: Path
+    out: Path
+    requests: int = 2000
+    warmup: int = 200
+    idle_ms: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.requests < 100 or self.warmup < 0 or self.idle_ms < 0:
+            raise UsageError("--requests must be at least 100, --warmup and --idle-ms not negative")
+
+
+def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Every probe, in process first (an idle Triton would slow single-threaded calls)."""
+    loaded = {model: load_model(config.checkpoints / f"{model}.pt") for model in config.models}
+    targets = [
+        (
+            repository_name(model, fmt),
+            fmt,
+            latest_version(config.repo, repository_name(model, fmt)),
+            loaded[model],
+        )
+        for model in config.models
+        for fmt in config.formats
+    ]
+    probes = _in_process_probes(config, targets, step)
+    with tempfile.TemporaryDirectory(prefix="tritonstack-floor-") as extra:
+        _write_identity(Path(extra))
+        with TritonServer(config.repo, extra_args=[f"--model-repository={extra}"]) as server:
+            stats = grpcclient.InferenceServerClient(server.grpc_url)
+            try:
+                probes += _served_probes(config, server.grpc_url, stats, targets, step)
+                server_metadata = stats.get_server_metadata(as_json=True)
+            finally:
+                stats.close()
+    return {
+        "environment": environment(server_metadata),
+        "config": {
+            "models": list(config.models),
+            "formats": [f.value for f in config.formats],
+            "requests": config.requests,
+            "warmup": config.warmup,
+            "idle_ms": config.idle_ms,
+            "in_process_threads": IN_PROCESS_THREADS,
+        },
+        "probes": probes,
+    }
+
+
+Target = tuple[str, Format, int, LoadedModel]  # repository name, format, version, PyTorch model
+
+
+def _in_process_probes(
+    config: FloorConfig, targets: list[Target], step: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    probes = []
+    with torch_threads(IN_PROCESS_THREADS):
+        for name, fmt, version, loaded in targets:
+            artifact = repo_artifact(config.repo, loaded, fmt, version)
+            runner = in_process_runner(artifact, served_device(config.repo, name))
+            feeds = loaded.spec.random_inputs(1, seed=1)
+            for path, idle_s in (("hot", 0.0), ("idle", config.idle_ms / 1e3)):
+                latencies = _timed(functools.partial(runner.infer, feeds), config, idle_s)
+                probes.append(_probe(name, "in_process", path, latencies))
+            step(f"{name} in process")
+    return probes
+
+
+def _served_probes(
+    config: FloorConfig,
+    url: str,
+    stats: grpcclient.InferenceServerClient,
+    targets: list[Target],
+    step: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    with grpc.insecure_channel(url) as channel, TritonClient(url) as ours:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        live = service_pb2.ServerLiveRequest()
+        probes = [_probe("server", "served", "grpc_live", _timed(lambda: stub.ServerLive(live), config))]
+        identity = {"x": np.ones((1, 1), np.float32)}
+        probes.append(_served(stats, IDENTITY, "1", "raw", _raw(stub, IDENTITY, "1", identity), config))
+        step("gRPC and identity")
+        for name, _, version, loaded in targets:
+            v = str(version)
+            feeds = loaded.spec.random_inputs(1, seed=1)
+            calls: dict[str, Callable[[], object]] = {
+                "raw": _raw(stub, name, v, feeds),
+                "tritonclient": _tritonclient(stats, name, v, feeds),
+                "tritonstack": functools.partial(ours.infer, name, feeds, version=version),
+            }
+            for path, call in calls.items():
+                probes.append(_served(stats, name, v, path, call, config))
+            probes.append(_served_aio(stats, url, name, v, feeds, config))
+            step(f"{name} served")
+    return probes
+
+
+def _write_identity(repo: Path) -> None:
+    version = repo / IDENTITY / "1"
+    version.mkdir(parents=True)
+    (version / "model.py").write_text(_IDENTITY_PY)
+    tensor = {"data_type": mc.TYPE_FP32, "dims": [1]}
+    write_config(
+        repo / IDENTITY / "config.pbtxt",
+        mc.ModelConfig(
+            name=IDENTITY,
+            backend="python",
+            max_batch_size=8,
+            input=[mc.ModelInput(name="x", **tensor)],
+            output=[mc.ModelOutput(name="y", **tensor)],
+            instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
+        ),
+    )
+
+
+def _timed(call: Callable[[], object], config: FloorConfig, idle_s: float = 0.0) -> list[float]:
+    """Seconds per call after the warm-up; `idle_s` of sleep between calls (not timed)."""
+    latencies = []
+    for i in range(config.warmup + config.requests):
+        if idle_s:
+            time.sleep(idle_s)
+        start = time.perf_counter()
+        call()
+        if i >= config.warmup:
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+async def _timed_async(call: Callable[[], Awaitable[object]], config: FloorConfig) -> list[float]:
+    latencies = []
+    for i in range(config.warmup + config.requests):
+        start = time.perf_counter()
+        await call()
+        if i >= config.warmup:
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def _request(name: str, version: str, feeds: Mapping[str, Array]) -> service_pb2.ModelInferRequest:
+    return service_pb2.ModelInferRequest(
+        model_name=name,
+        model_version=version,
+        inputs=[
+            service_pb2.ModelInferRequest.InferInputTensor(
+                name=key, datatype=wire_dtype(value.dtype.name), shape=value.shape
+            )
+            for key, value in feeds.items()
+        ],
+        raw_input_contents=[np.ascontiguousarray(value).tobytes() for value in feeds.values()],
+    )
+
+
+def _raw(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, name: str, version: str, feeds: Mapping[str, Array]
+) -> Callable[[], object]:
+    request = _request(name, version, feeds)
+    return lambda: stub.ModelInfer(request)
+
+
+def _tritonclient(
+    client: grpcclient.InferenceServerClient, name: str, version: str, feeds: Mapping[str, Array]
+) -> Callable[[], object]:
+    """tritonclient as its examples use it: inputs built and filled for every call."""
+
+    def call() -> object:
+        inputs = []
+        for key, value in feeds.items():
+            tensor = grpcclient.InferInput(key, list(value.shape), wire_dtype(value.dtype.name))
+            tensor.set_data_from_numpy(value)
+            inputs.append(tensor)
+        return client.infer(name, inputs, model_version=version)
+
+    return call
+
+
+def _served(
+    stats: grpcclient.InferenceServerClient,
+    name: str,
+    version: str,
+    path: str,
+    call: Callable[[], object],
+    config: FloorConfig,
+) -> dict[str, Any]:
+    before = stats.get_inference_statistics(name, version, as_json=True)
+    latencies = _timed(call, config)
+    after = stats.get_inference_statistics(name, version, as_json=True)
+    return _probe(name, "served", path, latencies, _server_us(before, after, name, version, config))
+
+
+def _served_aio(
+    stats: grpcclient.InferenceServerClient,
+    url: str,
+    name: str,
+    version: str,
+    feeds: Mapping[str, Array],
+    config: FloorConfig,
+) -> dict[str, Any]:
+    request = _request(name, version, feeds)
+
+    async def run() -> list[float]:
+        async with grpc.aio.insecure_channel(url) as channel:
+            infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+            return await _timed_async(lambda: infer(request), config)
+
+    before = stats.get_inference_statistics(name, version, as_json=True)
+    latencies = asyncio.run(run())
+    after = stats.get_inference_statistics(name, version, as_json=True)
+    return _probe(name, "served", "aio", latencies, _server_us(before, after, name, version, config))
+
+
+def _server_us(
+    before: dict[str, Any], after: dict[str, Any], name: str, version: str, config: FloorConfig
+) -> dict[str, float]:
+    """Triton's microseconds per request over the measured requests and their warm-up."""
+    delta = server_delta(before, after, name, version)
+    if delta["requests"] != config.warmup + config.requests:
+        raise UsageError(
+            f"{name}: Triton counted {delta['requests']:.0f} requests, the probe sent "
+            f"{config.warmup + config.requests}: is another client using this server?"
+        )
+    return {k: delta[k] for k in (*SERVER_PHASES, "total")}
+
+
+def _probe(
+    name: str, where: str, path: str, latencies_s: list[float], server_us: dict[str, float] | None = None
+) -> dict[str, Any]:
+    latency = {k: v * 1e3 for k, v in latency_ms(latencies_s).items()}  # us
+    return {"model": name, "where": where, "path": path, "latency_us": latency, "server_us": server_us}
+
+
+def floor_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per probe, then each model's time split into layers."""
+    lines = [
+        "| model | where | path | p50 us | p99 us | Triton total | queue | compute input | compute infer "
+        "| compute output |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for probe in results["probes"]:
+        latency, server = probe["latency_us"], probe["server_us"] or {}
+        phases = [f"{server[k]:.0f}" if k in server else "" for k in ("total", *SERVER_PHASES)]
+        lines.append(
+            f"| {probe['model']} | {probe['where']} | {probe['path']} | {latency['p50']:.0f} | "
+            f"{latency['p99']:.0f} | " + " | ".join(phases) + " |"
+        )
+    return "\n".join(lines) + "\n\n" + layers_table(results)
+
+
+def layers_table(results: dict[str, Any]) -> str:
+    """Each model's batch-1 p50 split into layers, each the difference of two probes' p50 (us)."""
+    p50 = {(p["model"], p["where"], p["path"]): p["latency_us"]["p50"] for p in results["probes"]}
+    live, identity = p50["server", "served", "grpc_live"], p50[IDENTITY, "served", "raw"]
+    lines = [
+        "| model | gRPC + frontend | Triton core + Python backend IPC | model in stub (raw − identity) "
+        "| in process hot / idle | tritonstack client | served p50 (tritonstack) | served − in process hot |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model in sorted({m for m, where, _ in p50 if where == "in_process"}):
+        raw, ours = p50[model, "served", "raw"], p50[model, "served", "tritonstack"]
+        hot, idle = p50[model, "in_process", "hot"], p50[model, "in_process", "idle"]
+        lines.append(
+            f"| {model} | {live:.0f} | {identity - live:.0f} | {raw - identity:.0f} | {hot:.0f} / {idle:.0f} "
+            f"| {ours - raw:.0f} | {ours:.0f} | {ours - hot:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_floor(results: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "floor.json", out / "floor.md"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path.write_text(floor_table(results))
+    return [json_path, md_path]
