@@ -17,7 +17,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from client._retry import DEFAULT_RETRY, Deadline, RetryPolicy
-from client._shm import Region, ShmPool, aligned
+from client._shm import Region, ShmKind, ShmPool, aligned, shm_pool
 from client._validation import check_outputs, check_request
 from tritonstack.errors import ClientError, ServerUnavailable, UsageError
 from tritonstack.spec import (
@@ -41,8 +41,9 @@ _CHANNEL_ARGS: list[tuple[str, Any]] = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 POLL_INTERVAL_S = 0.1
-# Triton's words for a region it does not know (NOT_FOUND or INVALID_ARGUMENT, by release).
-_FORGOTTEN_REGION = re.compile(r"Unable to find (system )?shared memory region")
+# Triton's words for a region it does not know (NOT_FOUND or INVALID_ARGUMENT, by release); an
+# inference's message names no kind of region, a status call's names "system" or "cuda".
+_FORGOTTEN_REGION = re.compile(r"Unable to find (system |cuda )?shared memory region")
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,21 @@ class Prepared:
     output_offsets: dict[str, int] = field(default_factory=dict)
 
     def parse(self, result: grpcclient.InferResult) -> dict[str, Array]:
-        return {name: self._output(result, name) for name in self.wanted}
+        # The region is read once for all its outputs: for CUDA, that is one device-to-host copy.
+        contents = self.region.contents() if self.region is not None and self.output_offsets else None
+        return {name: self._output(result, name, contents) for name in self.wanted}
 
-    def _output(self, result: grpcclient.InferResult, name: str) -> Array:
+    def _output(self, result: grpcclient.InferResult, name: str, contents: Array | None) -> Array:
         offset = self.output_offsets.get(name)
-        if offset is None or self.region is None:
+        if offset is None or contents is None:
             array: Array = result.as_numpy(name)
             return array
         output = result.get_output(name)
-        return self.region.read(np.dtype(dtype_from_wire(output.datatype)), output.shape, offset)
+        dtype = np.dtype(dtype_from_wire(output.datatype))
+        end = offset + math.prod(output.shape) * dtype.itemsize
+        # A copy: the region is reused as soon as the request is done.
+        copy: Array = contents[offset:end].view(dtype).reshape(list(output.shape)).copy()
+        return copy
 
 
 def channel(urls: str | Sequence[str]) -> tuple[str, list[tuple[str, Any]]]:
@@ -154,8 +161,10 @@ class ClientBase:
     requiring client certificates (mutual TLS) needs `private_key` and `certificate_chain` (PEM
     files) and closes the connection of a client without them, which fails as
     `ServerUnavailable`. `headers` go with every call (e.g. a server's admin key);
-    `use_shared_memory` passes tensors through system shared memory (same host only). Specs are
-    cached for the client's lifetime: `load_model` drops the model's.
+    `use_shared_memory` passes tensors through shared memory (same host only): True or "system"
+    for system shared memory, "cuda" for memory on GPU `cuda_device` (needs cuda-bindings:
+    `pip install 'tritonstack[cuda]'`). Specs are cached for the client's lifetime: `load_model`
+    drops the model's.
 
     `infer` without a version goes to the production version that `tritonstack models promote`
     records in the model's config, read with the spec (no extra round trip); Triton alone would
@@ -175,7 +184,8 @@ class ClientBase:
         private_key: str | None = None,
         certificate_chain: str | None = None,
         headers: Mapping[str, str] | None = None,
-        use_shared_memory: bool = False,
+        use_shared_memory: bool | ShmKind = False,
+        cuda_device: int = 0,
     ) -> None:
         tls = tls_options(ssl, root_certificates, private_key, certificate_chain)
         self.url = url if isinstance(url, str) else ",".join(url)
@@ -185,7 +195,7 @@ class ClientBase:
         target, options = channel(url)
         self._specs: dict[tuple[str, str], ModelSpec] = {}
         self._production: dict[str, str] = {}  # model -> version for unversioned requests
-        self._shm = ShmPool() if use_shared_memory else None
+        self._shm = shm_pool(use_shared_memory, cuda_device)
         self._client = self._open(url=target, channel_args=options, **tls)
 
     def _open(self, **connect: Any) -> Any:
@@ -252,11 +262,7 @@ class ClientBase:
         while True:  # again only after the server forgot the region; the deadline bounds it
             region = prepared.region
             if region is not None and not region.registered:
-                yield Call(
-                    self._client.register_system_shared_memory,
-                    (region.name, region.key, region.byte_size),
-                    {},
-                )
+                yield Call(*region.registration(self._client), {})
                 region.registered = True
             infer = Call(
                 self._client.infer,
@@ -292,8 +298,10 @@ class ClientBase:
             region.registered = False
         return True
 
-    def _registered_regions(self) -> list[str]:
-        return [r.name for r in self._shm.regions if r.registered] if self._shm is not None else []
+    def _unregistrations(self) -> list[Call]:
+        """The calls that unregister this client's registered regions, for `close`."""
+        regions = self._shm.regions if self._shm is not None else []
+        return [Call(*r.unregistration(self._client), {}) for r in regions if r.registered]
 
     def _forget(self, name: str) -> None:
         """Drop what is cached about the model (its specs and production version)."""

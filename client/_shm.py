@@ -1,10 +1,15 @@
-"""System shared memory for request and response tensors (`use_shared_memory=True`).
+"""Shared memory for request and response tensors (`use_shared_memory=True` or `"cuda"`).
 
-Tensors then travel through a POSIX shared memory object instead of the gRPC message: the
-client writes inputs into a region, Triton reads them and writes outputs back there. A region
-is registered with the server once and reused; each request holds one region to itself (an
-asyncio client or threads may have several requests in flight), and the pool grows when a
-request needs more room than any free region has. Only for a server on the same host.
+Tensors then travel through a shared region instead of the gRPC message: the client writes
+inputs into a region, Triton reads them and writes outputs back there. A region is registered
+with the server once and reused; each request holds one region to itself (an asyncio client or
+threads may have several requests in flight), and the pool grows when a request needs more room
+than any free region has. Only for a server on the same host.
+
+The pool is the same for every kind of region; a kind only says how its memory is made, written,
+read, registered and freed: `SystemRegion` (a POSIX shared memory object) here, `CudaRegion`
+(GPU memory shared through a CUDA IPC handle) in `client/_cuda_shm.py`, imported only when asked
+for: it needs NVIDIA's cuda-bindings package.
 """
 
 from __future__ import annotations
@@ -12,15 +17,25 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import tritonclient.utils.shared_memory as shm
 
+from tritonstack.errors import ClientError, UsageError, first_line
 from tritonstack.spec import Array
 
+ShmKind = Literal["system", "cuda"]
+# A tritonclient method (the sync and asyncio clients name them alike) and its arguments.
+ServerCall = tuple[Callable[..., Any], tuple[Any, ...]]
+
+CUDA_HINT = (
+    "pip install 'tritonstack[cuda]' (NVIDIA's cuda-bindings; 'cuda-bindings==12.*' under a CUDA 12 "
+    "driver) on a machine with an NVIDIA GPU, or use system shared memory (use_shared_memory=True, "
+    "infer --shm)"
+)
 _MIN_BYTES = 1 << 16
 _ALIGN = 64  # each tensor starts on a cache line
 _ids = itertools.count()
@@ -30,35 +45,67 @@ def aligned(nbytes: int) -> int:
     return -(-nbytes // _ALIGN) * _ALIGN
 
 
-@dataclass
-class Region:
-    """One shared memory object; `registered` once the server knows it by `name`."""
+class Region(ABC):
+    """One region of `byte_size` bytes; `registered` once the server knows it by `name`."""
 
-    name: str
-    byte_size: int
-    handle: Any = field(repr=False)
-    registered: bool = False
+    def __init__(self, name: str, byte_size: int) -> None:
+        self.name = name
+        self.byte_size = byte_size
+        self.registered = False
 
-    @property
-    def key(self) -> str:
-        return "/" + self.name
+    @abstractmethod
+    def write(self, values: Sequence[Array], offsets: Sequence[int]) -> None:
+        """Copy each (C-contiguous) value to its offset."""
+
+    @abstractmethod
+    def contents(self) -> Array:
+        """The region's bytes as uint8, valid until the region is reused: slice outputs, then copy."""
+
+    @abstractmethod
+    def registration(self, client: Any) -> ServerCall:
+        """The call that registers the region with the server behind `client`."""
+
+    @abstractmethod
+    def unregistration(self, client: Any) -> ServerCall:
+        """The call that unregisters it."""
+
+    @abstractmethod
+    def destroy(self) -> None:
+        """Free the memory (after the server unregistered the region)."""
+
+
+class SystemRegion(Region):
+    """A POSIX shared memory object, `/dev/shm/<name>`."""
+
+    def __init__(self, name: str, byte_size: int) -> None:
+        super().__init__(name, byte_size)
+        self._handle = shm.create_shared_memory_region(name, "/" + name, byte_size, create_only=True)
 
     def write(self, values: Sequence[Array], offsets: Sequence[int]) -> None:
         for value, offset in zip(values, offsets, strict=True):
-            shm.set_shared_memory_region(self.handle, [np.ascontiguousarray(value)], offset=offset)
+            shm.set_shared_memory_region(self._handle, [value], offset=offset)
 
-    def read(self, dtype: np.dtype[Any], shape: Sequence[int], offset: int) -> Array:
-        """A copy: the region is reused as soon as the request is done."""
-        view = shm.get_contents_as_numpy(self.handle, dtype, list(shape), offset=offset)
-        copy: Array = view.copy()
-        del view  # a live view would keep the mapping from being closed
-        return copy
+    def contents(self) -> Array:
+        """A view of the mapping, no copy; a live view keeps the mapping from being closed."""
+        view: Array = shm.get_contents_as_numpy(self._handle, np.uint8, [self.byte_size])
+        return view
+
+    def registration(self, client: Any) -> ServerCall:
+        return client.register_system_shared_memory, (self.name, "/" + self.name, self.byte_size)
+
+    def unregistration(self, client: Any) -> ServerCall:
+        return client.unregister_system_shared_memory, (self.name,)
+
+    def destroy(self) -> None:
+        shm.destroy_shared_memory_region(self._handle)
 
 
 class ShmPool:
-    """The client's regions; thread-safe, as the sync client's `infer_many` uses threads."""
+    """The client's regions, made by `create(name, byte_size)`; thread-safe, as the sync client's
+    `infer_many` uses threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, create: Callable[[str, int], Region]) -> None:
+        self._create = create
         self._free: list[Region] = []
         self.regions: list[Region] = []
         self._lock = threading.Lock()
@@ -72,10 +119,7 @@ class ShmPool:
                 self._free.remove(region)
                 return region
             size = max(_MIN_BYTES, 1 << (max(nbytes, 1) - 1).bit_length())  # powers of two: few sizes
-            name = f"tritonstack-{os.getpid()}-{next(_ids)}"
-            region = Region(
-                name, size, shm.create_shared_memory_region(name, "/" + name, size, create_only=True)
-            )
+            region = self._create(f"tritonstack-{os.getpid()}-{next(_ids)}", size)
             self.regions.append(region)
             return region
 
@@ -84,8 +128,31 @@ class ShmPool:
             self._free.append(region)
 
     def destroy(self) -> None:
-        """Unlink every region (after the server unregistered them)."""
+        """Free every region (after the server unregistered them)."""
         with self._lock:
             for region in self.regions:
-                shm.destroy_shared_memory_region(region.handle)
+                region.destroy()
             self.regions, self._free = [], []
+
+
+def shm_pool(kind: bool | ShmKind, cuda_device: int = 0) -> ShmPool | None:
+    """The pool for `use_shared_memory` (True means "system"), None without shared memory.
+
+    CUDA's dependencies and device are checked here, when the client is made, so that a machine
+    without them fails with one line naming the fix rather than at the first request.
+    """
+    if kind != "cuda" and cuda_device != 0:
+        raise UsageError(f"cuda_device={cuda_device} needs use_shared_memory='cuda' (infer --cuda-shm)")
+    if kind is False:
+        return None
+    if kind is True or kind == "system":
+        return ShmPool(SystemRegion)
+    if kind != "cuda":
+        raise UsageError(
+            f"use_shared_memory={kind!r}: pass True (or 'system') for system shared memory, or 'cuda'"
+        )
+    try:
+        from client._cuda_shm import cuda_regions
+    except (ImportError, RuntimeError) as exc:  # tritonclient raises RuntimeError without cuda-bindings
+        raise ClientError(f"CUDA shared memory needs cuda-bindings ({first_line(exc)}): {CUDA_HINT}") from exc
+    return ShmPool(cuda_regions(cuda_device))

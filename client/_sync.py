@@ -42,15 +42,10 @@ class TritonClient(ClientBase):
         self.close()
 
     def close(self) -> None:
-        """Unregister and unlink this client's shared memory regions, then close the channel."""
-        for name in self._registered_regions():
+        """Unregister and free this client's shared memory regions, then close the channel."""
+        for call in self._unregistrations():
             with contextlib.suppress(ClientError):  # a server that is gone has forgotten them
-                self._call(
-                    self._client.unregister_system_shared_memory,
-                    name,
-                    deadline=self._deadline(None),
-                    retry=False,
-                )
+                self._call(call.method, *call.args, deadline=self._deadline(None), retry=False)
         if self._shm is not None:
             self._shm.destroy()
         self._client.close()

@@ -247,7 +247,22 @@ def _add_infer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random", type=int, metavar="BATCH", help="send valid random inputs of this batch size")
     p.add_argument("--save-dir", type=Path, help="write each output as NAME.npy here instead of printing")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
-    p.add_argument("--shm", action="store_true", help="send tensors through system shared memory (same host)")
+    # Two flags, not `--shm [KIND]`: an optional value would take the model's name in `--shm MODEL`.
+    shm = p.add_mutually_exclusive_group()
+    shm.add_argument(
+        "--shm",
+        action="store_const",
+        const="system",
+        help="send tensors through system shared memory (same host)",
+    )
+    shm.add_argument(
+        "--cuda-shm",
+        action="store_const",
+        const="cuda",
+        dest="shm",
+        help="send tensors through CUDA shared memory (same host, GPU memory; needs tritonstack[cuda])",
+    )
+    p.add_argument("--cuda-device", type=int, default=0, metavar="N", help="the GPU for --cuda-shm")
     p.add_argument("--ssl", action="store_true", help="connect over TLS")
     p.add_argument("--root-certificates", metavar="PEM", help="CA certificate to verify the server with")
     p.add_argument(
@@ -275,7 +290,8 @@ def _infer(args: argparse.Namespace) -> int:
         private_key=args.private_key,
         certificate_chain=args.certificate_chain,
         headers=AdminKey(args.admin_key).headers if args.admin_key else None,
-        use_shared_memory=args.shm,
+        use_shared_memory=args.shm or False,
+        cuda_device=args.cuda_device,
     ) as triton:
         spec = triton.model_spec(args.model, args.version)
         if args.random:
