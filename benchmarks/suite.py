@@ -246,6 +246,7 @@ def _config_json(config: BenchConfig) -> dict[str, Any]:
 
 def environment(server: dict[str, Any]) -> dict[str, Any]:
     """Hardware and software the numbers belong to."""
+    import onnxruntime
     import torch
 
     cpuinfo = Path("/proc/cpuinfo")
@@ -265,7 +266,10 @@ def environment(server: dict[str, Any]) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "onnxruntime": importlib.metadata.version("onnxruntime"),
+        # The imported module's own version: onnxruntime-gpu installs under another distribution
+        # name, and a CPU onnxruntime may sit beside it.
+        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime_providers": onnxruntime.get_available_providers(),
         "tritonclient": importlib.metadata.version("tritonclient"),
         "triton_server": server.get("version"),
         "git_commit": _git_commit(),
