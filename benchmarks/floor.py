@@ -183,10 +183,18 @@ def _write_identity(repo: Path) -> None:
     )
 
 
-def _timed(call: Callable[[], object], config: FloorConfig, idle_s: float = 0.0) -> list[float]:
-    """Seconds per call after the warm-up; `idle_s` of sleep between calls (not timed)."""
+def _timed(
+    call: Callable[[], object],
+    config: FloorConfig,
+    idle_s: float = 0.0,
+    warmed_up: Callable[[], object] = lambda: None,
+) -> list[float]:
+    """Seconds per call after the warm-up (then `warmed_up` is called once); `idle_s` of sleep
+    between calls (not timed)."""
     latencies = []
     for i in range(config.warmup + config.requests):
+        if i == config.warmup:
+            warmed_up()
         if idle_s:
             time.sleep(idle_s)
         start = time.perf_counter()
@@ -196,9 +204,13 @@ def _timed(call: Callable[[], object], config: FloorConfig, idle_s: float = 0.0)
     return latencies
 
 
-async def _timed_async(call: Callable[[], Awaitable[object]], config: FloorConfig) -> list[float]:
+async def _timed_async(
+    call: Callable[[], Awaitable[object]], config: FloorConfig, warmed_up: Callable[[], object]
+) -> list[float]:
     latencies = []
     for i in range(config.warmup + config.requests):
+        if i == config.warmup:
+            warmed_up()
         start = time.perf_counter()
         await call()
         if i >= config.warmup:
@@ -251,10 +263,10 @@ def _served(
     call: Callable[[], object],
     config: FloorConfig,
 ) -> dict[str, Any]:
-    before = stats.get_inference_statistics(name, version, as_json=True)
-    latencies = _timed(call, config)
-    after = stats.get_inference_statistics(name, version, as_json=True)
-    return _probe(name, "served", path, latencies, _server_us(before, after, name, version, config))
+    before: list[dict[str, Any]] = []
+    latencies = _timed(call, config, warmed_up=lambda: before.append(_stats(stats, name, version)))
+    after = _stats(stats, name, version)
+    return _probe(name, "served", path, latencies, _server_us(before[0], after, name, version, config))
 
 
 def _served_aio(
@@ -267,26 +279,35 @@ def _served_aio(
 ) -> dict[str, Any]:
     request = _request(name, version, feeds)
 
+    before: list[dict[str, Any]] = []
+
     async def run() -> list[float]:
         async with grpc.aio.insecure_channel(url) as channel:
             infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
-            return await _timed_async(lambda: infer(request), config)
+            # The snapshot is a blocking call between requests, outside every timed one.
+            snapshot = lambda: before.append(_stats(stats, name, version))  # noqa: E731
+            return await _timed_async(lambda: infer(request), config, snapshot)
 
-    before = stats.get_inference_statistics(name, version, as_json=True)
     latencies = asyncio.run(run())
-    after = stats.get_inference_statistics(name, version, as_json=True)
-    return _probe(name, "served", "aio", latencies, _server_us(before, after, name, version, config))
+    after = _stats(stats, name, version)
+    return _probe(name, "served", "aio", latencies, _server_us(before[0], after, name, version, config))
+
+
+def _stats(client: grpcclient.InferenceServerClient, name: str, version: str) -> dict[str, Any]:
+    stats: dict[str, Any] = client.get_inference_statistics(name, version, as_json=True)
+    return stats
 
 
 def _server_us(
     before: dict[str, Any], after: dict[str, Any], name: str, version: str, config: FloorConfig
 ) -> dict[str, float]:
-    """Triton's microseconds per request over the measured requests and their warm-up."""
+    """Triton's microseconds per request over the measured requests (the warm-up excluded, as on
+    the client's side)."""
     delta = server_delta(before, after, name, version)
-    if delta["requests"] != config.warmup + config.requests:
+    if delta["requests"] != config.requests:
         raise UsageError(
             f"{name}: Triton counted {delta['requests']:.0f} requests, the probe sent "
-            f"{config.warmup + config.requests}: is another client using this server?"
+            f"{config.requests}: is another client using this server?"
         )
     return {k: delta[k] for k in (*SERVER_PHASES, "total")}
 

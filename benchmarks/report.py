@@ -24,6 +24,7 @@ COLUMNS = (
     "model", "format", "batch_size", "mode", "level", "stable", "mean_ms", "p50_ms", "p90_ms", "p95_ms",
     "p99_ms", "inferences_per_s", "samples_per_s", "queue_us", "compute_input_us", "compute_infer_us",
     "compute_output_us", "server_total_us", "client_remainder_us", "overhead_p50_ms", "throughput_ratio",
+    "formed_batch", "throughput_ratio_formed",
 )  # fmt: skip
 
 
@@ -37,6 +38,8 @@ def row(cell: dict[str, Any]) -> dict[str, Any]:
     values["server_total_us"] = server["total"]
     values["overhead_p50_ms"] = overhead.get("p50_ms")
     values["throughput_ratio"] = overhead["throughput_ratio"]
+    values["formed_batch"] = server.get("formed_batch")  # absent in runs before it was recorded
+    values["throughput_ratio_formed"] = overhead.get("throughput_ratio_formed")
     return values
 
 

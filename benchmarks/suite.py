@@ -36,6 +36,8 @@ from tritonstack.errors import UsageError
 # Our Triton backends run each model instance with one intra-op thread (their
 # `intra_op_num_threads` default); the baselines match it, so the difference is serving alone.
 IN_PROCESS_THREADS = 1
+# The in-process baseline that a served format is compared with.
+RUNTIME_OF = {"onnx": "onnxruntime", "torchscript": "torchscript", "tensorrt": "tensorrt"}
 
 
 def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -65,16 +67,13 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
     # still take CPU time that a single-threaded runner on 2 cores notices.
     baselines = [b for model in config.models for b in _baselines(config, loaded[model], versions, step)]
     with running_server(config.repo, config.url) as url:
-        results = asyncio.run(
-            _run(
-                config,
-                url,
-                loaded,
-                versions,
-                levels,
-                step,
-            )
-        )
+        results = asyncio.run(_run(config, url, loaded, versions, levels, step))
+    todo = _formed_batch_todo(results["cells"], baselines)
+    progress.update(task, total=len(config.models) * per_model + len(todo))
+    for model, fmt, batch in todo:
+        artifact = repo_artifact(config.repo, loaded[model], fmt, versions[model, fmt])
+        device = served_device(config.repo, repository_name(model, fmt))
+        baselines.append(_baseline(config, loaded[model], in_process_runner(artifact, device), batch, step))
     add_overheads(results["cells"], baselines)
     return results | {"baselines": baselines}
 
@@ -92,14 +91,38 @@ def _baselines(
     runners = [in_process_runner(a, device) for a in artifacts] + [
         TorchRunner(loaded.module, loaded.spec, device)
     ]
-    results = []
+    return [_baseline(config, loaded, r, batch, step) for batch in config.batch_sizes for r in runners]
+
+
+def _baseline(
+    config: BenchConfig, loaded: LoadedModel, runner: Runner, batch: int, step: Callable[[str], None]
+) -> dict[str, Any]:
+    feeds = loaded.spec.random_inputs(batch, seed=batch)
     with torch_threads(IN_PROCESS_THREADS):
-        for batch in config.batch_sizes:
-            feeds = loaded.spec.random_inputs(batch, seed=batch)
-            for runner in runners:
-                results.append({"model": model, **baseline_result(runner, feeds, batch, config.rule)})
-                step(f"{model} in process {runner.name} batch {batch}")
-    return results
+        result = {"model": loaded.spec.name, **baseline_result(runner, feeds, batch, config.rule)}
+    step(f"{loaded.spec.name} in process {runner.name} batch {batch}")
+    return result
+
+
+def formed_batch(cell: dict[str, Any]) -> int:
+    """The batch size Triton's dynamic batcher formed in the cell, rounded (at least the request's)."""
+    formed: float = cell["server_us"]["formed_batch"]
+    return max(int(cell["batch_size"]), round(formed))
+
+
+def _formed_batch_todo(
+    cells: list[dict[str, Any]], baselines: list[dict[str, Any]]
+) -> list[tuple[str, Format, int]]:
+    """(model, format, batch) of formed batch sizes with no in-process baseline yet, measured after
+    the server stops: served throughput is compared with the artifact at the batch Triton ran."""
+    have = {(b["model"], b["runtime"], b["batch_size"]) for b in baselines}
+    todo = []
+    for cell in cells:
+        fmt = Format(cell["format"])
+        key = (cell["model"], fmt, formed_batch(cell))
+        if (cell["model"], RUNTIME_OF[fmt.value], key[2]) not in have and key not in todo:
+            todo.append(key)
+    return todo
 
 
 def latest_version(repo: Path, name: str) -> int:
@@ -212,16 +235,21 @@ def _cell(
 
 def add_overheads(cells: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> None:
     """Serving overhead against the same artifact in process (and eager PyTorch): p50 difference
-    at concurrency 1, throughput ratio at every load level."""
-    runtime_of = {"onnx": "onnxruntime", "torchscript": "torchscript"}
+    at concurrency 1, throughput ratio at every load level, and the samples/s ratio against the
+    artifact in process at the batch size Triton formed (where that baseline was measured)."""
     index = {(b["model"], b["runtime"], b["batch_size"]): b for b in baselines}
     for cell in cells:
-        artifact = index[cell["model"], runtime_of[cell["format"]], cell["batch_size"]]
+        runtime = RUNTIME_OF[cell["format"]]
+        artifact = index[cell["model"], runtime, cell["batch_size"]]
         eager = index[cell["model"], "pytorch", cell["batch_size"]]
         overhead: dict[str, float] = {
             "throughput_ratio": cell["inferences_per_s"] / artifact["inferences_per_s"],
             "throughput_ratio_vs_eager": cell["inferences_per_s"] / eager["inferences_per_s"],
         }
+        formed = index.get((cell["model"], runtime, formed_batch(cell)))
+        if formed is not None:
+            overhead["formed_batch"] = formed["batch_size"]
+            overhead["throughput_ratio_formed"] = cell["samples_per_s"] / formed["samples_per_s"]
         if cell["mode"] == "concurrency" and cell["level"] == 1:
             overhead["p50_ms"] = cell["latency_ms"]["p50"] - artifact["latency_ms"]["p50"]
             overhead["p50_ms_vs_eager"] = cell["latency_ms"]["p50"] - eager["latency_ms"]["p50"]

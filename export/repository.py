@@ -54,7 +54,7 @@ def build_config(
     instance_kind: str = "KIND_CPU",
     gpus: tuple[int, ...] = (),
     dynamic_batching: bool = True,
-    max_queue_delay_us: int = 100,
+    max_queue_delay_us: int = 0,
     preferred_batch_sizes: tuple[int, ...] = (),
     parameters: Mapping[str, str] | None = None,
 ) -> pb.ModelConfig:

@@ -15,6 +15,7 @@ import recsys
 from benchmarks.compare import ratios
 from benchmarks.config import BenchConfig, WindowRule, command_line
 from benchmarks.stats import latency_ms, server_delta
+from benchmarks.suite import RUNTIME_OF
 from benchmarks.windows import Window, agree, is_stable, merge
 from export.checkpoint import load_model
 from export.formats import DEFAULT_FORMATS
@@ -67,11 +68,14 @@ def test_merge_keeps_every_request_and_the_outer_snapshots() -> None:
     assert (merged.stats_before, merged.stats_after) == ({"a": 1}, {"b": 2})
 
 
-def _stats(success: int, ns: int, queue_ns: int | None) -> dict[str, Any]:
+def _stats(success: int, ns: int, queue_ns: int | None, executions: int = 0) -> dict[str, Any]:
     inference: dict[str, Any] = {"success": {"count": str(success), "ns": str(ns)}}
     if queue_ns is not None:
         inference["queue"] = {"count": str(success), "ns": str(queue_ns)}
-    return {"model_stats": [{"name": "m", "version": "1", "inference_stats": inference}]}
+    entry = {"name": "m", "version": "1", "inference_stats": inference}
+    if executions:  # Triton's JSON omits zero counters; batch-1 requests: one sample each
+        entry |= {"execution_count": str(executions), "inference_count": str(success)}
+    return {"model_stats": [entry]}
 
 
 def test_server_delta_per_request_and_missing_counters() -> None:
@@ -80,6 +84,9 @@ def test_server_delta_per_request_and_missing_counters() -> None:
     assert delta["total"] == pytest.approx(200.0)  # 2 ms over 10 requests, in us
     assert delta["queue"] == pytest.approx(50.0)
     assert delta["compute_infer"] == 0.0
+    assert delta["formed_batch"] == 0.0  # no executions recorded
+    batched = server_delta(_stats(10, 0, None, executions=10), _stats(50, 0, None, executions=20), "m", "1")
+    assert (batched["executions"], batched["formed_batch"]) == (10, 4.0)  # 40 samples in 10 runs
     with pytest.raises(KeyError):
         server_delta(_stats(0, 0, None), _stats(0, 0, None), "m", "2")
 
@@ -153,6 +160,9 @@ def test_cells_are_sane(bench_run: tuple[Path, dict[str, Any]]) -> None:
         if cell["mode"] == "concurrency" and cell["level"] == 1:
             assert "p50_ms" in cell["overhead"]
         assert cell["overhead"]["throughput_ratio"] > 0
+        assert server["formed_batch"] >= cell["batch_size"], cell  # whole requests per execution
+        assert cell["overhead"]["formed_batch"] >= cell["batch_size"]
+        assert cell["overhead"]["throughput_ratio_formed"] > 0
 
 
 @pytest.mark.server
@@ -160,7 +170,9 @@ def test_in_process_baselines_and_environment(bench_run: tuple[Path, dict[str, A
     _, results = bench_run
     found = {(b["model"], b["runtime"], b["batch_size"]) for b in results["baselines"]}
     runtimes = ("onnxruntime", "torchscript", "pytorch")
-    assert found == set(itertools.product(MODELS, runtimes, BATCH_SIZES))
+    requested = set(itertools.product(MODELS, runtimes, BATCH_SIZES))
+    formed = {(c["model"], RUNTIME_OF[c["format"]], c["overhead"]["formed_batch"]) for c in results["cells"]}
+    assert found == requested | formed  # plus the artifact at each batch size Triton formed
     env = results["environment"]
     assert env["triton_server"] and env["cpu"] and env["torch"] and "bench" in env["command"]
 

@@ -56,3 +56,11 @@ def test_cpu_is_the_default_and_accelerators_need_gpu() -> None:
         _config(Format.ONNX, DeploymentOptions(ort_accelerator=OrtAccelerator.CUDA))
     with pytest.raises(UsageError, match="--instances"):
         DeploymentOptions(instances=0)
+
+
+def test_queue_delay_defaults_to_zero_and_is_configurable() -> None:
+    assert _config(Format.ONNX, DeploymentOptions()).dynamic_batching.max_queue_delay_microseconds == 0
+    config = _config(Format.ONNX, DeploymentOptions(max_queue_delay_us=250))
+    assert config.dynamic_batching.max_queue_delay_microseconds == 250
+    with pytest.raises(UsageError, match="--max-queue-delay-us"):
+        DeploymentOptions(max_queue_delay_us=-1)

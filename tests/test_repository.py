@@ -41,7 +41,7 @@ def test_config_fields_from_spec() -> None:
         ("ids", pb.TYPE_INT64, [26]),
     ]
     assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [("p", pb.TYPE_FP32, [1])]
-    assert config.dynamic_batching.max_queue_delay_microseconds == 100
+    assert config.dynamic_batching.max_queue_delay_microseconds == 0
     assert list(config.dynamic_batching.preferred_batch_size) == [8, 16]
     assert [(g.count, g.kind) for g in config.instance_group] == [(2, pb.ModelInstanceGroup.KIND_CPU)]
 

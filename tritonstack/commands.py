@@ -68,6 +68,12 @@ def _add_deployment(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--instances", type=int, default=1, help="model instances per device")
     p.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        default=0,
+        help="dynamic batcher's wait for more requests (default 0: batches form while instances are busy)",
+    )
+    p.add_argument(
         "--ort-accelerator",
         default="none",
         choices=["none", "cuda", "tensorrt"],
@@ -81,6 +87,7 @@ def _deployment(args: argparse.Namespace) -> DeploymentOptions:
     return DeploymentOptions(
         device=Device(args.device),
         instances=args.instances,
+        max_queue_delay_us=args.max_queue_delay_us,
         ort_accelerator=OrtAccelerator(args.ort_accelerator),
     )
 
