@@ -94,6 +94,8 @@ class BatchedModel:
         # Only the stub can import it, so it is looked up here, not at module import.
         self._pb = importlib.import_module("triton_python_backend_utils")
         self._instance = parse_args(args)
+        # Arrays once, not per request: the id check runs on every request's ids.
+        self._bounds = {name: np.asarray(high) for name, high in self._instance.id_bounds.items()}
         path = model_path(args, self.default_filename)
         self._run = self.load(path, self._instance)
         log.info("%s: loaded %s", self._instance.model_name, path)
@@ -102,7 +104,7 @@ class BatchedModel:
         feeds: list[list[Array] | Exception] = []
         for request in requests:
             try:
-                feeds.append([self._input(request, name) for name in self._instance.input_names])
+                feeds.append(self._inputs(request))
             except Exception as exc:  # becomes this request's error
                 feeds.append(exc)
         good = [f for f in feeds if not isinstance(f, Exception)]
@@ -121,16 +123,21 @@ class BatchedModel:
     def finalize(self) -> None:
         del self._run
 
-    def _input(self, request: Any, name: str) -> Array:
-        tensor = self._pb.get_input_tensor_by_name(request, name)
-        if tensor is None:
-            raise ValueError(f"missing input {name!r}")
-        array: Array = tensor.as_numpy()
-        high = self._instance.id_bounds.get(name)
-        problem = ids_out_of_range(name, array, high) if high is not None else None
-        if problem:
-            raise ValueError(problem)
-        return array
+    def _inputs(self, request: Any) -> list[Array]:
+        """The request's inputs in config order, ids checked against their tables."""
+        tensors = {tensor.name(): tensor for tensor in request.inputs()}
+        arrays = []
+        for name in self._instance.input_names:
+            tensor = tensors.get(name)
+            if tensor is None:
+                raise ValueError(f"missing input {name!r}")
+            array: Array = tensor.as_numpy()
+            high = self._bounds.get(name)
+            problem = ids_out_of_range(name, array, high) if high is not None else None
+            if problem:
+                raise ValueError(problem)
+            arrays.append(array)
+        return arrays
 
     def _outputs(self, feeds: list[Array]) -> list[Array]:
         outputs = self._run(feeds)

@@ -78,3 +78,14 @@ def test_production_version_parameter() -> None:
     assert production_version_from_parameters({"tritonstack.production_version": "3"}) == 3
     assert production_version_from_parameters({"tritonstack.id_high.ids": "5"}) is None
     assert production_version_from_parameters({"tritonstack.production_version": "v3"}) is None
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_id_check_catches_negative_and_high_ids_of_every_width(dtype: type[np.integer]) -> None:
+    bounds = np.asarray((5, 10, 1000))
+    assert ids_out_of_range("ids", np.array([[4, 9, 999]], dtype=dtype), bounds) is None
+    negative = ids_out_of_range("ids", np.array([[0, 0, -1]], dtype=dtype), bounds)
+    assert "id -1 at index [0, 2]" in str(negative)
+    minimum = np.iinfo(dtype).min  # as unsigned, the largest wrap-around
+    assert ids_out_of_range("ids", np.array([[minimum, 0, 0]], dtype=dtype), bounds) is not None
+    assert "outside [0, 10)" in str(ids_out_of_range("ids", np.array([[0, 10, 0]], dtype=dtype), bounds))

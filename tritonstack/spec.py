@@ -154,9 +154,14 @@ def id_bounds_from_parameters(parameters: Mapping[str, str]) -> dict[str, int | 
     return bounds
 
 
-def ids_out_of_range(name: str, values: Array, high: int | tuple[int, ...]) -> str | None:
+def ids_out_of_range(name: str, values: Array, high: int | tuple[int, ...] | Array) -> str | None:
     """A one-line description of the first id outside `[0, high)`, or None when all are valid."""
     bound = np.asarray(high, dtype=np.int64)
+    if values.dtype.kind == "i":
+        # One comparison on the hot path: viewed as unsigned, a negative id wraps past every bound.
+        unsigned = values.view(f"u{values.dtype.itemsize}")
+        if not (unsigned >= bound.astype(np.uint64)).any():
+            return None
     bad = (values < 0) | (values >= bound)
     if not bad.any():
         return None
