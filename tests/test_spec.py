@@ -3,6 +3,8 @@ through config parameters."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -81,7 +83,7 @@ def test_production_version_parameter() -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])
-def test_id_check_catches_negative_and_high_ids_of_every_width(dtype: type[np.integer]) -> None:
+def test_id_check_catches_negative_and_high_ids_of_every_width(dtype: type[np.signedinteger[Any]]) -> None:
     bounds = np.asarray((5, 10, 1000))
     assert ids_out_of_range("ids", np.array([[4, 9, 999]], dtype=dtype), bounds) is None
     negative = ids_out_of_range("ids", np.array([[0, 0, -1]], dtype=dtype), bounds)
