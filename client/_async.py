@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+import grpc
 import tritonclient.grpc.aio as aioclient
 from tritonclient.grpc import model_config_pb2
 
 from client._base import POLL_INTERVAL_S, ClientBase, InferRequest, ModelStatus, statuses, version_string
 from client._errors import translate_errors
 from client._retry import Deadline
+from client._wire import generated_stub, metadata, triton_error
 from tritonstack.errors import ClientError, DeadlineExceeded, ServerUnavailable
 from tritonstack.spec import Array, ModelSpec
 
@@ -29,7 +31,17 @@ class AsyncTritonClient(ClientBase):
     _client: aioclient.InferenceServerClient
 
     def _open(self, **connect: Any) -> aioclient.InferenceServerClient:
-        return aioclient.InferenceServerClient(**connect)
+        client = aioclient.InferenceServerClient(**connect)
+        self._stub = generated_stub(client)
+        return client
+
+    async def _model_infer(self, request: Any, **call: Any) -> Any:
+        try:
+            return await self._stub.ModelInfer(
+                request, timeout=call["client_timeout"], metadata=metadata(call["headers"])
+            )
+        except grpc.RpcError as error:
+            raise triton_error(error) from error
 
     async def __aenter__(self) -> AsyncTritonClient:
         return self

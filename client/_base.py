@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2
 
 from client._retry import DEFAULT_RETRY, Deadline, RetryPolicy
 from client._shm import Region, ShmKind, ShmPool, aligned, shm_pool
 from client._validation import check_outputs, check_request
+from client._wire import infer_request, place_in_region, read_outputs
 from tritonstack.errors import ClientError, ServerUnavailable, UsageError
 from tritonstack.spec import (
     Array,
@@ -27,7 +29,6 @@ from tritonstack.spec import (
     dtype_from_wire,
     id_bounds_from_parameters,
     production_version_from_parameters,
-    wire_dtype,
 )
 
 DEFAULT_URL = "127.0.0.1:8001"
@@ -81,31 +82,18 @@ class InferRequest:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A checked request as tritonclient takes it, and the output names to read back; with shared
+    """A checked request as the wire takes it, and the output names to read back; with shared
     memory, the region it holds and where each output lands in it."""
 
-    inputs: list[grpcclient.InferInput]
-    outputs: list[grpcclient.InferRequestedOutput] | None
+    request: service_pb2.ModelInferRequest
     wanted: Sequence[str]
     region: Region | None = None
     output_offsets: dict[str, int] = field(default_factory=dict)
 
-    def parse(self, result: grpcclient.InferResult) -> dict[str, Array]:
+    def parse(self, response: service_pb2.ModelInferResponse) -> dict[str, Array]:
         # The region is read once for all its outputs: for CUDA, that is one device-to-host copy.
         contents = self.region.contents() if self.region is not None and self.output_offsets else None
-        return {name: self._output(result, name, contents) for name in self.wanted}
-
-    def _output(self, result: grpcclient.InferResult, name: str, contents: Array | None) -> Array:
-        offset = self.output_offsets.get(name)
-        if offset is None or contents is None:
-            array: Array = result.as_numpy(name)
-            return array
-        output = result.get_output(name)
-        dtype = np.dtype(dtype_from_wire(output.datatype))
-        end = offset + math.prod(output.shape) * dtype.itemsize
-        # A copy: the region is reused as soon as the request is done.
-        copy: Array = contents[offset:end].view(dtype).reshape(list(output.shape)).copy()
-        return copy
+        return read_outputs(response, self.wanted, contents, self.output_offsets)
 
 
 def channel(urls: str | Sequence[str]) -> tuple[str, list[tuple[str, Any]]]:
@@ -202,6 +190,11 @@ class ClientBase:
         """tritonclient's client; both take these keyword arguments."""
         raise NotImplementedError
 
+    def _model_infer(self, request: service_pb2.ModelInferRequest, **call: Any) -> Any:
+        """ModelInfer through the generated stub (`client_timeout`, `headers` as tritonclient
+        takes them); gRPC failures raised as tritonclient's, for `translate_errors`."""
+        raise NotImplementedError
+
     def _deadline(self, timeout: float | None) -> Deadline:
         return Deadline(self.timeout if timeout is None else timeout)
 
@@ -213,17 +206,13 @@ class ClientBase:
         check_request(spec, request.inputs)
         if request.outputs is not None:
             check_outputs(spec, request.outputs)
+        version = self._routed_version(request)
         if self._shm is not None:
-            return self._prepare_shm(self._shm, spec, request)
-        return Prepared(
-            [_infer_input(t, request.inputs[t.name]) for t in spec.inputs],
-            None
-            if request.outputs is None
-            else [grpcclient.InferRequestedOutput(n) for n in request.outputs],
-            spec.output_names if request.outputs is None else request.outputs,
-        )
+            return self._prepare_shm(self._shm, spec, request, version)
+        wanted = spec.output_names if request.outputs is None else request.outputs
+        return Prepared(infer_request(request.model, version, spec, request.inputs, request.outputs), wanted)
 
-    def _prepare_shm(self, pool: ShmPool, spec: ModelSpec, request: InferRequest) -> Prepared:
+    def _prepare_shm(self, pool: ShmPool, spec: ModelSpec, request: InferRequest, version: str) -> Prepared:
         """Inputs written to one region, outputs placed after them; an output with a variable
         dimension has no size to reserve and comes back in the response message instead."""
         values = [np.ascontiguousarray(request.inputs[t.name]) for t in spec.inputs]
@@ -237,19 +226,14 @@ class ClientBase:
         offsets = _offsets([v.nbytes for v in values] + list(out_bytes.values()))
         region = pool.acquire(offsets[-1])
         region.write(values, offsets[: len(values)])
-        inputs = []
-        for tensor, value, offset in zip(spec.inputs, values, offsets, strict=False):
-            infer_input = grpcclient.InferInput(tensor.name, list(value.shape), wire_dtype(tensor.dtype))
-            infer_input.set_shared_memory(region.name, value.nbytes, offset)
-            inputs.append(infer_input)
+        message = infer_request(request.model, version, spec, request.inputs, wanted, with_contents=False)
+        for tensor, value, offset in zip(message.inputs, values, offsets, strict=False):
+            place_in_region(tensor, region.name, value.nbytes, offset)
         output_offsets = dict(zip(out_bytes, offsets[len(values) :], strict=False))
-        outputs = []
-        for name in wanted:
-            output = grpcclient.InferRequestedOutput(name)
-            if name in output_offsets:
-                output.set_shared_memory(region.name, out_bytes[name], output_offsets[name])
-            outputs.append(output)
-        return Prepared(inputs, outputs, wanted, region, output_offsets)
+        for output in message.outputs:
+            if output.name in output_offsets:
+                place_in_region(output, region.name, out_bytes[output.name], output_offsets[output.name])
+        return Prepared(message, wanted, region, output_offsets)
 
     def _release(self, prepared: Prepared) -> None:
         if self._shm is not None and prepared.region is not None:
@@ -264,16 +248,7 @@ class ClientBase:
             if region is not None and not region.registered:
                 yield Call(*region.registration(self._client), {})
                 region.registered = True
-            infer = Call(
-                self._client.infer,
-                (request.model, prepared.inputs),
-                {
-                    "model_version": self._routed_version(request),
-                    "outputs": prepared.outputs,
-                    "model": request.model,
-                    "infer": True,
-                },
-            )
+            infer = Call(self._model_infer, (prepared.request,), {"model": request.model, "infer": True})
             try:
                 result = yield infer
             except ClientError as error:
@@ -368,8 +343,3 @@ def version_string(version: int | None) -> str:
 def _tensor(metadata: Any, high: int | tuple[int, ...] | None = None) -> TensorSpec:
     """A `TensorSpec` from a metadata tensor, whose shape starts with the batch dimension (-1)."""
     return TensorSpec(metadata.name, dtype_from_wire(metadata.datatype), tuple(metadata.shape[1:]), high)
-
-
-def _infer_input(tensor: TensorSpec, value: Array) -> grpcclient.InferInput:
-    infer_input = grpcclient.InferInput(tensor.name, list(value.shape), wire_dtype(tensor.dtype))
-    return infer_input.set_data_from_numpy(value)

@@ -14,12 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, TypeVar
 
+import grpc
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2
 
 from client._base import POLL_INTERVAL_S, ClientBase, InferRequest, ModelStatus, statuses, version_string
 from client._errors import translate_errors
 from client._retry import Deadline
+from client._wire import generated_stub, metadata, triton_error
 from tritonstack.errors import ClientError, DeadlineExceeded, ServerUnavailable
 from tritonstack.spec import Array, ModelSpec
 
@@ -31,7 +33,17 @@ class TritonClient(ClientBase):
     _client: grpcclient.InferenceServerClient
 
     def _open(self, **connect: Any) -> grpcclient.InferenceServerClient:
-        return grpcclient.InferenceServerClient(**connect)
+        client = grpcclient.InferenceServerClient(**connect)
+        self._stub = generated_stub(client)
+        return client
+
+    def _model_infer(self, request: Any, **call: Any) -> Any:
+        try:
+            return self._stub.ModelInfer(
+                request, timeout=call["client_timeout"], metadata=metadata(call["headers"])
+            )
+        except grpc.RpcError as error:
+            raise triton_error(error) from error
 
     def __enter__(self) -> TritonClient:
         return self

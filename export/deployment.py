@@ -39,8 +39,8 @@ class DeploymentOptions:
     warmup_batch_sizes: tuple[int, ...] = (1,)
     # 0: the batcher sends what is queued as soon as an instance is free, so a lone request never
     # waits, and under load batches still form while the instance is busy. Measured against 100 us
-    # (benchmarks/OVERHEAD.md): H100 queue time at concurrency 1 fell from ~190 to ~50 us and
-    # batch-1 throughput at concurrency 16 rose 12-20%.
+    # (benchmarks/OVERHEAD.md): Triton's queue time per request at concurrency 1 fell from ~190-210
+    # to ~50-60 us (H100 and CPU); concurrency-16 throughput moved -9% to +19% by model.
     max_queue_delay_us: int = 0
 
     def __post_init__(self) -> None:
