@@ -9,7 +9,9 @@ the same requests. Each probe adds one layer to the one before:
   Triton's scheduler and the round trip to the backend's stub process;
 - `<model> raw`: the served model through the same stub, one prebuilt request: adds our backend's
   Python and the runtime call inside the stub; `aio` is the same on the asyncio channel that
-  `tritonstack bench` drives; `tritonclient` and `tritonstack` add each client library's cost;
+  `tritonstack bench` drives; `tritonclient` and `tritonstack` add each client library's cost.
+  `raw`, `tritonclient` and `tritonstack` run interleaved, one request each per round in a
+  shuffled order, so their differences are the clients' own and not the machine's drift;
 - in process, the same artifact in this process: `hot` called back to back, and `idle` with a
   pause between calls as long as a served request takes, which is what a backend stub sees
   between sequential requests (caches and cores gone cold).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import random
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -158,8 +161,7 @@ def _served_probes(
                 "tritonclient": _tritonclient(stats, name, v, feeds),
                 "tritonstack": functools.partial(ours.infer, name, feeds, version=version),
             }
-            for path, call in calls.items():
-                probes.append(_served(stats, name, v, path, call, config))
+            probes += _interleaved(stats, name, v, calls, config)
             probes.append(_served_aio(stats, url, name, v, feeds, config))
             step(f"{name} served")
     return probes
@@ -269,6 +271,32 @@ def _served(
     return _probe(name, "served", path, latencies, _server_us(before[0], after, name, version, config))
 
 
+def _interleaved(
+    stats: grpcclient.InferenceServerClient,
+    name: str,
+    version: str,
+    calls: dict[str, Callable[[], object]],
+    config: FloorConfig,
+) -> list[dict[str, Any]]:
+    """The client paths of one model, one request each per round in a shuffled order: a drift in
+    the machine's speed (other load, clocks) then falls on every path alike, and their difference
+    is the paths' own. Triton's breakdown covers all of them (the server's work is the same)."""
+    order, rng = list(calls.items()), random.Random(0)
+    latencies: dict[str, list[float]] = {path: [] for path in calls}
+    before: dict[str, Any] = {}
+    for i in range(config.warmup + config.requests):
+        if i == config.warmup:
+            before = _stats(stats, name, version)
+        rng.shuffle(order)
+        for path, call in order:
+            start = time.perf_counter()
+            call()
+            if i >= config.warmup:
+                latencies[path].append(time.perf_counter() - start)
+    server = _server_us(before, _stats(stats, name, version), name, version, config, len(calls))
+    return [_probe(name, "served", path, values, server) for path, values in latencies.items()]
+
+
 def _served_aio(
     stats: grpcclient.InferenceServerClient,
     url: str,
@@ -299,15 +327,20 @@ def _stats(client: grpcclient.InferenceServerClient, name: str, version: str) ->
 
 
 def _server_us(
-    before: dict[str, Any], after: dict[str, Any], name: str, version: str, config: FloorConfig
+    before: dict[str, Any],
+    after: dict[str, Any],
+    name: str,
+    version: str,
+    config: FloorConfig,
+    paths: int = 1,
 ) -> dict[str, float]:
-    """Triton's microseconds per request over the measured requests (the warm-up excluded, as on
-    the client's side)."""
+    """Triton's microseconds per request over the measured requests of `paths` interleaved client
+    paths (the warm-up excluded, as on the client's side)."""
     delta = server_delta(before, after, name, version)
-    if delta["requests"] != config.requests:
+    if delta["requests"] != config.requests * paths:
         raise UsageError(
             f"{name}: Triton counted {delta['requests']:.0f} requests, the probe sent "
-            f"{config.requests}: is another client using this server?"
+            f"{config.requests * paths}: is another client using this server?"
         )
     return {k: delta[k] for k in (*SERVER_PHASES, "total")}
 
