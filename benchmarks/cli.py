@@ -30,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/latest"))
     p.add_argument("--window-s", type=float, default=1.0, help="measurement window")
     p.add_argument("--max-cell-s", type=float, default=10.0, help="time cap per cell; then stable: false")
+    p.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="spread the load over N processes (one Python event loop tops out at a few thousand req/s)",
+    )
     sub = p.add_subparsers(dest="action", metavar="{compare,report,floor}")
     compare = sub.add_parser("compare", help="per-cell ratios B/A of two results.json")
     compare.add_argument("a", type=Path)
@@ -81,6 +87,7 @@ def handler(args: argparse.Namespace) -> int:
         url=args.url,
         out=args.out,
         rule=WindowRule(window_s=args.window_s, max_cell_s=args.max_cell_s),
+        client_processes=args.client_processes,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:

@@ -39,8 +39,11 @@ class BenchConfig:
     url: str | None = None
     out: Path = Path("benchmarks/results/latest")
     rule: WindowRule = field(default_factory=WindowRule)
+    client_processes: int = 1  # load generator processes (1: this process's event loop)
 
     def __post_init__(self) -> None:
+        if self.client_processes < 1:
+            raise UsageError(f"--client-processes must be at least 1, got {self.client_processes}")
         if min(self.batch_sizes, default=0) < 1 or min(self.concurrencies, default=0) < 1:
             raise UsageError("batch sizes and concurrency levels must be positive integers")
         if any(r <= 0 for r in self.request_rates):
@@ -65,6 +68,7 @@ def command_line(config: BenchConfig) -> str:
         "--out": str(config.out),
         "--window-s": f"{config.rule.window_s:g}",
         "--max-cell-s": f"{config.rule.max_cell_s:g}",
+        "--client-processes": str(config.client_processes) if config.client_processes > 1 else "",
     }
     return " ".join(["tritonstack bench", *(f"{k} {v}" for k, v in options.items() if v)])
 

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
@@ -85,7 +85,7 @@ class Target:
     ):
         self.client, self.model, self.version = client, model, version
         self._model_infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
-        self._request = service_pb2.ModelInferRequest(
+        self.request = service_pb2.ModelInferRequest(
             model_name=model,
             model_version=version,
             inputs=[
@@ -99,7 +99,7 @@ class Target:
 
     async def infer(self) -> None:
         try:
-            await self._model_infer(self._request)
+            await self._model_infer(self.request)
         except grpc.aio.AioRpcError as exc:
             raise ServeError(
                 f"{self.model} version {self.version} failed under load: {exc.code().name}: {exc.details()}"
@@ -112,21 +112,63 @@ class Target:
         return stats
 
 
-async def measure(target: Target, generator: Generator, rule: WindowRule) -> CellRun:
+Completion = tuple[float, float]  # (completion time, latency), both perf_counter seconds
+
+
+class Load(Protocol):
+    """Requests sent to a target until stopped; completions are collected as they happen."""
+
+    async def start(self) -> None:
+        """Begin sending; returns once the load is running."""
+        ...
+
+    async def completions(self) -> list[Completion]:
+        """The completions since the last call (raises the load's error, if it failed)."""
+        ...
+
+    async def stop(self) -> list[Completion]:
+        """Stop sending, wait for the requests in flight; the completions not yet returned."""
+        ...
+
+
+class AsyncioLoad:
+    """The generator's requests on this process's event loop, through `target`."""
+
+    def __init__(self, target: Target, generator: Generator) -> None:
+        self._target, self._generator = target, generator
+        self._done: list[Completion] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _send(self) -> None:
+        start = time.perf_counter()
+        await self._target.infer()
+        end = time.perf_counter()
+        self._done.append((end, end - start))
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._generator(self._send, self._stop))
+
+    async def completions(self) -> list[Completion]:
+        if self._task is not None and self._task.done():
+            await self._task  # raises the request's error
+        done, self._done = self._done, []
+        return done
+
+    async def stop(self) -> list[Completion]:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        return await self.completions()
+
+
+async def measure(target: Target, load: Load, rule: WindowRule) -> CellRun:
     """Warm up for one window, then cut windows until `rule` says stable or the cell's time is up
     (never fewer than `rule.count` windows)."""
-    done: list[tuple[float, float]] = []  # (completion time, latency), both perf_counter seconds
-
-    async def send() -> None:
-        start = time.perf_counter()
-        await target.infer()
-        end = time.perf_counter()
-        done.append((end, end - start))
-
-    stop = asyncio.Event()
+    done: list[Completion] = []
     first = await target.statistics()
+    await load.start()
     started = time.perf_counter()
-    load = asyncio.create_task(generator(send, stop))
     try:
         await asyncio.sleep(rule.window_s)
         windows: list[Window] = []
@@ -136,16 +178,14 @@ async def measure(target: Target, generator: Generator, rule: WindowRule) -> Cel
             len(windows) < rule.count or boundary - started + rule.window_s <= rule.max_cell_s
         ):
             await asyncio.sleep(rule.window_s)
-            if load.done():
-                await load  # raises the request's error
             end, after = time.perf_counter(), await target.statistics()
+            done += await load.completions()
             latencies = [latency for t, latency in done if boundary <= t < end]
             windows.append(Window(boundary, end, latencies, snapshot, after))
             boundary, snapshot = end, after
             stable = is_stable(windows, rule.count, rule.tolerance)
     finally:
-        stop.set()
-        await load
+        done += await load.stop()
     return CellRun(windows, stable, len(done), await _settled_count(target, first, len(done)))
 
 

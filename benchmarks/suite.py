@@ -22,7 +22,8 @@ from rich.progress import Progress
 
 from benchmarks.baseline import baseline_result
 from benchmarks.config import BenchConfig, command_line
-from benchmarks.load import CellRun, Generator, Target, closed_loop, measure, open_loop
+from benchmarks.load import AsyncioLoad, CellRun, Generator, Load, Target, closed_loop, measure, open_loop
+from benchmarks.load_processes import ProcessLoad
 from benchmarks.stats import latency_ms, server_delta
 from benchmarks.windows import merge
 from export.checkpoint import LoadedModel, load_model
@@ -160,7 +161,12 @@ async def _run(
             feeds = loaded[model].spec.random_inputs(batch, seed=batch)
             target = Target(channel, client, name, str(versions[model, fmt]), feeds)
             for mode, level, generator in levels:
-                run = await measure(target, generator, config.rule)
+                load: Load = (
+                    AsyncioLoad(target, generator)
+                    if config.client_processes == 1
+                    else ProcessLoad(url, target.request, mode, level, config.client_processes)
+                )
+                run = await measure(target, load, config.rule)
                 cells.append(_cell(model, fmt, batch, mode, level, run, target, config.rule.count))
                 step(f"{name} batch {batch} {mode} {level:g}")
         return {
@@ -269,6 +275,7 @@ def _config_json(config: BenchConfig) -> dict[str, Any]:
         "stable_windows": config.rule.count,
         "tolerance": config.rule.tolerance,
         "in_process_threads": IN_PROCESS_THREADS,
+        "client_processes": config.client_processes,
     }
 
 

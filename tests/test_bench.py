@@ -14,6 +14,7 @@ import pytest
 import recsys
 from benchmarks.compare import ratios
 from benchmarks.config import BenchConfig, WindowRule, command_line
+from benchmarks.load_processes import split
 from benchmarks.stats import latency_ms, server_delta
 from benchmarks.suite import RUNTIME_OF
 from benchmarks.windows import Window, agree, is_stable, merge
@@ -89,6 +90,14 @@ def test_server_delta_per_request_and_missing_counters() -> None:
     assert (batched["executions"], batched["formed_batch"]) == (10, 4.0)  # 40 samples in 10 runs
     with pytest.raises(KeyError):
         server_delta(_stats(0, 0, None), _stats(0, 0, None), "m", "2")
+
+
+def test_load_split_over_processes() -> None:
+    assert split("concurrency", 16, 3) == [6, 5, 5]
+    assert split("concurrency", 1, 4) == [1]  # no idle workers
+    assert split("request_rate", 90, 3) == [30, 30, 30]
+    with pytest.raises(UsageError, match="--client-processes"):
+        BenchConfig(client_processes=0)
 
 
 def test_window_rule_must_fit_warm_up_and_windows() -> None:
@@ -250,3 +259,28 @@ def test_floor_probes_every_layer(bench_run: tuple[Path, dict[str, Any]]) -> Non
 def test_floor_needs_enough_requests(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "floor", "--requests", "10"]) == 2
     assert "--requests must be at least 100" in capsys.readouterr().err
+
+
+@pytest.mark.server
+def test_load_over_client_processes(bench_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """`--client-processes 2`: the workers' completions reach the windows, and Triton counts exactly
+    the requests they sent, closed and open loop. Last in the module: it records new latencies."""
+    out, results = bench_run
+    root = out.parent
+    code = main(
+        [
+            "bench", "--models", "two_tower", "--formats", "onnx", "--batch-sizes", "1", "--concurrency",
+            "3", "--request-rate", "100", "--repo", str(root / "repo"), "--checkpoints",
+            str(root / "checkpoints"), "--url", results["config"]["url"], "--out", str(tmp_path),
+            "--window-s", "0.15", "--max-cell-s", "0.9", "--client-processes", "2",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    run = json.loads((tmp_path / "results.json").read_text())
+    assert run["config"]["client_processes"] == 2
+    assert "--client-processes 2" in run["environment"]["command"]
+    assert [(c["mode"], c["level"]) for c in run["cells"]] == [("concurrency", 3.0), ("request_rate", 100.0)]
+    for cell in run["cells"]:
+        assert cell["requests"]["client"] == cell["requests"]["triton_success"] > 0
+        assert 0 < cell["latency_ms"]["p50"] <= cell["latency_ms"]["p99"]
+        assert len(cell["windows"]) >= 3 and all(w["requests"] > 0 for w in cell["windows"][-3:])

@@ -1,0 +1,162 @@
+"""The load spread over worker processes, each with its own event loop and gRPC channel.
+
+One asyncio thread in Python tops out at a few thousand requests per second (about 4,000 on the
+H200 host), which is below what Triton with a fast model serves: the closed loop then measures the
+load generator (benchmarks/OVERHEAD.md). `--client-processes N` splits the concurrency (or the
+request rate: Poisson arrivals split N ways are still Poisson) over N processes. Each sends the
+same prebuilt request and streams its (completion time, latency) pairs back every few
+milliseconds; `perf_counter` is the system-wide monotonic clock, so their times line up with the
+main process's windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import queue
+import time
+from multiprocessing.context import SpawnProcess
+from multiprocessing.synchronize import Event as ProcessEvent
+from typing import Any
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from benchmarks.load import Completion, Generator, closed_loop, open_loop
+from tritonstack.errors import ServeError
+
+_FLUSH_S = 0.01  # how often a worker sends its completions
+_GRACE_S = 0.05  # what the main process waits for completions in transit before cutting a window
+_CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+
+
+def split(mode: str, level: float, processes: int) -> list[float]:
+    """Each worker's share of the load: concurrency as whole requests (workers left with none are
+    not started), a request rate in equal parts."""
+    if mode == "concurrency":
+        count = int(level)
+        return [float(count // processes + (i < count % processes)) for i in range(min(processes, count))]
+    return [level / processes] * processes
+
+
+class ProcessLoad:
+    """`benchmarks.load.Load` over worker processes (started per cell, stopped at its end)."""
+
+    def __init__(
+        self, url: str, request: service_pb2.ModelInferRequest, mode: str, level: float, processes: int
+    ) -> None:
+        context = multiprocessing.get_context("spawn")  # gRPC does not survive fork
+        self._queue: multiprocessing.Queue[Any] = context.Queue()
+        self._stop: ProcessEvent = context.Event()
+        payload = request.SerializeToString()
+        self._workers: list[SpawnProcess] = [
+            context.Process(
+                target=_work, args=(url, payload, mode, share, seed, self._queue, self._stop), daemon=True
+            )
+            for seed, share in enumerate(split(mode, level, processes))
+        ]
+        self._finished = self._ready = 0
+        self._pending: list[Completion] = []
+
+    async def start(self) -> None:
+        """Start the workers and return once each has its channel up and a first answer back:
+        spawning takes about a second, which the warm-up window must not be spent on."""
+        for worker in self._workers:
+            worker.start()
+        while self._ready < len(self._workers):
+            self._pending += await asyncio.to_thread(self._drain, True)
+
+    async def completions(self) -> list[Completion]:
+        await asyncio.sleep(_GRACE_S)
+        done, self._pending = self._pending + self._drain(block=False), []
+        return done
+
+    async def stop(self) -> list[Completion]:
+        self._stop.set()
+        done, self._pending = self._pending, []
+        while self._finished < len(self._workers):
+            done += await asyncio.to_thread(self._drain, True)
+        for worker in self._workers:
+            worker.join()
+        return done
+
+    def _drain(self, block: bool) -> list[Completion]:
+        """What the queue holds; with `block`, wait (up to a second at a time) for at least one
+        message. Messages: a list of completions, True (a worker is ready), None (a worker is
+        done) or an error line."""
+        done: list[Completion] = []
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0) if block else self._queue.get_nowait()
+            except queue.Empty:
+                if block and not any(w.is_alive() for w in self._workers):
+                    raise ServeError("a load worker process died without reporting") from None
+                if block:
+                    continue
+                return done
+            block = False  # got one; take the rest without waiting
+            if item is None:
+                self._finished += 1
+            elif item is True:
+                self._ready += 1
+            elif isinstance(item, str):
+                self._stop.set()
+                raise ServeError(item)
+            else:
+                done += item
+
+
+def _work(
+    url: str,
+    payload: bytes,
+    mode: str,
+    share: float,
+    seed: int,
+    out: multiprocessing.Queue[Any],
+    stop: ProcessEvent,
+) -> None:
+    """A worker process: its share of the load until `stop`, then None (or an error line)."""
+    generator = closed_loop(int(share)) if mode == "concurrency" else open_loop(share, seed)
+    try:
+        asyncio.run(_send_until_stopped(url, payload, generator, out, stop))
+    except Exception as exc:  # reported to the main process as one line
+        out.put(f"load worker failed: {type(exc).__name__}: {exc}")
+    out.put(None)
+
+
+async def _send_until_stopped(
+    url: str, payload: bytes, generator: Generator, out: multiprocessing.Queue[Any], stop: ProcessEvent
+) -> None:
+    request = service_pb2.ModelInferRequest.FromString(payload)
+    batch: list[Completion] = []
+    async with grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS) as channel:
+        infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+
+        async def send() -> None:
+            start = time.perf_counter()
+            try:
+                await infer(request)
+            except grpc.aio.AioRpcError as exc:
+                raise ServeError(
+                    f"{request.model_name} failed under load: {exc.code().name}: {exc.details()}"
+                ) from None
+            end = time.perf_counter()
+            batch.append((end, end - start))
+
+        async def flush_until_stopped(stopping: asyncio.Event) -> None:
+            while not stopping.is_set():
+                await asyncio.sleep(_FLUSH_S)
+                if stop.is_set():
+                    stopping.set()
+                if batch:
+                    out.put(batch.copy())
+                    batch.clear()
+
+        await send()  # the channel is up and the model answers: this worker is ready
+        out.put(batch.copy())
+        batch.clear()
+        out.put(True)
+        stopping = asyncio.Event()
+        await asyncio.gather(generator(send, stopping), flush_until_stopped(stopping))
+    if batch:
+        out.put(batch)
