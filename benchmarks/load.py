@@ -67,13 +67,28 @@ class CellRun:
     triton_success: int
 
 
-class Target:
-    """One served model version and the request it receives, built once.
+class Sender:
+    """One prebuilt `ModelInferRequest` (tensors in `raw_input_contents`) sent again and again
+    straight through gRPC's generated stub, as perf_analyzer reuses its request: the client's own
+    Python stays a small, constant part of every latency."""
 
-    The load goes straight through gRPC's generated stub with one prebuilt `ModelInferRequest`
-    (tensors in `raw_input_contents`), as perf_analyzer reuses its request: the client's own Python
-    stays a small, constant part of every latency. Statistics go through tritonclient.
-    """
+    def __init__(self, channel: grpc.aio.Channel, request: service_pb2.ModelInferRequest) -> None:
+        self.request = request
+        self._model_infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+
+    async def infer(self) -> None:
+        try:
+            await self._model_infer(self.request)
+        except grpc.aio.AioRpcError as exc:
+            raise ServeError(
+                f"{self.request.model_name} version {self.request.model_version} failed under load: "
+                f"{exc.code().name}: {exc.details()}"
+            ) from None
+
+
+class Target:
+    """One served model version, the request it receives (built once) and its statistics, which
+    go through tritonclient."""
 
     def __init__(
         self,
@@ -84,8 +99,7 @@ class Target:
         feeds: Mapping[str, Array],
     ):
         self.client, self.model, self.version = client, model, version
-        self._model_infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
-        self.request = service_pb2.ModelInferRequest(
+        request = service_pb2.ModelInferRequest(
             model_name=model,
             model_version=version,
             inputs=[
@@ -96,14 +110,7 @@ class Target:
             ],
             raw_input_contents=[np.ascontiguousarray(value).tobytes() for value in feeds.values()],
         )
-
-    async def infer(self) -> None:
-        try:
-            await self._model_infer(self.request)
-        except grpc.aio.AioRpcError as exc:
-            raise ServeError(
-                f"{self.model} version {self.version} failed under load: {exc.code().name}: {exc.details()}"
-            ) from None
+        self.sender = Sender(channel, request)
 
     async def statistics(self) -> dict[str, Any]:
         stats: dict[str, Any] = await self.client.get_inference_statistics(
@@ -132,22 +139,23 @@ class Load(Protocol):
 
 
 class AsyncioLoad:
-    """The generator's requests on this process's event loop, through `target`."""
+    """The generator's requests on this process's event loop, through `sender`."""
 
-    def __init__(self, target: Target, generator: Generator) -> None:
-        self._target, self._generator = target, generator
+    def __init__(self, sender: Sender, generator: Generator) -> None:
+        self._sender, self._generator = sender, generator
         self._done: list[Completion] = []
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def _send(self) -> None:
+    async def send(self) -> None:
+        """One request, timed and recorded like the generator's."""
         start = time.perf_counter()
-        await self._target.infer()
+        await self._sender.infer()
         end = time.perf_counter()
         self._done.append((end, end - start))
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._generator(self._send, self._stop))
+        self._task = asyncio.create_task(self._generator(self.send, self._stop))
 
     async def completions(self) -> list[Completion]:
         if self._task is not None and self._task.done():

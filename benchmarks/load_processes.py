@@ -14,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import queue
-import time
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 import grpc
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2
 
-from benchmarks.load import Completion, Generator, closed_loop, open_loop
+from benchmarks.load import AsyncioLoad, Completion, Generator, Sender, closed_loop, open_loop
 from tritonstack.errors import ServeError
 
 _FLUSH_S = 0.01  # how often a worker sends its completions
@@ -128,35 +127,13 @@ async def _send_until_stopped(
     url: str, payload: bytes, generator: Generator, out: multiprocessing.Queue[Any], stop: ProcessEvent
 ) -> None:
     request = service_pb2.ModelInferRequest.FromString(payload)
-    batch: list[Completion] = []
     async with grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS) as channel:
-        infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
-
-        async def send() -> None:
-            start = time.perf_counter()
-            try:
-                await infer(request)
-            except grpc.aio.AioRpcError as exc:
-                raise ServeError(
-                    f"{request.model_name} failed under load: {exc.code().name}: {exc.details()}"
-                ) from None
-            end = time.perf_counter()
-            batch.append((end, end - start))
-
-        async def flush_until_stopped(stopping: asyncio.Event) -> None:
-            while not stopping.is_set():
-                await asyncio.sleep(_FLUSH_S)
-                if stop.is_set():
-                    stopping.set()
-                if batch:
-                    out.put(batch.copy())
-                    batch.clear()
-
-        await send()  # the channel is up and the model answers: this worker is ready
-        out.put(batch.copy())
-        batch.clear()
+        load = AsyncioLoad(Sender(channel, request), generator)
+        await load.send()  # the channel is up and the model answers: this worker is ready
+        out.put(await load.completions())
         out.put(True)
-        stopping = asyncio.Event()
-        await asyncio.gather(generator(send, stopping), flush_until_stopped(stopping))
-    if batch:
-        out.put(batch)
+        await load.start()
+        while not stop.is_set():
+            await asyncio.sleep(_FLUSH_S)
+            out.put(await load.completions())
+        out.put(await load.stop())

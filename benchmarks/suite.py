@@ -162,9 +162,9 @@ async def _run(
             target = Target(channel, client, name, str(versions[model, fmt]), feeds)
             for mode, level, generator in levels:
                 load: Load = (
-                    AsyncioLoad(target, generator)
+                    AsyncioLoad(target.sender, generator)
                     if config.client_processes == 1
-                    else ProcessLoad(url, target.request, mode, level, config.client_processes)
+                    else ProcessLoad(url, target.sender.request, mode, level, config.client_processes)
                 )
                 run = await measure(target, load, config.rule)
                 cells.append(_cell(model, fmt, batch, mode, level, run, target, config.rule.count))
