@@ -33,7 +33,7 @@ class _Expected:
     name: str
     dtype: np.dtype[Any]
     dims: tuple[int, ...]
-    bound: Array | None  # uint64 ids bounds, compared with the ids viewed as unsigned
+    bound: Array | None  # id bounds as an array, built once
 
 
 @functools.lru_cache(maxsize=256)
@@ -43,7 +43,7 @@ def _expected(spec: ModelSpec) -> tuple[_Expected, ...]:
             t.name,
             _DTYPES[t.dtype],
             t.shape,
-            np.asarray(t.high, dtype=np.uint64) if t.high is not None and t.is_integer else None,
+            np.asarray(t.high, dtype=np.int64) if t.high is not None and t.is_integer else None,
         )
         for t in spec.inputs
     )
@@ -66,8 +66,7 @@ def _passes(spec: ModelSpec, inputs: Mapping[str, Any]) -> bool:
         if any(d != -1 and got != d for got, d in zip(shape[1:], want.dims, strict=True)):
             return False
         batch = shape[0]
-        # Viewed as unsigned, a negative id wraps past every bound: one comparison checks both ends.
-        if want.bound is not None and (value.view(f"u{value.itemsize}") >= want.bound).any():
+        if want.bound is not None and ids_out_of_range(want.name, value, want.bound) is not None:
             return False
     return 0 < batch <= spec.max_batch_size
 
