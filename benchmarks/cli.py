@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--client-processes",
         type=int,
         default=1,
-        help="spread the load over N processes (one Python event loop tops out at a few thousand req/s)",
+        help="spread the load over N processes, for servers faster than one Python event loop can drive",
     )
     sub = p.add_subparsers(dest="action", metavar="{compare,report,floor}")
     compare = sub.add_parser("compare", help="per-cell ratios B/A of two results.json")

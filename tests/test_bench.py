@@ -3,18 +3,23 @@ run on tiny models against the shared server, checked for structure and sanity (
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import itertools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+import tritonclient.grpc.aio as grpcaio
 
 import recsys
 from benchmarks.compare import ratios
 from benchmarks.config import BenchConfig, WindowRule, command_line
-from benchmarks.load_processes import split
+from benchmarks.load import Completion, Target
+from benchmarks.load_processes import ProcessLoad, split
 from benchmarks.stats import latency_ms, server_delta
 from benchmarks.suite import RUNTIME_OF
 from benchmarks.windows import Window, agree, is_stable, merge
@@ -284,3 +289,32 @@ def test_load_over_client_processes(bench_run: tuple[Path, dict[str, Any]], tmp_
         assert cell["requests"]["client"] == cell["requests"]["triton_success"] > 0
         assert 0 < cell["latency_ms"]["p50"] <= cell["latency_ms"]["p99"]
         assert len(cell["windows"]) >= 3 and all(w["requests"] > 0 for w in cell["windows"][-3:])
+
+
+@pytest.mark.server
+def test_process_load_holds_nothing_back_at_a_cut(bench_run: tuple[Path, dict[str, Any]]) -> None:
+    """Each `completions()` returns every request finished before it was called, however late the
+    workers' reports arrive, so no window loses requests to the next one."""
+    out, results = bench_run
+    url = results["config"]["url"]
+    spec = load_model(out.parent / "checkpoints" / "two_tower.pt").spec
+
+    async def cuts() -> list[tuple[float, list[Completion]]]:
+        async with grpc.aio.insecure_channel(url) as channel:
+            client = grpcaio.InferenceServerClient(url)
+            target = Target(channel, client, "two_tower_onnx", "1", spec.random_inputs(1, seed=0))
+            await client.close()
+        load = ProcessLoad(url, target.sender.request, "concurrency", 8, processes=2)
+        await load.start()
+        got: list[tuple[float, list[Completion]]] = []
+        for pause in (0.1, 3.0):  # 3 s of reports overflow the queue's pipe, as a fast server's do
+            await asyncio.sleep(pause)
+            called = time.perf_counter()
+            got.append((called, await load.completions()))
+        got.append((time.perf_counter(), await load.stop()))
+        return got
+
+    batches = asyncio.run(cuts())
+    assert all(batch for _, batch in batches[:-1])
+    for (called, _), (_, later) in itertools.pairwise(batches):
+        assert all(t >= called for t, _ in later), "a completion from before the cut came late"
