@@ -38,12 +38,12 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
 from benchmarks.suite import (
-    IN_PROCESS_THREADS,
     environment,
     in_process_runner,
     latest_version,
     repo_artifact,
     served_device,
+    served_threads,
     torch_threads,
 )
 from client import TritonClient
@@ -114,7 +114,7 @@ def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None)
             "requests": config.requests,
             "warmup": config.warmup,
             "idle_ms": config.idle_ms,
-            "in_process_threads": IN_PROCESS_THREADS,
+            "in_process_threads": {name: served_threads(config.repo, name) for name, *_ in targets},
         },
         "probes": probes,
     }
@@ -127,15 +127,16 @@ def _in_process_probes(
     config: FloorConfig, targets: list[Target], step: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     probes = []
-    with torch_threads(IN_PROCESS_THREADS):
-        for name, fmt, version, loaded in targets:
-            artifact = repo_artifact(config.repo, loaded, fmt, version)
-            runner = in_process_runner(artifact, served_device(config.repo, name))
-            feeds = loaded.spec.random_inputs(1, seed=1)
+    for name, fmt, version, loaded in targets:
+        threads = served_threads(config.repo, name)  # as the served instance runs
+        artifact = repo_artifact(config.repo, loaded, fmt, version)
+        runner = in_process_runner(artifact, served_device(config.repo, name), threads)
+        feeds = loaded.spec.random_inputs(1, seed=1)
+        with torch_threads(threads):
             for path, idle_s in (("hot", 0.0), ("idle", config.idle_ms / 1e3)):
                 latencies = _timed(functools.partial(runner.infer, feeds), config, idle_s)
                 probes.append(_probe(name, "in_process", path, latencies))
-            step(f"{name} in process")
+        step(f"{name} in process")
     return probes
 
 

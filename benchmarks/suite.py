@@ -33,10 +33,8 @@ from export.repository import read_config
 from export.runners import OnnxRuntimeRunner, Runner, TorchRunner, TorchScriptRunner, runner_for
 from serve import running_server
 from tritonstack.errors import UsageError
+from tritonstack.spec import ORT_THREAD_PARAMETERS, TORCH_THREAD_PARAMETERS
 
-# Our Triton backends run each model instance with one intra-op thread (their
-# `intra_op_num_threads` default); the baselines match it, so the difference is serving alone.
-IN_PROCESS_THREADS = 1
 # The in-process baseline that a served format is compared with.
 RUNTIME_OF = {"onnx": "onnxruntime", "torchscript": "torchscript", "tensorrt": "tensorrt"}
 
@@ -73,8 +71,10 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
     progress.update(task, total=len(config.models) * per_model + len(todo))
     for model, fmt, batch in todo:
         artifact = repo_artifact(config.repo, loaded[model], fmt, versions[model, fmt])
-        device = served_device(config.repo, repository_name(model, fmt))
-        baselines.append(_baseline(config, loaded[model], in_process_runner(artifact, device), batch, step))
+        name = repository_name(model, fmt)
+        threads = served_threads(config.repo, name)
+        runner = in_process_runner(artifact, served_device(config.repo, name), threads)
+        baselines.append(_baseline(config, loaded[model], runner, threads, batch, step))
     add_overheads(results["cells"], baselines)
     return results | {"baselines": baselines}
 
@@ -87,20 +87,31 @@ def _baselines(
 ) -> list[dict[str, Any]]:
     model = loaded.spec.name
     artifacts = [repo_artifact(config.repo, loaded, f, versions[model, f]) for f in config.formats]
-    # Same device as the served instances, so overhead compares like with like.
+    # Same device and threads as the served instances, so overhead compares like with like.
     device = served_device(config.repo, repository_name(model, config.formats[0]))
-    runners = [in_process_runner(a, device) for a in artifacts] + [
-        TorchRunner(loaded.module, loaded.spec, device)
+    threads = [served_threads(config.repo, repository_name(model, f)) for f in config.formats]
+    runners: list[tuple[Runner, int]] = [
+        (in_process_runner(a, device, t), t) for a, t in zip(artifacts, threads, strict=True)
     ]
-    return [_baseline(config, loaded, r, batch, step) for batch in config.batch_sizes for r in runners]
+    runners.append((TorchRunner(loaded.module, loaded.spec, device), threads[0]))
+    return [_baseline(config, loaded, r, t, batch, step) for batch in config.batch_sizes for r, t in runners]
 
 
 def _baseline(
-    config: BenchConfig, loaded: LoadedModel, runner: Runner, batch: int, step: Callable[[str], None]
+    config: BenchConfig,
+    loaded: LoadedModel,
+    runner: Runner,
+    threads: int,
+    batch: int,
+    step: Callable[[str], None],
 ) -> dict[str, Any]:
     feeds = loaded.spec.random_inputs(batch, seed=batch)
-    with torch_threads(IN_PROCESS_THREADS):
-        result = {"model": loaded.spec.name, **baseline_result(runner, feeds, batch, config.rule)}
+    with torch_threads(threads):
+        result = {
+            "model": loaded.spec.name,
+            "threads": threads,
+            **baseline_result(runner, feeds, batch, config.rule),
+        }
     step(f"{loaded.spec.name} in process {runner.name} batch {batch}")
     return result
 
@@ -179,10 +190,10 @@ async def _run(
         await client.close()
 
 
-def in_process_runner(artifact: Artifact, device: str) -> Runner:
-    """The artifact's runtime with the served backends' default of one intra-op thread."""
+def in_process_runner(artifact: Artifact, device: str, threads: int) -> Runner:
+    """The artifact's runtime with `threads` intra-op threads (torch's: under `torch_threads`)."""
     if artifact.format is Format.ONNX:
-        return OnnxRuntimeRunner(artifact.path, artifact.spec, IN_PROCESS_THREADS, device)
+        return OnnxRuntimeRunner(artifact.path, artifact.spec, threads, device)
     if artifact.format is Format.TORCHSCRIPT:
         return TorchScriptRunner(artifact.path, artifact.spec, device)
     return runner_for(artifact)
@@ -197,12 +208,22 @@ def served_device(repo: Path, name: str) -> str:
     return "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
 
 
+def served_threads(repo: Path, name: str) -> int:
+    """The intra-op threads the model's config gives each instance (0: the runtime's default)."""
+    parameters = read_config(repo / name / "config.pbtxt").parameters
+    for key in (ORT_THREAD_PARAMETERS[0], TORCH_THREAD_PARAMETERS[0]):
+        if key in parameters:
+            return int(parameters[key].string_value or "0")
+    return 0
+
+
 @contextlib.contextmanager
 def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to `count` inside the block (0: left at its default)."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(count)
+    torch.set_num_threads(count or before)
     try:
         yield
     finally:
@@ -274,7 +295,6 @@ def _config_json(config: BenchConfig) -> dict[str, Any]:
         "max_cell_s": config.rule.max_cell_s,
         "stable_windows": config.rule.count,
         "tolerance": config.rule.tolerance,
-        "in_process_threads": IN_PROCESS_THREADS,
         "client_processes": config.client_processes,
     }
 

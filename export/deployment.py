@@ -1,5 +1,5 @@
-"""How a model is deployed, as `config.pbtxt` says it: device and instance count, the dynamic
-batcher's queue delay, ONNX Runtime's GPU accelerator, and warm-up requests.
+"""How a model is deployed, as `config.pbtxt` says it: device and instance count, threads per
+instance, the dynamic batcher's queue delay, ONNX Runtime's GPU accelerator, and warm-up requests.
 
 Written for Triton's native backends field for field; our Python-based backends read the same
 fields (instance kind and device id from Triton, the accelerator from `optimization`).
@@ -14,7 +14,9 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from export.formats import Format
 from tritonstack.errors import UsageError
-from tritonstack.spec import ModelSpec, config_dtype
+from tritonstack.spec import ORT_THREAD_PARAMETERS, TORCH_THREAD_PARAMETERS, ModelSpec, config_dtype
+
+_THREAD_PARAMETERS = {Format.ONNX: ORT_THREAD_PARAMETERS, Format.TORCHSCRIPT: TORCH_THREAD_PARAMETERS}
 
 
 class Device(str, enum.Enum):
@@ -42,12 +44,17 @@ class DeploymentOptions:
     # (benchmarks/OVERHEAD.md): Triton's queue time per request at concurrency 1 fell from ~190-210
     # to ~50-60 us (H100 and CPU); concurrency-16 throughput moved -9% to +19% by model.
     max_queue_delay_us: int = 0
+    # Intra-op threads per instance (0: the runtime's default, one per core); inter-op is always 1.
+    # Written for the native backends too, whose own default is every core.
+    intra_op_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.instances < 1:
             raise UsageError(f"--instances must be at least 1, got {self.instances}")
         if self.max_queue_delay_us < 0:
             raise UsageError(f"--max-queue-delay-us must be 0 or more, got {self.max_queue_delay_us}")
+        if self.intra_op_threads < 0:
+            raise UsageError(f"--intra-op-threads must be 0 or more, got {self.intra_op_threads}")
         if any(b < 1 for b in self.warmup_batch_sizes):
             raise UsageError("warm-up batch sizes must be positive")
 
@@ -63,11 +70,16 @@ class DeploymentOptions:
 def apply_deployment(
     config: pb.ModelConfig, spec: ModelSpec, fmt: Format, options: DeploymentOptions
 ) -> None:
-    """Set the instance group, queue delay, ONNX Runtime accelerator and warm-up of `config` in place."""
+    """Set the instance group, threads, queue delay, ONNX Runtime accelerator and warm-up of
+    `config` in place."""
     del config.instance_group[:]
     config.instance_group.add(
         count=options.instances, kind=pb.ModelInstanceGroup.Kind.Value(options.instance_kind)
     )
+    if fmt in _THREAD_PARAMETERS:
+        intra, inter = _THREAD_PARAMETERS[fmt]
+        config.parameters[intra].string_value = str(options.intra_op_threads)
+        config.parameters[inter].string_value = "1"
     if config.HasField("dynamic_batching"):
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     if fmt is Format.ONNX and options.ort_accelerator is not OrtAccelerator.NONE:

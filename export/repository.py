@@ -60,8 +60,7 @@ def build_config(
 ) -> pb.ModelConfig:
     """The `config.pbtxt` of `spec` for one of Triton's native platforms.
 
-    `parameters` become the config's string `parameters` (our backends read e.g.
-    `intra_op_num_threads` from there).
+    `parameters` become the config's string `parameters`.
     """
     if platform not in DEFAULT_FILENAMES:
         raise RepositoryError(f"unknown platform {platform!r}: choose from {', '.join(DEFAULT_FILENAMES)}")

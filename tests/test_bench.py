@@ -187,6 +187,7 @@ def test_in_process_baselines_and_environment(bench_run: tuple[Path, dict[str, A
     requested = set(itertools.product(MODELS, runtimes, BATCH_SIZES))
     formed = {(c["model"], RUNTIME_OF[c["format"]], c["overhead"]["formed_batch"]) for c in results["cells"]}
     assert found == requested | formed  # plus the artifact at each batch size Triton formed
+    assert {b["threads"] for b in results["baselines"]} == {1}  # as the exported configs give
     env = results["environment"]
     assert env["triton_server"] and env["cpu"] and env["torch"] and "bench" in env["command"]
 

@@ -1,4 +1,5 @@
-"""Deployment options as config.pbtxt says them: instances, ONNX Runtime accelerator, warm-up."""
+"""Deployment options as config.pbtxt says them: instances, threads, ONNX Runtime accelerator,
+warm-up."""
 
 from __future__ import annotations
 
@@ -64,3 +65,18 @@ def test_queue_delay_defaults_to_zero_and_is_configurable() -> None:
     assert config.dynamic_batching.max_queue_delay_microseconds == 250
     with pytest.raises(UsageError, match="--max-queue-delay-us"):
         DeploymentOptions(max_queue_delay_us=-1)
+
+
+def test_threads_are_written_under_the_native_backends_keys() -> None:
+    """One intra-op thread by default, as both Triton's native backends and ours read it."""
+    onnx = _config(Format.ONNX, DeploymentOptions()).parameters
+    assert (onnx["intra_op_thread_count"].string_value, onnx["inter_op_thread_count"].string_value) == (
+        "1",
+        "1",
+    )
+    torchscript = _config(Format.TORCHSCRIPT, DeploymentOptions(intra_op_threads=4)).parameters
+    assert torchscript["INTRA_OP_THREAD_COUNT"].string_value == "4"
+    assert torchscript["INTER_OP_THREAD_COUNT"].string_value == "1"
+    assert "intra_op_thread_count" not in torchscript
+    with pytest.raises(UsageError, match="--intra-op-threads"):
+        DeploymentOptions(intra_op_threads=-1)

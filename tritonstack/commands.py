@@ -68,6 +68,12 @@ def _add_deployment(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--instances", type=int, default=1, help="model instances per device")
     p.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=1,
+        help="ONNX Runtime / torch threads per instance (default 1; 0: one per core)",
+    )
+    p.add_argument(
         "--max-queue-delay-us",
         type=int,
         default=0,
@@ -87,6 +93,7 @@ def _deployment(args: argparse.Namespace) -> DeploymentOptions:
     return DeploymentOptions(
         device=Device(args.device),
         instances=args.instances,
+        intra_op_threads=args.intra_op_threads,
         max_queue_delay_us=args.max_queue_delay_us,
         ort_accelerator=OrtAccelerator(args.ort_accelerator),
     )

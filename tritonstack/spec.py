@@ -173,6 +173,13 @@ def ids_out_of_range(name: str, values: Array, high: int | tuple[int, ...] | Arr
     )
 
 
+# Thread counts live in config.pbtxt under the keys Triton's native backends read, so the same
+# repository runs with the same threads on them and on ours: (intra-op, inter-op) for the
+# onnxruntime backend and for the pytorch backend (0 or absent: the runtime's own default).
+ORT_THREAD_PARAMETERS = ("intra_op_thread_count", "inter_op_thread_count")
+TORCH_THREAD_PARAMETERS = ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT")
+
+
 # `tritonstack models promote` records the production version here too: Triton itself sends a request
 # without a version to the highest loaded version, whatever its status, so our clients read this to
 # send unversioned requests to production instead (export/registry.py).

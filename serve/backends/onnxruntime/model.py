@@ -11,7 +11,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from serve.batching import BatchedModel, Instance, RunFn
-from tritonstack.spec import Array
+from tritonstack.spec import ORT_THREAD_PARAMETERS, Array
 
 
 class TritonPythonModel(BatchedModel):
@@ -19,9 +19,9 @@ class TritonPythonModel(BatchedModel):
 
     def load(self, path: Path, instance: Instance) -> RunFn:
         options = ort.SessionOptions()
-        # Several instances share few cores: one thread each unless the config says otherwise.
-        options.intra_op_num_threads = instance.int_parameter("intra_op_num_threads", 1)
-        options.inter_op_num_threads = instance.int_parameter("inter_op_num_threads", 1)
+        intra, inter = ORT_THREAD_PARAMETERS  # as the native backend reads them; 0: ORT's default
+        options.intra_op_num_threads = instance.int_parameter(intra, 0)
+        options.inter_op_num_threads = instance.int_parameter(inter, 0)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(path), options, providers=_providers(instance, path))
         names = instance.input_names

@@ -13,14 +13,18 @@ from pathlib import Path
 import torch
 
 from serve.batching import BatchedModel, Instance, RunFn
-from tritonstack.spec import Array
+from tritonstack.spec import TORCH_THREAD_PARAMETERS, Array
 
 
 class TritonPythonModel(BatchedModel):
     default_filename = "model.pt"
 
     def load(self, path: Path, instance: Instance) -> RunFn:
-        torch.set_num_threads(instance.int_parameter("intra_op_num_threads", 1))
+        intra, inter = TORCH_THREAD_PARAMETERS  # as the native backend reads them; 0: torch's default
+        if instance.int_parameter(intra, 0) > 0:
+            torch.set_num_threads(instance.int_parameter(intra, 0))
+        if instance.int_parameter(inter, 0) > 0:
+            torch.set_num_interop_threads(instance.int_parameter(inter, 0))  # a fresh stub: not yet used
         use_gpu = instance.gpu_id is not None and torch.cuda.is_available()
         device = torch.device(f"cuda:{instance.gpu_id}" if use_gpu else "cpu")
         module = torch.jit.load(str(path), map_location=device).eval()  # type: ignore[no-untyped-call]
