@@ -45,7 +45,9 @@ class DeploymentOptions:
     # to ~50-60 us (H100 and CPU); concurrency-16 throughput moved -9% to +19% by model.
     max_queue_delay_us: int = 0
     # Intra-op threads per instance (0: the runtime's default, one per core); inter-op is always 1.
-    # Written for the native backends too, whose own default is every core.
+    # Written for the native backends too, whose own default is every core. Measured on 2 cores
+    # (benchmarks/OVERHEAD.md): 2 threads slowed batch 1 (p50 +2% to +55%, concurrency-16
+    # throughput -42% to -2%) and sped batch 256 up (p50 -15% to -39%).
     intra_op_threads: int = 1
 
     def __post_init__(self) -> None:
