@@ -36,6 +36,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from benchmarks.load import prebuilt_request
 from benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
 from benchmarks.suite import (
     environment,
@@ -96,7 +97,8 @@ def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None)
         for model in config.models
         for fmt in config.formats
     ]
-    probes = _in_process_probes(config, targets, step)
+    threads = {name: served_threads(config.repo, name) for name, *_ in targets}  # as served
+    probes = _in_process_probes(config, targets, threads, step)
     with tempfile.TemporaryDirectory(prefix="tritonstack-floor-") as extra:
         _write_identity(Path(extra))
         with TritonServer(config.repo, extra_args=[f"--model-repository={extra}"]) as server:
@@ -114,7 +116,7 @@ def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None)
             "requests": config.requests,
             "warmup": config.warmup,
             "idle_ms": config.idle_ms,
-            "in_process_threads": {name: served_threads(config.repo, name) for name, *_ in targets},
+            "in_process_threads": threads,
         },
         "probes": probes,
     }
@@ -124,15 +126,14 @@ Target = tuple[str, Format, int, LoadedModel]  # repository name, format, versio
 
 
 def _in_process_probes(
-    config: FloorConfig, targets: list[Target], step: Callable[[str], None]
+    config: FloorConfig, targets: list[Target], threads: dict[str, int], step: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     probes = []
     for name, fmt, version, loaded in targets:
-        threads = served_threads(config.repo, name)  # as the served instance runs
         artifact = repo_artifact(config.repo, loaded, fmt, version)
-        runner = in_process_runner(artifact, served_device(config.repo, name), threads)
+        runner = in_process_runner(artifact, served_device(config.repo, name), threads[name])
         feeds = loaded.spec.random_inputs(1, seed=1)
-        with torch_threads(threads):
+        with torch_threads(threads[name]):
             for path, idle_s in (("hot", 0.0), ("idle", config.idle_ms / 1e3)):
                 latencies = _timed(functools.partial(runner.infer, feeds), config, idle_s)
                 probes.append(_probe(name, "in_process", path, latencies))
@@ -221,24 +222,10 @@ async def _timed_async(
     return latencies
 
 
-def _request(name: str, version: str, feeds: Mapping[str, Array]) -> service_pb2.ModelInferRequest:
-    return service_pb2.ModelInferRequest(
-        model_name=name,
-        model_version=version,
-        inputs=[
-            service_pb2.ModelInferRequest.InferInputTensor(
-                name=key, datatype=wire_dtype(value.dtype.name), shape=value.shape
-            )
-            for key, value in feeds.items()
-        ],
-        raw_input_contents=[np.ascontiguousarray(value).tobytes() for value in feeds.values()],
-    )
-
-
 def _raw(
     stub: service_pb2_grpc.GRPCInferenceServiceStub, name: str, version: str, feeds: Mapping[str, Array]
 ) -> Callable[[], object]:
-    request = _request(name, version, feeds)
+    request = prebuilt_request(name, version, feeds)
     return lambda: stub.ModelInfer(request)
 
 
@@ -306,7 +293,7 @@ def _served_aio(
     feeds: Mapping[str, Array],
     config: FloorConfig,
 ) -> dict[str, Any]:
-    request = _request(name, version, feeds)
+    request = prebuilt_request(name, version, feeds)
 
     before: list[dict[str, Any]] = []
 

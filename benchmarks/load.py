@@ -67,6 +67,21 @@ class CellRun:
     triton_success: int
 
 
+def prebuilt_request(model: str, version: str, feeds: Mapping[str, Array]) -> service_pb2.ModelInferRequest:
+    """The request for `feeds`, tensors in `raw_input_contents`, built once and sent many times."""
+    return service_pb2.ModelInferRequest(
+        model_name=model,
+        model_version=version,
+        inputs=[
+            service_pb2.ModelInferRequest.InferInputTensor(
+                name=name, datatype=wire_dtype(value.dtype.name), shape=value.shape
+            )
+            for name, value in feeds.items()
+        ],
+        raw_input_contents=[np.ascontiguousarray(value).tobytes() for value in feeds.values()],
+    )
+
+
 class Sender:
     """One prebuilt `ModelInferRequest` (tensors in `raw_input_contents`) sent again and again
     straight through gRPC's generated stub, as perf_analyzer reuses its request: the client's own
@@ -99,18 +114,7 @@ class Target:
         feeds: Mapping[str, Array],
     ):
         self.client, self.model, self.version = client, model, version
-        request = service_pb2.ModelInferRequest(
-            model_name=model,
-            model_version=version,
-            inputs=[
-                service_pb2.ModelInferRequest.InferInputTensor(
-                    name=name, datatype=wire_dtype(value.dtype.name), shape=value.shape
-                )
-                for name, value in feeds.items()
-            ],
-            raw_input_contents=[np.ascontiguousarray(value).tobytes() for value in feeds.values()],
-        )
-        self.sender = Sender(channel, request)
+        self.sender = Sender(channel, prebuilt_request(model, version, feeds))
 
     async def statistics(self) -> dict[str, Any]:
         stats: dict[str, Any] = await self.client.get_inference_statistics(

@@ -11,14 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-import tritonclient.grpc.aio as grpcaio
 
 import recsys
 from benchmarks.compare import ratios
 from benchmarks.config import BenchConfig, WindowRule, command_line
-from benchmarks.load import Completion, Target
+from benchmarks.load import Completion, prebuilt_request
 from benchmarks.load_processes import ProcessLoad, split
 from benchmarks.stats import latency_ms, server_delta
 from benchmarks.suite import RUNTIME_OF
@@ -301,11 +299,8 @@ def test_process_load_holds_nothing_back_at_a_cut(bench_run: tuple[Path, dict[st
     spec = load_model(out.parent / "checkpoints" / "two_tower.pt").spec
 
     async def cuts() -> list[tuple[float, list[Completion]]]:
-        async with grpc.aio.insecure_channel(url) as channel:
-            client = grpcaio.InferenceServerClient(url)
-            target = Target(channel, client, "two_tower_onnx", "1", spec.random_inputs(1, seed=0))
-            await client.close()
-        load = ProcessLoad(url, target.sender.request, "concurrency", 8, processes=2)
+        request = prebuilt_request("two_tower_onnx", "1", spec.random_inputs(1, seed=0))
+        load = ProcessLoad(url, request, "concurrency", 8, processes=2)
         await load.start()
         got: list[tuple[float, list[Completion]]] = []
         for pause in (0.1, 3.0):  # 3 s of reports overflow the queue's pipe, as a fast server's do

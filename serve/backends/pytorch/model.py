@@ -20,11 +20,12 @@ class TritonPythonModel(BatchedModel):
     default_filename = "model.pt"
 
     def load(self, path: Path, instance: Instance) -> RunFn:
-        intra, inter = TORCH_THREAD_PARAMETERS  # as the native backend reads them; 0: torch's default
-        if instance.int_parameter(intra, 0) > 0:
-            torch.set_num_threads(instance.int_parameter(intra, 0))
-        if instance.int_parameter(inter, 0) > 0:
-            torch.set_num_interop_threads(instance.int_parameter(inter, 0))  # a fresh stub: not yet used
+        # As the native backend reads them; 0 (or absent): torch's default.
+        intra, inter = (instance.int_parameter(key, 0) for key in TORCH_THREAD_PARAMETERS)
+        if intra > 0:
+            torch.set_num_threads(intra)
+        if inter > 0:
+            torch.set_num_interop_threads(inter)  # a fresh stub process: not yet used
         use_gpu = instance.gpu_id is not None and torch.cuda.is_available()
         device = torch.device(f"cuda:{instance.gpu_id}" if use_gpu else "cpu")
         module = torch.jit.load(str(path), map_location=device).eval()  # type: ignore[no-untyped-call]
