@@ -7,10 +7,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from benchmarks.config import WindowRule
-from benchmarks.stats import latency_ms
-from benchmarks.windows import Window, is_stable, merge
-from export.runners import Runner
+from tritonstack.benchmarks.config import WindowRule
+from tritonstack.benchmarks.stats import latency_ms
+from tritonstack.benchmarks.windows import Window, is_stable, merge
+from tritonstack.runtimes.runners import Runner
 from tritonstack.spec import Array
 
 

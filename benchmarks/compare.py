@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from benchmarks.report import read_results
+from tritonstack.benchmarks.report import read_results
 from tritonstack.errors import UsageError
 
 Key = tuple[str, str, int, str, float]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export.formats import Format
 from tritonstack.errors import UsageError
+from tritonstack.formats import Format
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from benchmarks.load import prebuilt_request
-from benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
-from benchmarks.suite import (
+from tritonstack.benchmarks.load import prebuilt_request
+from tritonstack.benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
+from tritonstack.benchmarks.suite import (
     environment,
     in_process_runner,
     latest_version,
@@ -47,13 +47,13 @@ from benchmarks.suite import (
     served_threads,
     torch_threads,
 )
-from client import TritonClient
-from export.checkpoint import LoadedModel, load_model
-from export.formats import Format
-from export.pipeline import repository_name
-from export.repository import write_config
-from serve import TritonServer
+from tritonstack.client import TritonClient
 from tritonstack.errors import UsageError
+from tritonstack.export.checkpoint import LoadedModel, load_model
+from tritonstack.export.pipeline import repository_name
+from tritonstack.export.repository import write_config
+from tritonstack.formats import Format
+from tritonstack.serve import TritonServer
 from tritonstack.spec import Array, wire_dtype
 
 IDENTITY = "tritonstack_identity"

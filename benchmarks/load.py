@@ -18,9 +18,9 @@ import numpy as np
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from benchmarks.config import WindowRule
-from benchmarks.stats import server_delta
-from benchmarks.windows import Window, is_stable
+from tritonstack.benchmarks.config import WindowRule
+from tritonstack.benchmarks.stats import server_delta
+from tritonstack.benchmarks.windows import Window, is_stable
 from tritonstack.errors import ServeError
 from tritonstack.spec import Array, wire_dtype
 

@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 from tritonclient.grpc import service_pb2
 
-from benchmarks.load import AsyncioLoad, Completion, Generator, Sender, closed_loop, open_loop
+from tritonstack.benchmarks.load import AsyncioLoad, Completion, Generator, Sender, closed_loop, open_loop
 from tritonstack.errors import ServeError
 
 _FLUSH_S = 0.01  # how often a worker sends its completions

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from export.formats import Format
-from export.metadata import read_metadata, write_metadata
-from export.pipeline import repository_name
+from tritonstack.export.metadata import read_metadata, write_metadata
+from tritonstack.export.pipeline import repository_name
+from tritonstack.formats import Format
 
 
 def record_in_metadata(results: Mapping[str, Any], repo: Path, results_path: Path) -> list[Path]:

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from benchmarks.stats import PERCENTILES, SERVER_PHASES  # noqa: E402
+from tritonstack.benchmarks.stats import PERCENTILES, SERVER_PHASES  # noqa: E402
 from tritonstack.errors import UsageError  # noqa: E402
 
 COLUMNS = (

@@ -20,19 +20,28 @@ import grpc
 import tritonclient.grpc.aio as grpcaio
 from rich.progress import Progress
 
-from benchmarks.baseline import baseline_result
-from benchmarks.config import BenchConfig, command_line
-from benchmarks.load import AsyncioLoad, CellRun, Generator, Load, Target, closed_loop, measure, open_loop
-from benchmarks.load_processes import ProcessLoad
-from benchmarks.stats import latency_ms, server_delta
-from benchmarks.windows import merge
-from export.checkpoint import LoadedModel, load_model
-from export.formats import Artifact, Format
-from export.pipeline import repository_name
-from export.repository import read_config
-from export.runners import OnnxRuntimeRunner, Runner, TorchRunner, TorchScriptRunner, runner_for
-from serve import running_server
+from tritonstack.benchmarks.baseline import baseline_result
+from tritonstack.benchmarks.config import BenchConfig, command_line
+from tritonstack.benchmarks.load import (
+    AsyncioLoad,
+    CellRun,
+    Generator,
+    Load,
+    Target,
+    closed_loop,
+    measure,
+    open_loop,
+)
+from tritonstack.benchmarks.load_processes import ProcessLoad
+from tritonstack.benchmarks.stats import latency_ms, server_delta
+from tritonstack.benchmarks.windows import merge
 from tritonstack.errors import UsageError
+from tritonstack.export.checkpoint import LoadedModel, load_model
+from tritonstack.export.pipeline import repository_name
+from tritonstack.export.repository import read_config
+from tritonstack.formats import Artifact, Format
+from tritonstack.runtimes.runners import OnnxRuntimeRunner, Runner, TorchRunner, TorchScriptRunner, runner_for
+from tritonstack.serve import running_server
 from tritonstack.spec import ORT_THREAD_PARAMETERS, TORCH_THREAD_PARAMETERS
 
 # The in-process baseline that a served format is compared with.

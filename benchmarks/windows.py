@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.stats import latency_ms
+from tritonstack.benchmarks.stats import latency_ms
 
 
 @dataclass

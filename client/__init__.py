@@ -1,11 +1,11 @@
 """Typed gRPC clients for models served by Triton, sync and asyncio; `import client` does not
 import torch."""
 
-from client._async import AsyncTritonClient
-from client._base import DEFAULT_URL, InferRequest, ModelStatus
-from client._retry import NO_RETRY, RetryPolicy
-from client._sync import TritonClient
-from client._validation import check_request
+from tritonstack.client._async import AsyncTritonClient
+from tritonstack.client._base import DEFAULT_URL, InferRequest, ModelStatus
+from tritonstack.client._retry import NO_RETRY, RetryPolicy
+from tritonstack.client._sync import TritonClient
+from tritonstack.client._validation import check_request
 from tritonstack.errors import (
     ClientError,
     DeadlineExceeded,

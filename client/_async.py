@@ -16,10 +16,17 @@ import grpc
 import tritonclient.grpc.aio as aioclient
 from tritonclient.grpc import model_config_pb2
 
-from client._base import POLL_INTERVAL_S, ClientBase, InferRequest, ModelStatus, statuses, version_string
-from client._errors import translate_errors
-from client._retry import Deadline
-from client._wire import generated_stub, metadata, triton_error
+from tritonstack.client._base import (
+    POLL_INTERVAL_S,
+    ClientBase,
+    InferRequest,
+    ModelStatus,
+    statuses,
+    version_string,
+)
+from tritonstack.client._errors import translate_errors
+from tritonstack.client._retry import Deadline
+from tritonstack.client._wire import generated_stub, metadata, triton_error
 from tritonstack.errors import ClientError, DeadlineExceeded, ServerUnavailable
 from tritonstack.spec import Array, ModelSpec
 

@@ -152,7 +152,7 @@ def shm_pool(kind: bool | ShmKind, cuda_device: int = 0) -> ShmPool | None:
             f"use_shared_memory={kind!r}: pass True (or 'system') for system shared memory, or 'cuda'"
         )
     try:
-        from client._cuda_shm import cuda_regions
+        from tritonstack.client._cuda_shm import cuda_regions
     except (ImportError, RuntimeError) as exc:  # tritonclient raises RuntimeError without cuda-bindings
         raise ClientError(f"CUDA shared memory needs cuda-bindings ({first_line(exc)}): {CUDA_HINT}") from exc
     return ShmPool(cuda_regions(cuda_device))

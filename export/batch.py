@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export.checkpoint import ModelSource, load_model, resolve_checkpoint
-from export.deployment import DeploymentOptions
-from export.formats import ExportOptions, Format
-from export.metadata import file_sha256, options_record, read_metadata
-from export.pipeline import ExportResult, export_to_repository
 from tritonstack.errors import first_line
+from tritonstack.export.checkpoint import ModelSource, load_model, resolve_checkpoint
+from tritonstack.export.deployment import DeploymentOptions
+from tritonstack.export.formats import ExportOptions
+from tritonstack.export.metadata import file_sha256, options_record, read_metadata
+from tritonstack.export.pipeline import ExportResult, export_to_repository
+from tritonstack.formats import Format
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt")
 _SUFFIXES = (".pt", ".pth", ".safetensors")

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from export.custom import CustomArch
 from tritonstack.errors import CheckpointError, UsageError, first_line
+from tritonstack.export.custom import CustomArch
 from tritonstack.spec import ModelSpec
 
 # Wrappers that prefix every key: DistributedDataParallel and torch.compile.
@@ -222,7 +222,7 @@ def _build(
     if source.custom is not None:
         module, spec = source.custom.build(dict(source.config or {}), name, max_batch_size)
         return module, spec, source.custom.target, dict(source.config or {})
-    import recsys
+    from tritonstack import recsys
 
     arch_name, params = _builtin_config(source, saved_config, path)
     arch = recsys.get_architecture(arch_name)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from export.formats import Format
 from tritonstack.errors import UsageError
+from tritonstack.formats import Format
 from tritonstack.spec import ORT_THREAD_PARAMETERS, TORCH_THREAD_PARAMETERS, ModelSpec, config_dtype
 
 _THREAD_PARAMETERS = {Format.ONNX: ORT_THREAD_PARAMETERS, Format.TORCHSCRIPT: TORCH_THREAD_PARAMETERS}

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.checkpoint import LoadedModel
-from export.metadata import file_sha256
 from tritonstack.errors import UsageError
+from tritonstack.export.checkpoint import LoadedModel
+from tritonstack.export.metadata import file_sha256
 
 MANIFEST_NAME = "embeddings.json"
 _CHUNK = 4096

@@ -1,58 +1,19 @@
-"""The artifact formats, what Triton calls them, and the exporter behind each."""
+"""Export options shared by every exporter, and the exporter behind each format."""
 
 from __future__ import annotations
 
-import enum
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tritonstack.errors import UsageError
+from tritonstack.formats import Artifact, Format
 from tritonstack.spec import ModelSpec
 
 if TYPE_CHECKING:
     from torch import nn
-
-
-class Format(str, enum.Enum):
-    ONNX = "onnx"
-    TORCHSCRIPT = "torchscript"
-    TENSORRT = "tensorrt"
-
-    @property
-    def platform(self) -> str:
-        """The `platform` of `config.pbtxt`: Triton's native backend for this format."""
-        return _PLATFORMS[self]
-
-    @property
-    def filename(self) -> str:
-        return _FILENAMES[self]
-
-    @classmethod
-    def parse_list(cls, text: str) -> list[Format]:
-        """`"onnx,torchscript"` -> formats; an unknown name is a usage error listing the valid ones."""
-        formats = []
-        for name in filter(None, (part.strip() for part in text.split(","))):
-            try:
-                formats.append(cls(name))
-            except ValueError:
-                valid = ", ".join(f.value for f in cls)
-                raise UsageError(f"unknown format {name!r}: choose from {valid}") from None
-        if not formats:
-            raise UsageError("no format given: choose from " + ", ".join(f.value for f in cls))
-        return formats
-
-
-_PLATFORMS = {
-    Format.ONNX: "onnxruntime_onnx",
-    Format.TORCHSCRIPT: "pytorch_libtorch",
-    Format.TENSORRT: "tensorrt_plan",
-}
-_FILENAMES = {Format.ONNX: "model.onnx", Format.TORCHSCRIPT: "model.pt", Format.TENSORRT: "model.plan"}
-# What `export` and the demo produce unless told otherwise: TensorRT needs a GPU and TensorRT.
-DEFAULT_FORMATS = (Format.ONNX, Format.TORCHSCRIPT)
 
 
 @dataclass(frozen=True)
@@ -87,25 +48,11 @@ class ExportOptions:
             raise UsageError("example_batch_size must be at least 2 so the batch axis stays dynamic")
 
 
-@dataclass(frozen=True)
-class Artifact:
-    """An exported model file and what produced it."""
-
-    format: Format
-    path: Path
-    spec: ModelSpec
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def size_bytes(self) -> int:
-        return self.path.stat().st_size
-
-
 Exporter = Callable[["nn.Module", ModelSpec, Path, ExportOptions], Artifact]
 
 
 def exporter(fmt: Format) -> Exporter:
     """The `export` function of `export/<format>.py`, imported only when used."""
-    module = importlib.import_module(f"export.{fmt.value}")
+    module = importlib.import_module(f"tritonstack.export.{fmt.value}")
     fn: Exporter = module.export
     return fn

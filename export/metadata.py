@@ -17,12 +17,13 @@ from importlib import metadata as dist
 from pathlib import Path
 from typing import Any
 
-from export.checkpoint import LoadedModel
-from export.deployment import DeploymentOptions
-from export.formats import ExportOptions, Format
-from export.repository import replace_file
-from export.verify import VerificationReport
 from tritonstack.errors import RepositoryError
+from tritonstack.export.checkpoint import LoadedModel
+from tritonstack.export.deployment import DeploymentOptions
+from tritonstack.export.formats import ExportOptions
+from tritonstack.export.repository import replace_file
+from tritonstack.export.verify import VerificationReport
+from tritonstack.formats import Format
 
 METADATA_NAME = "metadata.json"
 _PACKAGES = ("torch", "onnx", "onnxruntime")

@@ -12,10 +12,11 @@ import onnx
 import torch
 from torch import nn
 
-from export.formats import Artifact, ExportOptions, Format
-from export.precision import half_precision
-from export.runners import example_args
 from tritonstack.errors import ExportError, first_line
+from tritonstack.export.formats import ExportOptions
+from tritonstack.export.precision import half_precision
+from tritonstack.formats import Artifact, Format
+from tritonstack.runtimes.runners import example_args
 from tritonstack.spec import ModelSpec
 
 

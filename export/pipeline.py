@@ -9,15 +9,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.checkpoint import LoadedModel
-from export.deployment import DeploymentOptions, apply_deployment
-from export.embeddings import write_embeddings
-from export.formats import ExportOptions, Format, exporter
-from export.metadata import METADATA_NAME, build_metadata, file_sha256, options_record, write_metadata
-from export.repository import build_config, write_version
-from export.runners import TorchRunner, runner_for
-from export.verify import VerificationReport, tolerances, verify
 from tritonstack.errors import ExportError
+from tritonstack.export.checkpoint import LoadedModel
+from tritonstack.export.deployment import DeploymentOptions, apply_deployment
+from tritonstack.export.embeddings import write_embeddings
+from tritonstack.export.formats import ExportOptions, exporter
+from tritonstack.export.metadata import (
+    METADATA_NAME,
+    build_metadata,
+    file_sha256,
+    options_record,
+    write_metadata,
+)
+from tritonstack.export.repository import build_config, write_version
+from tritonstack.export.verify import VerificationReport, tolerances, verify
+from tritonstack.formats import Format
+from tritonstack.runtimes.runners import TorchRunner, runner_for
 
 
 @dataclass(frozen=True)

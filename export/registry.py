@@ -19,9 +19,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from export.metadata import read_metadata, write_metadata
-from export.repository import CONFIG_NAME, list_versions, read_config, write_config
 from tritonstack.errors import RepositoryError, UsageError
+from tritonstack.export.metadata import read_metadata, write_metadata
+from tritonstack.export.repository import CONFIG_NAME, list_versions, read_config, write_config
 from tritonstack.spec import PRODUCTION_VERSION_PARAMETER, production_version_from_parameters
 
 STATUSES = ("production", "staging", "ab-test")

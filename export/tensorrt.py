@@ -14,10 +14,11 @@ from pathlib import Path
 
 from torch import nn
 
-from export import onnx as onnx_exporter
-from export.formats import Artifact, ExportOptions, Format
-from export.trt_runtime import require_tensorrt
 from tritonstack.errors import ExportError
+from tritonstack.export import onnx as onnx_exporter
+from tritonstack.export.formats import ExportOptions
+from tritonstack.formats import Artifact, Format
+from tritonstack.runtimes.tensorrt import require_tensorrt
 from tritonstack.spec import ModelSpec
 
 

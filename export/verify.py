@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from export.runners import Runner
 from tritonstack.errors import VerificationError
+from tritonstack.runtimes.runners import Runner
 from tritonstack.spec import Array, ModelSpec
 
 ATOL = 1e-4

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from recsys.config import Config, require
+from tritonstack.recsys.config import Config, require
 from tritonstack.spec import TensorSpec
 
 # Distinct values per categorical column of the Criteo Kaggle display-advertising data set.

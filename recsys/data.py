@@ -12,8 +12,8 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
-from recsys.ctr import CtrConfig
-from recsys.two_tower import TwoTowerConfig
+from tritonstack.recsys.ctr import CtrConfig
+from tritonstack.recsys.two_tower import TwoTowerConfig
 
 # ids = floor(vocab * u**ZIPF_POWER), u uniform: a tenth of the draws hit the first 0.1% of ids.
 ZIPF_POWER = 3.0

@@ -8,9 +8,9 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from recsys.config import require
-from recsys.ctr import CtrConfig, hashed_vocab_sizes, tiny_vocab_sizes
-from recsys.layers import FusedEmbedding, mlp
+from tritonstack.recsys.config import require
+from tritonstack.recsys.ctr import CtrConfig, hashed_vocab_sizes, tiny_vocab_sizes
+from tritonstack.recsys.layers import FusedEmbedding, mlp
 
 
 @dataclasses.dataclass(frozen=True)

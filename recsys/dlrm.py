@@ -8,8 +8,8 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from recsys.ctr import CtrConfig, hashed_vocab_sizes, tiny_vocab_sizes
-from recsys.layers import FusedEmbedding, mlp, strict_upper_index
+from tritonstack.recsys.ctr import CtrConfig, hashed_vocab_sizes, tiny_vocab_sizes
+from tritonstack.recsys.layers import FusedEmbedding, mlp, strict_upper_index
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,11 +8,11 @@ from typing import Any, Generic, TypeVar
 
 from torch import nn
 
-from recsys import dcn_v2, dlrm, two_tower
-from recsys.config import Config
-from recsys.ctr import ctr_inputs
-from recsys.data import CtrTeacher, PairTeacher, Teacher
 from tritonstack.errors import UsageError
+from tritonstack.recsys import dcn_v2, dlrm, two_tower
+from tritonstack.recsys.config import Config
+from tritonstack.recsys.ctr import ctr_inputs
+from tritonstack.recsys.data import CtrTeacher, PairTeacher, Teacher
 from tritonstack.spec import ModelSpec, TensorSpec
 
 C = TypeVar("C", bound=Config)

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from recsys.config import Config
-from recsys.data import Batch
-from recsys.registry import Architecture, get_architecture
 from tritonstack.errors import UsageError
+from tritonstack.recsys.config import Config
+from tritonstack.recsys.data import Batch
+from tritonstack.recsys.registry import Architecture, get_architecture
 
 EVAL_BATCH_SIZE = 4096
 

@@ -8,8 +8,8 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from recsys.config import Config, require
-from recsys.layers import FusedEmbedding, mlp
+from tritonstack.recsys.config import Config, require
+from tritonstack.recsys.layers import FusedEmbedding, mlp
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Serving with Triton: the embedded `tritonserver` from the nvidia-pytriton wheel, or an external one."""
 
-from serve.binary import TritonInstall, find_triton
-from serve.server import ExternalServer, TritonServer, free_port, running_server
+from tritonstack.serve.binary import TritonInstall, find_triton
+from tritonstack.serve.server import ExternalServer, TritonServer, free_port, running_server
 
 __all__ = ["ExternalServer", "TritonInstall", "TritonServer", "find_triton", "free_port", "running_server"]

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from serve.binary import TritonInstall
+from tritonstack.serve.binary import TritonInstall
 
 log = logging.getLogger(__name__)
 

@@ -32,12 +32,12 @@ from typing import Literal
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-import serve
-from serve import stub_site
-from serve.backend_dir import backend_directory
-from serve.binary import TritonInstall, find_triton
-from serve.tls import AdminKey, Tls, is_loopback
+import tritonstack
 from tritonstack.errors import ModelLoadError, PortInUse, ServeError
+from tritonstack.serve import stub_site
+from tritonstack.serve.backend_dir import backend_directory
+from tritonstack.serve.binary import TritonInstall, find_triton
+from tritonstack.serve.tls import AdminKey, Tls, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -344,10 +344,11 @@ def _load_failure_message(failed: dict[str, str], log_path: Path) -> str:
 
 def _stub_python_path() -> list[str]:
     """The project and this interpreter's import path, so the backend stub (a separate, embedded
-    Python) imports `serve.batching`, numpy, onnxruntime and torch from the same places we do.
+    Python) imports `tritonstack.serve.batching`, numpy, onnxruntime and torch from the same places we do.
     The standard library is left out: the stub has its own, and mixing two patch releases' is unsafe."""
     stdlib = tuple(os.path.realpath(p) + os.sep for p in {sys.base_prefix, sys.base_exec_prefix})
-    project = str(Path(serve.__file__).resolve().parent.parent)
+    # The folder holding the `tritonstack` package (not resolved: its subpackages may be links).
+    project = str(Path(tritonstack.__file__).parent.parent)
     entries = [project]
     for entry in filter(os.path.isdir, sys.path):
         real = os.path.realpath(entry)

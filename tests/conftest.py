@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from serve import TritonServer
+from tritonstack.serve import TritonServer
 
 ServerFactory = Callable[..., TritonServer]
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import recsys
-from export.checkpoint import load_model
-from export.formats import DEFAULT_FORMATS
-from export.pipeline import export_to_repository
-from export.repository import build_config, write_version
-from recsys.train import train
+from tritonstack import recsys
+from tritonstack.export.checkpoint import load_model
+from tritonstack.export.pipeline import export_to_repository
+from tritonstack.export.repository import build_config, write_version
+from tritonstack.formats import DEFAULT_FORMATS
+from tritonstack.recsys.train import train
 from tritonstack.spec import ModelSpec, TensorSpec
 
 MARKER = 13.0

@@ -10,14 +10,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import recsys
-from export.batch import exported_version, find_checkpoints
-from export.deployment import DeploymentOptions
-from export.formats import ExportOptions, Format
-from export.metadata import file_sha256, options_record
-from export.repository import list_versions
-from recsys.train import train
+from tritonstack import recsys
 from tritonstack.cli import main
+from tritonstack.export.batch import exported_version, find_checkpoints
+from tritonstack.export.deployment import DeploymentOptions
+from tritonstack.export.formats import ExportOptions
+from tritonstack.export.metadata import file_sha256, options_record
+from tritonstack.export.repository import list_versions
+from tritonstack.formats import Format
+from tritonstack.recsys.train import train
 
 
 @pytest.fixture(scope="module")

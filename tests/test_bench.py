@@ -13,21 +13,21 @@ from typing import Any
 
 import pytest
 
-import recsys
-from benchmarks.compare import ratios
-from benchmarks.config import BenchConfig, WindowRule, command_line
-from benchmarks.load import Completion, prebuilt_request
-from benchmarks.load_processes import ProcessLoad, split
-from benchmarks.stats import latency_ms, server_delta
-from benchmarks.suite import RUNTIME_OF
-from benchmarks.windows import Window, agree, is_stable, merge
-from export.checkpoint import load_model
-from export.formats import DEFAULT_FORMATS
-from export.pipeline import export_to_repository
-from export.registry import list_registry
-from recsys.train import train
+from tritonstack import recsys
+from tritonstack.benchmarks.compare import ratios
+from tritonstack.benchmarks.config import BenchConfig, WindowRule, command_line
+from tritonstack.benchmarks.load import Completion, prebuilt_request
+from tritonstack.benchmarks.load_processes import ProcessLoad, split
+from tritonstack.benchmarks.stats import latency_ms, server_delta
+from tritonstack.benchmarks.suite import RUNTIME_OF
+from tritonstack.benchmarks.windows import Window, agree, is_stable, merge
 from tritonstack.cli import main
 from tritonstack.errors import UsageError
+from tritonstack.export.checkpoint import load_model
+from tritonstack.export.pipeline import export_to_repository
+from tritonstack.export.registry import list_registry
+from tritonstack.formats import DEFAULT_FORMATS
+from tritonstack.recsys.train import train
 
 MODELS = ("two_tower", "dlrm")
 BATCH_SIZES = (1, 8)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from export.checkpoint import ModelSource, load_model, read_checkpoint
-from export.custom import CustomArch, parse_input
 from tests.custom_models import make_scorer
 from tritonstack.errors import CheckpointError, UsageError
+from tritonstack.export.checkpoint import ModelSource, load_model, read_checkpoint
+from tritonstack.export.custom import CustomArch, parse_input
 
 SCORER = CustomArch(
     "tests.custom_models:make_scorer", (parse_input("ids:int64:3:50"), parse_input("dense:float32:4")), ("p",)

@@ -12,14 +12,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import recsys
-from export.checkpoint import ModelSource, load_model
-from export.formats import Format
-from export.metadata import file_sha256, read_metadata
-from export.pipeline import export_to_repository
-from recsys.train import train
+from tritonstack import recsys
 from tritonstack.cli import main
 from tritonstack.errors import CheckpointError
+from tritonstack.export.checkpoint import ModelSource, load_model
+from tritonstack.export.metadata import file_sha256, read_metadata
+from tritonstack.export.pipeline import export_to_repository
+from tritonstack.formats import Format
+from tritonstack.recsys.train import train
 
 ARCH = "dlrm"
 SOURCE = ModelSource(arch=ARCH, preset="tiny")

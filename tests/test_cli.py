@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve import free_port
-from tritonstack.commands import SUBCOMMANDS
+from tritonstack.cli.commands import SUBCOMMANDS
+from tritonstack.serve import free_port
 
 CLI = [sys.executable, "-m", "tritonstack.cli"]
 

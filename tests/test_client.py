@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from tritonclient.utils import InferenceServerException
 
-import client._base
-from client import (
+from tests.conftest import ServerFactory
+from tritonstack.cli import main
+from tritonstack.client import (
     AsyncTritonClient,
     ClientError,
     DeadlineExceeded,
@@ -26,13 +27,12 @@ from client import (
     ServerUnavailable,
     TritonClient,
 )
-from client._retry import Deadline
-from export.formats import ExportOptions
-from export.onnx import export as export_onnx
-from export.repository import build_config, write_version
-from serve import free_port
-from tests.conftest import ServerFactory
-from tritonstack.cli import main
+from tritonstack.client import _base as client_base
+from tritonstack.client._retry import Deadline
+from tritonstack.export.formats import ExportOptions
+from tritonstack.export.onnx import export as export_onnx
+from tritonstack.export.repository import build_config, write_version
+from tritonstack.serve import free_port
 from tritonstack.spec import Array, ModelSpec, TensorSpec
 
 pytestmark = pytest.mark.server
@@ -140,7 +140,7 @@ def test_bad_requests_are_refused_and_the_server_stays_ready(
 
 def test_tritons_own_refusal_is_invalid_input(triton: TritonClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the client's checks off, the server's INVALID_ARGUMENT maps to the same error."""
-    monkeypatch.setattr(client._base, "check_request", lambda spec, inputs: None)
+    monkeypatch.setattr(client_base, "check_request", lambda spec, inputs: None)
     with pytest.raises(InvalidInput, match=SPEC.name) as err:
         triton.infer(SPEC.name, {"x": _x(2)[:, :3]})
     assert err.value.model == SPEC.name

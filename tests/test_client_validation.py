@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from client import check_request
-from client._errors import to_client_error, translate_errors
-from client._validation import check_outputs, describe
+from tritonstack.client import check_request
+from tritonstack.client._errors import to_client_error, translate_errors
+from tritonstack.client._validation import check_outputs, describe
 from tritonstack.errors import (
     ClientError,
     DeadlineExceeded,

@@ -19,15 +19,15 @@ import pytest
 import torch
 from torch import nn
 
-from client import AsyncTritonClient, ClientError, InferRequest, TritonClient
-from client._shm import ShmKind, shm_pool
-from export.formats import ExportOptions
-from export.onnx import export as export_onnx
-from export.repository import build_config, write_version
-from serve import free_port
 from tests.conftest import ServerFactory
 from tritonstack.cli import main
+from tritonstack.client import AsyncTritonClient, ClientError, InferRequest, TritonClient
+from tritonstack.client._shm import ShmKind, shm_pool
 from tritonstack.errors import UsageError
+from tritonstack.export.formats import ExportOptions
+from tritonstack.export.onnx import export as export_onnx
+from tritonstack.export.repository import build_config, write_version
+from tritonstack.serve import free_port
 from tritonstack.spec import Array, ModelSpec, TensorSpec
 
 # Two inputs of different dtypes and two outputs: the region holds four tensors, with gaps.
@@ -118,7 +118,7 @@ def test_missing_cuda_bindings_is_one_clear_line(
 ) -> None:
     for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime"):
         monkeypatch.setitem(sys.modules, name, None)  # an import of it fails, as where it is absent
-    for name in ("tritonclient.utils.cuda_shared_memory", "client._cuda_shm"):
+    for name in ("tritonclient.utils.cuda_shared_memory", "tritonstack.client._cuda_shm"):
         monkeypatch.delitem(sys.modules, name, raising=False)  # imported afresh
     for make in (TritonClient, AsyncTritonClient):
         with pytest.raises(ClientError) as err:

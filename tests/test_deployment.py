@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
-from export.deployment import DeploymentOptions, Device, OrtAccelerator, apply_deployment
-from export.formats import Format
-from export.repository import build_config
 from tritonstack.errors import UsageError
+from tritonstack.export.deployment import DeploymentOptions, Device, OrtAccelerator, apply_deployment
+from tritonstack.export.repository import build_config
+from tritonstack.formats import Format
 from tritonstack.spec import ModelSpec, TensorSpec
 
 SPEC = ModelSpec(

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-import recsys
-from export.metadata import file_sha256
-from recsys.train import train
 from tests.conftest import ServerFactory
+from tritonstack import recsys
 from tritonstack.cli import main
+from tritonstack.export.metadata import file_sha256
+from tritonstack.recsys.train import train
 
 pytestmark = pytest.mark.server
 

@@ -16,18 +16,18 @@ import torch
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-import recsys
-from client import TritonClient
-from export.checkpoint import LoadedModel, ModelSource, load_model
-from export.custom import CustomArch, parse_input
-from export.formats import DEFAULT_FORMATS, Format
-from export.pipeline import ExportResult, export_to_repository, repository_name
-from export.runners import TorchRunner
-from export.verify import compare
-from recsys.train import train
-from serve import TritonServer
 from tests.custom_models import make_scorer
+from tritonstack import recsys
+from tritonstack.client import TritonClient
 from tritonstack.errors import InvalidInput, ModelNotFound
+from tritonstack.export.checkpoint import LoadedModel, ModelSource, load_model
+from tritonstack.export.custom import CustomArch, parse_input
+from tritonstack.export.pipeline import ExportResult, export_to_repository, repository_name
+from tritonstack.export.verify import compare
+from tritonstack.formats import DEFAULT_FORMATS, Format
+from tritonstack.recsys.train import train
+from tritonstack.runtimes.runners import TorchRunner
+from tritonstack.serve import TritonServer
 from tritonstack.spec import Array, wire_dtype
 
 pytestmark = pytest.mark.server

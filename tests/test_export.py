@@ -9,13 +9,14 @@ import onnx
 import pytest
 import torch
 
-from export.checkpoint import LoadedModel, ModelSource, load_model
-from export.custom import CustomArch, parse_input
-from export.formats import DEFAULT_FORMATS, ExportOptions, Format, exporter
-from export.runners import TorchRunner, runner_for
-from export.verify import tolerances, verify
 from tests.custom_models import make_scorer
 from tritonstack.errors import UsageError, VerificationError
+from tritonstack.export.checkpoint import LoadedModel, ModelSource, load_model
+from tritonstack.export.custom import CustomArch, parse_input
+from tritonstack.export.formats import ExportOptions, exporter
+from tritonstack.export.verify import tolerances, verify
+from tritonstack.formats import DEFAULT_FORMATS, Format
+from tritonstack.runtimes.runners import TorchRunner, runner_for
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from client import AsyncTritonClient, TritonClient
-from serve import TritonServer, free_port
 from tests.reference_models import write_reference_models
+from tritonstack.client import AsyncTritonClient, TritonClient
+from tritonstack.serve import TritonServer, free_port
 from tritonstack.spec import Array
 
 pytestmark = pytest.mark.server

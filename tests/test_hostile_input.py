@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from client import ClientError, InferenceFailed, InvalidInput, ModelNotFound, TritonClient
-from client._errors import to_client_error
 from tests.conftest import ServerFactory
 from tests.reference_models import write_reference_models
+from tritonstack.client import ClientError, InferenceFailed, InvalidInput, ModelNotFound, TritonClient
+from tritonstack.client._errors import to_client_error
 from tritonstack.spec import Array, ModelSpec
 
 pytestmark = pytest.mark.server

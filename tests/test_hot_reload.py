@@ -14,13 +14,13 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 
-import recsys
-from export.checkpoint import LoadedModel, load_model
-from export.formats import Format
-from export.pipeline import export_to_repository
-from recsys.train import train
 from tests.conftest import ServerFactory
-from tritonstack.manage_commands import WATCH_ARGS
+from tritonstack import recsys
+from tritonstack.cli.manage import WATCH_ARGS
+from tritonstack.export.checkpoint import LoadedModel, load_model
+from tritonstack.export.pipeline import export_to_repository
+from tritonstack.formats import Format
+from tritonstack.recsys.train import train
 from tritonstack.spec import Array, wire_dtype
 
 pytestmark = pytest.mark.server

@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-import recsys
-from recsys.config import Config
-from recsys.dlrm import DLRM
-from recsys.layers import FusedEmbedding
-from recsys.train import TrainResult, auc, train
-from recsys.two_tower import TwoTower, TwoTowerConfig
+from tritonstack import recsys
 from tritonstack.errors import UsageError
+from tritonstack.recsys.config import Config
+from tritonstack.recsys.dlrm import DLRM
+from tritonstack.recsys.layers import FusedEmbedding
+from tritonstack.recsys.train import TrainResult, auc, train
+from tritonstack.recsys.two_tower import TwoTower, TwoTowerConfig
 from tritonstack.spec import ModelSpec
 
 # fp32 parameter bytes of each default preset, in MB (1e6 bytes); a new architecture needs a line.

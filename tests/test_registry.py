@@ -13,17 +13,22 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-import recsys
-from client import AsyncTritonClient, TritonClient
-from export.checkpoint import load_model
-from export.formats import Format
-from export.metadata import read_metadata, write_metadata
-from export.pipeline import export_to_repository
-from export.registry import client_default_version, default_version, list_registry, served_versions
-from export.repository import CONFIG_NAME, build_config, list_versions, read_config, write_version
-from recsys.train import train
 from tests.conftest import ServerFactory
+from tritonstack import recsys
 from tritonstack.cli import main
+from tritonstack.client import AsyncTritonClient, TritonClient
+from tritonstack.export.checkpoint import load_model
+from tritonstack.export.metadata import read_metadata, write_metadata
+from tritonstack.export.pipeline import export_to_repository
+from tritonstack.export.registry import (
+    client_default_version,
+    default_version,
+    list_registry,
+    served_versions,
+)
+from tritonstack.export.repository import CONFIG_NAME, build_config, list_versions, read_config, write_version
+from tritonstack.formats import Format
+from tritonstack.recsys.train import train
 from tritonstack.spec import PRODUCTION_VERSION_PARAMETER, Array, ModelSpec, wire_dtype
 
 pytestmark = pytest.mark.server

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import (
+from tests.conftest import ServerFactory
+from tests.reference_models import FRAGILE, MARKER, write_fragile_model, write_reference_models
+from tritonstack.client import (
     AsyncTritonClient,
     ClientError,
     DeadlineExceeded,
@@ -26,9 +28,7 @@ from client import (
     ServerUnavailable,
     TritonClient,
 )
-from serve import TritonServer, free_port
-from tests.conftest import ServerFactory
-from tests.reference_models import FRAGILE, MARKER, write_fragile_model, write_reference_models
+from tritonstack.serve import TritonServer, free_port
 from tritonstack.spec import Array
 
 pytestmark = pytest.mark.server

@@ -8,9 +8,15 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
-from export import repository
-from export.repository import build_config, list_versions, read_config, write_config, write_version
 from tritonstack.errors import RepositoryError
+from tritonstack.export import repository
+from tritonstack.export.repository import (
+    build_config,
+    list_versions,
+    read_config,
+    write_config,
+    write_version,
+)
 from tritonstack.spec import ModelSpec, TensorSpec
 
 SPEC = ModelSpec(

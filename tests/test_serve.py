@@ -18,12 +18,12 @@ import tritonclient.grpc as grpcclient
 from torch import nn
 from tritonclient.utils import InferenceServerException
 
-import serve.binary
-import serve.server
-from export.repository import build_config, write_version
-from serve import ExternalServer, TritonServer, find_triton
 from tests.conftest import ServerFactory
 from tritonstack.errors import BinaryNotFound, ModelLoadError, PortInUse, ServeError
+from tritonstack.export.repository import build_config, write_version
+from tritonstack.serve import ExternalServer, TritonServer, find_triton
+from tritonstack.serve import binary as serve_binary
+from tritonstack.serve import server as serve_server
 from tritonstack.spec import Array, ModelSpec, TensorSpec, wire_dtype
 
 pytestmark = pytest.mark.server
@@ -188,7 +188,7 @@ def test_addresses_are_loopback_and_external_server_reaches_it(server) -> None:
 
 def test_external_server_that_is_not_there() -> None:
     with pytest.raises(ServeError, match="no ready Triton"):
-        ExternalServer(f"127.0.0.1:{serve.server.free_port()}").wait_ready(timeout=0.5)
+        ExternalServer(f"127.0.0.1:{serve_server.free_port()}").wait_ready(timeout=0.5)
 
 
 def test_requested_busy_port_is_refused(tmp_path: Path) -> None:
@@ -203,7 +203,7 @@ def test_requested_busy_port_is_refused(tmp_path: Path) -> None:
 def test_bind_failure_reported_by_triton_is_port_in_use(tmp_path: Path, monkeypatch) -> None:
     """A port taken between our check and Triton's bind: Triton's own failure becomes PortInUse,
     and stop() leaves no process behind."""
-    monkeypatch.setattr(serve.server, "port_is_free", lambda host, port: True)
+    monkeypatch.setattr(serve_server, "port_is_free", lambda host, port: True)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -241,7 +241,7 @@ def test_broken_model_is_named_with_triton_reason(tmp_path: Path) -> None:
 
 
 def test_missing_binary_is_binary_not_found(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(serve.binary, "pytriton_dir", lambda: None)
+    monkeypatch.setattr(serve_binary, "pytriton_dir", lambda: None)
     with pytest.raises(BinaryNotFound, match="nvidia-pytriton==0.7.0"):
         TritonServer(tmp_path).start()
     (tmp_path / "tritonserver" / "bin").mkdir(parents=True)

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-import recsys
-from export.checkpoint import LoadedModel, load_model
-from export.formats import ExportOptions, Format, TensorRTOptions, exporter
-from export.pipeline import ExportResult, export_to_repository
-from export.runners import TorchRunner, runner_for
-from export.trt_runtime import require_tensorrt
-from export.verify import verify
-from recsys.train import train
+from tritonstack import recsys
 from tritonstack.errors import ExportError
+from tritonstack.export.checkpoint import LoadedModel, load_model
+from tritonstack.export.formats import ExportOptions, TensorRTOptions, exporter
+from tritonstack.export.pipeline import ExportResult, export_to_repository
+from tritonstack.export.verify import verify
+from tritonstack.formats import Format
+from tritonstack.recsys.train import train
+from tritonstack.runtimes.runners import TorchRunner, runner_for
+from tritonstack.runtimes.tensorrt import require_tensorrt
 
 
 def _tensorrt_missing() -> str | None:

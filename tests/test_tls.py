@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from client import AsyncTritonClient, ClientError, ServerUnavailable, TritonClient
-from serve import TritonServer
-from serve.tls import AdminKey, Tls, is_loopback
 from tests.conftest import ServerFactory
 from tests.reference_models import FRAGILE, write_fragile_model
 from tritonstack.cli import main
+from tritonstack.client import AsyncTritonClient, ClientError, ServerUnavailable, TritonClient
 from tritonstack.errors import UsageError
+from tritonstack.serve import TritonServer
+from tritonstack.serve.tls import AdminKey, Tls, is_loopback
 
 pytestmark = [
     pytest.mark.server,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from serve.batching import BatchedModel, Instance, RunFn
+from tritonstack.serve.batching import BatchedModel, Instance, RunFn
 from tritonstack.spec import ORT_THREAD_PARAMETERS, Array
 
 

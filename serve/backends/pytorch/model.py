@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from serve.batching import BatchedModel, Instance, RunFn
+from tritonstack.serve.batching import BatchedModel, Instance, RunFn
 from tritonstack.spec import TORCH_THREAD_PARAMETERS, Array
 
 

@@ -10,8 +10,8 @@ import stub_site  # noqa: F401  (first: puts the project and virtualenv on sys.p
 
 from pathlib import Path
 
-from export.trt_runtime import TensorRTEngine
-from serve.batching import BatchedModel, Instance, RunFn
+from tritonstack.runtimes.tensorrt import TensorRTEngine
+from tritonstack.serve.batching import BatchedModel, Instance, RunFn
 from tritonstack.spec import Array
 
 

@@ -12,15 +12,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from client import TritonClient
-from export.checkpoint import LoadedModel, load_model
-from export.deployment import DeploymentOptions
-from export.formats import DEFAULT_FORMATS, ExportOptions
-from export.pipeline import ExportResult, export_to_repository
-from export.runners import TorchRunner
-from export.verify import compare, tolerances
-from serve import running_server
+from tritonstack.client import TritonClient
 from tritonstack.errors import TritonstackError
+from tritonstack.export.checkpoint import LoadedModel, load_model
+from tritonstack.export.deployment import DeploymentOptions
+from tritonstack.export.formats import ExportOptions
+from tritonstack.export.pipeline import ExportResult, export_to_repository
+from tritonstack.export.verify import compare, tolerances
+from tritonstack.formats import DEFAULT_FORMATS
+from tritonstack.runtimes.runners import TorchRunner
+from tritonstack.serve import running_server
 
 SERVED_CHECK_BATCHES = (1, 64)
 LATENCY_WARMUP = 20
@@ -49,8 +50,8 @@ class Row:
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     """Run every stage; return 0 when every model and format is served and matches PyTorch."""
-    import recsys
-    from recsys.train import train
+    from tritonstack import recsys
+    from tritonstack.recsys.train import train
 
     # Piped output (CI logs, `| tee`) gets a width that fits the table instead of 80 columns.
     console = console or Console(width=None if sys.stdout.isatty() else 120)

@@ -57,14 +57,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def handler(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 120)
     if args.action == "compare":
-        from benchmarks.compare import table
+        from tritonstack.benchmarks.compare import table
 
         console.print(table(args.a, args.b))
         return 0
     if args.action == "floor":
         return _floor(args, console)
-    from benchmarks.record import record_in_metadata
-    from benchmarks.report import read_results, write_all
+    from tritonstack.benchmarks.record import record_in_metadata
+    from tritonstack.benchmarks.report import read_results, write_all
 
     if args.action == "report":
         written = write_all(read_results(args.results), args.results.parent)
@@ -72,9 +72,9 @@ def handler(args: argparse.Namespace) -> int:
         return 0
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from benchmarks.config import BenchConfig, WindowRule, parse_list
-    from benchmarks.suite import run_suite
-    from export.formats import Format
+    from tritonstack.benchmarks.config import BenchConfig, WindowRule, parse_list
+    from tritonstack.benchmarks.suite import run_suite
+    from tritonstack.formats import Format
 
     config = BenchConfig(
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
@@ -102,8 +102,8 @@ def handler(args: argparse.Namespace) -> int:
 
 
 def _floor(args: argparse.Namespace, console: Console) -> int:
-    from benchmarks.floor import FloorConfig, layers_table, run_floor, write_floor
-    from export.formats import Format
+    from tritonstack.benchmarks.floor import FloorConfig, layers_table, run_floor, write_floor
+    from tritonstack.formats import Format
 
     config = FloorConfig(
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()),

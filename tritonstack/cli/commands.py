@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from benchmarks import cli as bench_cli
-from tritonstack import manage_commands
+from tritonstack.cli import bench as bench_cli
+from tritonstack.cli import manage as manage_commands
 from tritonstack.errors import UsageError
 from tritonstack.spec import Array, TensorSpec
 
 if TYPE_CHECKING:
-    from export.deployment import DeploymentOptions
-    from export.pipeline import ExportResult
-    from serve.tls import Tls
+    from tritonstack.export.deployment import DeploymentOptions
+    from tritonstack.export.pipeline import ExportResult
+    from tritonstack.serve.tls import Tls
 
 DEFAULT_URL = "127.0.0.1:8001"
 
@@ -37,9 +37,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import recsys
-    from recsys.train import train
+    from tritonstack import recsys
     from tritonstack.cli import parse_config
+    from tritonstack.recsys.train import train
 
     arch = recsys.get_architecture(args.arch)
     fields = parse_config(args.config)
@@ -88,7 +88,7 @@ def _add_deployment(p: argparse.ArgumentParser) -> None:
 
 
 def _deployment(args: argparse.Namespace) -> DeploymentOptions:
-    from export.deployment import DeploymentOptions, Device, OrtAccelerator
+    from tritonstack.export.deployment import DeploymentOptions, Device, OrtAccelerator
 
     return DeploymentOptions(
         device=Device(args.device),
@@ -138,11 +138,12 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from export.checkpoint import ModelSource, load_model
-    from export.custom import CustomArch, parse_input
-    from export.formats import ExportOptions, Format
-    from export.pipeline import export_to_repository
     from tritonstack.cli import parse_config
+    from tritonstack.export.checkpoint import ModelSource, load_model
+    from tritonstack.export.custom import CustomArch, parse_input
+    from tritonstack.export.formats import ExportOptions
+    from tritonstack.export.pipeline import export_to_repository
+    from tritonstack.formats import Format
 
     formats = Format.parse_list(args.formats)
     config = parse_config(args.config)
@@ -206,7 +207,7 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serve import TritonServer
+    from tritonstack.serve import TritonServer
 
     server = TritonServer(
         args.repo,
@@ -238,7 +239,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _tls(args: argparse.Namespace) -> Tls | None:
-    from serve.tls import Tls as TlsFiles  # not at module level: `serve` imports tritonclient
+    from tritonstack.serve.tls import Tls as TlsFiles  # not at module level: `serve` imports tritonclient
 
     if not (args.grpc_use_ssl or args.grpc_use_ssl_mutual):
         return None
@@ -293,8 +294,8 @@ def _add_infer(p: argparse.ArgumentParser) -> None:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from client import TritonClient
-    from serve.tls import AdminKey
+    from tritonstack.client import TritonClient
+    from tritonstack.serve.tls import AdminKey
 
     with TritonClient(
         args.url,
@@ -351,7 +352,7 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from tritonstack.demo import DemoOptions, run_demo
+    from tritonstack.cli.demo import DemoOptions, run_demo
 
     options = DemoOptions(
         preset=args.preset,

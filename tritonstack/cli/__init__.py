@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from tritonstack import commands
+    from tritonstack.cli import commands
 
     for name, (add_arguments, handler, help_text) in commands.SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -57,7 +57,3 @@ def parse_config(text: str | None) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise UsageError("--config must be a JSON object of config fields")
     return value
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.formats import Artifact, Format
+from tritonstack.formats import Artifact, Format
 from tritonstack.spec import Array, ModelSpec
 
 Arrays = dict[str, Array]
@@ -89,7 +89,7 @@ class OnnxRuntimeRunner:
 
 class TensorRTRunner:
     def __init__(self, path: Path, spec: ModelSpec, device_id: int = 0) -> None:
-        from export.trt_runtime import TensorRTEngine
+        from tritonstack.runtimes.tensorrt import TensorRTEngine
 
         self.name = "tensorrt"
         self._engine = TensorRTEngine(path, device_id)

@@ -1,6 +1,6 @@
 """TensorRT at run time: load the library, deserialise a plan, run it with named bindings.
 
-Shared by in-process verification (`export.runners`) and the `tensorrt` Python-based backend,
+Shared by in-process verification (`tritonstack.runtimes.runners`) and the `tensorrt` Python-based backend,
 so both execute a plan the same way. Device buffers come from torch's CUDA allocator; one
 execution context and one CUDA stream per engine instance.
 """

@@ -27,10 +27,11 @@ def add_export_all(p: argparse.ArgumentParser) -> None:
 def export_all(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from export.batch import export_all, find_checkpoints
-    from export.checkpoint import ModelSource
-    from export.formats import ExportOptions, Format
     from tritonstack.errors import UsageError
+    from tritonstack.export.batch import export_all, find_checkpoints
+    from tritonstack.export.checkpoint import ModelSource
+    from tritonstack.export.formats import ExportOptions
+    from tritonstack.formats import Format
 
     formats = Format.parse_list(args.formats)
     if not args.checkpoints.is_dir():
@@ -93,7 +94,7 @@ def _list_models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from export.registry import list_registry
+    from tritonstack.export.registry import list_registry
 
     rows = list_registry(args.repo)
     if args.json:
@@ -109,7 +110,7 @@ def _list_models(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from export.registry import client_default_version, default_version, promote, served_versions
+    from tritonstack.export.registry import client_default_version, default_version, promote, served_versions
 
     promote(args.repo, args.name, args.version, args.status)
     triton, ours = default_version(args.repo, args.name), client_default_version(args.repo, args.name)
@@ -126,7 +127,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from export.registry import prune_plan, remove_version
+    from tritonstack.export.registry import prune_plan, remove_version
 
     plan = prune_plan(args.repo, args.name, args.keep)
     for version in plan:

@@ -1,0 +1,7 @@
+"""`python -m tritonstack`: the `tritonstack` command."""
+
+import sys
+
+from tritonstack.cli import main
+
+sys.exit(main())
