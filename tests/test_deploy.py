@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tests.manifest_schemas import SchemaError, validate
+from tritonstack.cli import main
 from tritonstack.errors import UsageError
 from tritonstack.export.deployment import DeploymentOptions, Device, apply_deployment
 from tritonstack.export.repository import CONFIG_NAME, build_config, write_config
@@ -455,3 +457,81 @@ def test_kserve_serves_the_same_bucket_through_its_runtime() -> None:
 def test_bad_options_are_one_line_errors(kwargs: dict[str, Any], fragment: str) -> None:
     with pytest.raises(UsageError, match=re.escape(fragment)):
         _options(**kwargs)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def _repo_with(tmp_path: Path, config: pb.ModelConfig) -> Path:
+    repo = tmp_path / "triton_repo"
+    (repo / "dlrm_onnx").mkdir(parents=True)
+    write_config(repo / "dlrm_onnx" / CONFIG_NAME, config)
+    return repo
+
+
+def test_deploy_kubernetes_writes_valid_manifests_and_says_what_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _repo_with(tmp_path, _config(count=2))
+    out = tmp_path / "k8s"
+    argv = ["deploy", "kubernetes", "--repo", "s3://models/prod", "--s3-endpoint", "http://minio:9000"]
+    assert main([*argv, "--gpus", "2", "--configs", str(repo), "--out", str(out), "--namespace", "ml"]) == 0
+    printed = capsys.readouterr().out
+    assert "dlrm_onnx: 2 on each of GPUs 0, 1 (4 instances)" in printed
+    assert "kubectl -n ml create secret generic triton-admin" in printed
+    assert f"kubectl -n ml apply -f {out}" in printed
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [
+        "deployment.yaml",
+        "hpa.yaml",
+        "pdb.yaml",
+        "prometheus-adapter-values.yaml",
+        "service.yaml",
+    ]
+    for path in out.glob("*.yaml"):
+        text = path.read_text()
+        assert "&id" not in text  # no YAML anchors: every object reads on its own
+        if path.name != "prometheus-adapter-values.yaml":
+            for doc in yaml.safe_load_all(text):
+                validate(doc)
+                assert doc["metadata"]["namespace"] == "ml"
+
+
+def test_deploy_kserve_writes_valid_manifests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "kserve"
+    argv = ["deploy", "kserve", "--repo", "s3://models/prod", "--s3-endpoint", "https://minio:9000"]
+    assert main([*argv, "--gpus", "0", "--out", str(out), "--protocol", "grpc-v2"]) == 0
+    printed = capsys.readouterr().out
+    assert "Not checked" in printed
+    assert "serving.kserve.io/s3-endpoint=minio:9000 serving.kserve.io/s3-usehttps=1" in printed
+    for path in out.glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            validate(doc)
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "fragment"),
+    [
+        (["--repo", "triton_repo", "--gpus", "1"], None, "cannot read this machine's folders"),
+        (["--repo", "s3://models/p", "--gpus", "1"], _config("KIND_CPU"), "dlrm_onnx runs on the CPU"),
+        (
+            ["--repo", "s3://models/p", "--gpus", "1"],
+            _config(ids=(0, 1)),
+            "dlrm_onnx places instances on GPU 1",
+        ),
+        (["--repo", "gs://models/p", "--gpus", "1", "--s3-endpoint", "http://m:9000"], None, "--s3-endpoint"),
+    ],
+)
+def test_deploy_refuses_before_writing_anything(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    config: pb.ModelConfig | None,
+    fragment: str,
+) -> None:
+    out = tmp_path / "k8s"
+    configs = ["--configs", str(_repo_with(tmp_path, config))] if config is not None else []
+    assert main(["deploy", "kubernetes", *args, *configs, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err
+    assert not out.exists()

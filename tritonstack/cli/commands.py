@@ -366,6 +366,124 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(options)
 
 
+def _add_deploy(p: argparse.ArgumentParser) -> None:
+    # Defaults live in DeployOptions alone (docs/deploy.md lists them): options not given stay unset.
+    targets = p.add_subparsers(dest="target", required=True, metavar="TARGET")
+    kube = targets.add_parser(
+        "kubernetes",
+        help="Deployment, Services, autoscaler and disruption budget for NVIDIA's Triton container",
+        description="Write a Deployment, Services, a HorizontalPodAutoscaler and a PodDisruptionBudget.",
+        argument_default=argparse.SUPPRESS,
+    )
+    kserve = targets.add_parser(
+        "kserve",
+        help="KServe InferenceService and ServingRuntime for NVIDIA's Triton container",
+        description="Write a KServe InferenceService on the repository and its Triton ServingRuntime.",
+        argument_default=argparse.SUPPRESS,
+    )
+    for target in (kube, kserve):
+        _add_deploy_common(target)
+    kube.add_argument(
+        "--model-control",
+        choices=["poll", "explicit"],
+        help="poll (default): replicas load versions published to the repository by themselves; "
+        "explicit: every model loads at start, later loads go through the admin API",
+    )
+    kube.add_argument("--poll-secs", type=int, help="seconds between polls of the repository")
+    kube.add_argument("--startup-secs", type=int, help="time allowed to download and load every model")
+    kube.add_argument(
+        "--target-queue-us", type=int, help="average queue time per request (us) that adds replicas"
+    )
+    kube.add_argument("--target-utilization", type=int, help="CPU (or GPU) percent for the second metric")
+    kserve.add_argument(
+        "--protocol", choices=["v2", "grpc-v2"], default="v2", help="the endpoint KServe routes to"
+    )
+
+
+def _add_deploy_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--repo",
+        required=True,
+        help="the repository as the cluster reads it: s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, "
+        "as://ACCOUNT/CONTAINER/PREFIX or pvc://CLAIM/PATH",
+    )
+    p.add_argument("--out", type=Path, required=True, help="directory for the manifests")
+    p.add_argument("--gpus", type=int, required=True, help="GPUs per replica (0: CPU only)")
+    p.add_argument(
+        "--configs",
+        type=Path,
+        default=None,
+        help="the local repository you publish (e.g. triton_repo): its instance groups are checked "
+        "against --gpus",
+    )
+    p.add_argument("--name", help="name of every object (default: triton)")
+    p.add_argument("--namespace", help="namespace (default: kubectl's)")
+    p.add_argument("--image", help="Triton container image (default: NVIDIA's on nvcr.io)")
+    p.add_argument(
+        "--release", help="NGC release, the image tag's RELEASE-py3 (default: the one tested here)"
+    )
+    p.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible store, e.g. http://minio.minio:9000")
+    p.add_argument("--credentials-secret", help="Secret with the store's credentials (default: NAME-storage)")
+    p.add_argument(
+        "--no-credentials",
+        action="store_true",
+        default=False,
+        help="read the store with the pod's own identity (IRSA, Workload Identity) or anonymously",
+    )
+    p.add_argument(
+        "--admin-key-secret", help="Secret whose `key` unlocks the admin APIs (default: NAME-admin)"
+    )
+    p.add_argument("--service-account", help="run the pods under this ServiceAccount")
+    p.add_argument("--cpu", help="CPU request per replica")
+    p.add_argument("--memory", help="memory request and limit per replica")
+    p.add_argument("--cache-size", help="size of /tmp, which holds Triton's copy of the repository")
+    p.add_argument("--min-replicas", type=int)
+    p.add_argument("--max-replicas", type=int)
+    p.add_argument("--exit-timeout-secs", type=int, help="Triton's wait for in-flight requests on SIGTERM")
+    p.add_argument("--drain-secs", type=int, help="wait before SIGTERM while endpoints are updated")
+    p.add_argument(
+        "--grpc-max-connection-age-secs",
+        type=int,
+        help="Triton closes older gRPC connections, so clients reconnect to new replicas",
+    )
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from tritonstack.serve.deploy import gpus, kserve, kubernetes
+    from tritonstack.serve.deploy.location import RepositoryLocation, S3Endpoint
+    from tritonstack.serve.deploy.manifest import write_manifests
+    from tritonstack.serve.deploy.options import DeployOptions, ModelControl
+    from tritonstack.serve.deploy.steps import next_steps
+
+    given = {f.name: vars(args)[f.name] for f in dataclasses.fields(DeployOptions) if f.name in vars(args)}
+    if "s3_endpoint" in given:
+        given["s3_endpoint"] = S3Endpoint.parse(given["s3_endpoint"])
+    if "model_control" in given:
+        given["model_control"] = ModelControl(given["model_control"])
+    options = DeployOptions(
+        **given, repository=RepositoryLocation.parse(args.repo), use_credentials=not args.no_credentials
+    )
+    if args.configs is not None:
+        placements = gpus.plan(gpus.read_configs(args.configs), options.gpus)
+        print(f"Instances per replica ({options.gpus} GPUs), from {args.configs}:")
+        for placement in placements:
+            print(f"  {placement.describe()}")
+    else:
+        print(f"Not checked: the repository's instance groups against --gpus {options.gpus} (--configs DIR)")
+    if args.target == "kubernetes":
+        files = kubernetes.manifests(options)
+    else:
+        files = kserve.manifests(options, kserve.Protocol(args.protocol))
+    for path in write_manifests(args.out, files):
+        print(f"wrote {path}")
+    print("Then:")
+    for step in next_steps(options, args.out, kserve=args.target == "kserve"):
+        print(f"  {step}")
+    return 0
+
+
 Handler = Callable[[argparse.Namespace], int]
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler, str]] = {
     "train": (_add_train, _train, "train a reference model on synthetic data and save a checkpoint"),
@@ -387,6 +505,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler,
     "serve": (_add_serve, _serve, "serve a model repository with the embedded Triton"),
     "infer": (_add_infer, _infer, "send one request to a served model over gRPC"),
     "demo": (_add_demo, _demo, "train, export, serve and check the three reference models end to end"),
+    "deploy": (_add_deploy, _deploy, "write Kubernetes or KServe manifests serving a published repository"),
     "bench": (
         bench_cli.add_arguments,
         bench_cli.handler,
