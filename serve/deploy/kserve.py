@@ -45,9 +45,14 @@ def runtime_name(options: DeployOptions) -> str:
 
 
 def service_account_name(options: DeployOptions) -> str | None:
+    """The predictor's account: the one given, else ours when the bucket needs credentials."""
     if options.service_account:
         return options.service_account
-    return f"{options.name}-storage-reader" if options.storage_secret is not None else None
+    return _reader_name(options) if options.storage_secret is not None else None
+
+
+def _reader_name(options: DeployOptions) -> str:
+    return f"{options.name}-storage-reader"
 
 
 def serving_runtime(options: DeployOptions) -> Manifest:
@@ -113,6 +118,6 @@ def service_account(options: DeployOptions, secret: str) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": object_meta(options, f"{options.name}-storage-reader"),
+        "metadata": object_meta(options, _reader_name(options)),
         "secrets": [{"name": secret}],
     }
