@@ -4,6 +4,7 @@ every manifest validated against the Kubernetes and KServe schemas (tests/manife
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -457,6 +458,18 @@ def test_kserve_serves_the_same_bucket_through_its_runtime() -> None:
 def test_bad_options_are_one_line_errors(kwargs: dict[str, Any], fragment: str) -> None:
     with pytest.raises(UsageError, match=re.escape(fragment)):
         _options(**kwargs)
+
+
+def test_the_docs_list_the_defaults_in_force() -> None:
+    """docs/deploy.md's table of defaults against DeployOptions, the one place they live."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    table = text.split("## Defaults", 1)[1]
+    rows = dict(re.findall(r"^\| `--([a-z-]+)` \| ([^|]+?) \|", table, flags=re.MULTILINE))
+    defaults = {f.name: f.default for f in dataclasses.fields(DeployOptions)}
+    assert len(rows) > 10
+    for flag, documented in rows.items():
+        value = defaults[flag.replace("-", "_")]
+        assert str(getattr(value, "value", value)) == documented, flag
 
 
 # --- the command ---------------------------------------------------------------------------------
