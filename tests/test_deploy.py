@@ -522,6 +522,20 @@ def test_deploy_kserve_writes_valid_manifests(tmp_path: Path, capsys: pytest.Cap
             validate(doc)
 
 
+def test_deploy_leaves_no_stale_manifests_beside_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Re-running replaces its own files; a directory with other manifests is refused."""
+    out = tmp_path / "k8s"
+    argv = ["deploy", "kubernetes", "--repo", "s3://models/prod", "--gpus", "0", "--out", str(out)]
+    assert main(argv) == 0
+    assert main(argv) == 0
+    kserve_argv = ["deploy", "kserve", "--repo", "s3://models/prod", "--gpus", "0", "--out", str(out)]
+    assert main(kserve_argv) == 2
+    assert "holds other manifests (deployment.yaml, hpa.yaml" in capsys.readouterr().err
+    assert not (out / "inferenceservice.yaml").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "config", "fragment"),
     [

@@ -32,6 +32,12 @@ def write_manifests(out: Path, files: Mapping[str, Sequence[Manifest]]) -> list[
         raise UsageError("deploy needs PyYAML: pip install 'tritonstack[deploy]'") from None
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file: give a directory for the manifests")
+    others = sorted(p.name for p in out.glob("*.y*ml") if p.name not in files) if out.is_dir() else []
+    if others:
+        raise UsageError(
+            f"--out {out} holds other manifests ({', '.join(others)}) that `kubectl apply -f` would apply "
+            "too: give a new directory"
+        )
     out.mkdir(parents=True, exist_ok=True)
 
     class Dumper(yaml.SafeDumper):
