@@ -17,8 +17,9 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2
 
+from tritonstack.client._region import Region
 from tritonstack.client._retry import DEFAULT_RETRY, Deadline, RetryPolicy
-from tritonstack.client._shm import Region, ShmKind, ShmPool, aligned, shm_pool
+from tritonstack.client._shm import ShmKind, ShmPool, aligned, shm_pool
 from tritonstack.client._validation import check_outputs, check_request
 from tritonstack.client._wire import infer_request, place_in_region, read_outputs
 from tritonstack.errors import ClientError, ServerUnavailable, UsageError

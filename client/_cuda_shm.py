@@ -16,7 +16,7 @@ import cuda.bindings.runtime as cudart  # before tritonclient's module: its abse
 import numpy as np
 import tritonclient.utils.cuda_shared_memory as cudashm
 
-from tritonstack.client._shm import CUDA_HINT, Region, ServerCall
+from tritonstack.client._region import CUDA_HINT, Region, ServerCall
 from tritonstack.errors import ClientError
 from tritonstack.spec import Array
 

@@ -6,10 +6,10 @@ with the server once and reused; each request holds one region to itself (an asy
 threads may have several requests in flight), and the pool grows when a request needs more room
 than any free region has. Only for a server on the same host.
 
-The pool is the same for every kind of region; a kind only says how its memory is made, written,
-read, registered and freed: `SystemRegion` (a POSIX shared memory object) here, `CudaRegion`
-(GPU memory shared through a CUDA IPC handle) in `client/_cuda_shm.py`, imported only when asked
-for: it needs NVIDIA's cuda-bindings package.
+The pool is the same for every kind of region (`client/_region.py`); a kind only says how its
+memory is made, written, read, registered and freed: `SystemRegion` (a POSIX shared memory object)
+here, `CudaRegion` (GPU memory shared through a CUDA IPC handle) in `client/_cuda_shm.py`, imported
+only when asked for: it needs NVIDIA's cuda-bindings package.
 """
 
 from __future__ import annotations
@@ -17,25 +17,18 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import tritonclient.utils.shared_memory as shm
 
+from tritonstack.client._region import CUDA_HINT, Region, ServerCall
 from tritonstack.errors import ClientError, UsageError, first_line
 from tritonstack.spec import Array
 
 ShmKind = Literal["system", "cuda"]
-# A tritonclient method (the sync and asyncio clients name them alike) and its arguments.
-ServerCall = tuple[Callable[..., Any], tuple[Any, ...]]
 
-CUDA_HINT = (
-    "pip install 'tritonstack[cuda]' (NVIDIA's cuda-bindings; 'cuda-bindings==12.*' under a CUDA 12 "
-    "driver) on a machine with an NVIDIA GPU, or use system shared memory (use_shared_memory=True, "
-    "infer --shm)"
-)
 _MIN_BYTES = 1 << 16
 _ALIGN = 64  # each tensor starts on a cache line
 _ids = itertools.count()
@@ -43,35 +36,6 @@ _ids = itertools.count()
 
 def aligned(nbytes: int) -> int:
     return -(-nbytes // _ALIGN) * _ALIGN
-
-
-class Region(ABC):
-    """One region of `byte_size` bytes; `registered` once the server knows it by `name`."""
-
-    def __init__(self, name: str, byte_size: int) -> None:
-        self.name = name
-        self.byte_size = byte_size
-        self.registered = False
-
-    @abstractmethod
-    def write(self, values: Sequence[Array], offsets: Sequence[int]) -> None:
-        """Copy each (C-contiguous) value to its offset."""
-
-    @abstractmethod
-    def contents(self) -> Array:
-        """The region's bytes as uint8, valid until the region is reused: slice outputs, then copy."""
-
-    @abstractmethod
-    def registration(self, client: Any) -> ServerCall:
-        """The call that registers the region with the server behind `client`."""
-
-    @abstractmethod
-    def unregistration(self, client: Any) -> ServerCall:
-        """The call that unregisters it."""
-
-    @abstractmethod
-    def destroy(self) -> None:
-        """Free the memory (after the server unregistered the region)."""
 
 
 class SystemRegion(Region):
