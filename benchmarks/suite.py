@@ -42,7 +42,6 @@ from tritonstack.export.repository import read_config
 from tritonstack.formats import Artifact, Format
 from tritonstack.runtimes.runners import OnnxRuntimeRunner, Runner, TorchRunner, TorchScriptRunner, runner_for
 from tritonstack.serve import running_server
-from tritonstack.spec import ORT_THREAD_PARAMETERS, TORCH_THREAD_PARAMETERS
 
 # The in-process baseline that a served format is compared with.
 RUNTIME_OF = {"onnx": "onnxruntime", "torchscript": "torchscript", "tensorrt": "tensorrt"}
@@ -220,9 +219,9 @@ def served_device(repo: Path, name: str) -> str:
 def served_threads(repo: Path, name: str) -> int:
     """The intra-op threads the model's config gives each instance (0: the runtime's default)."""
     parameters = read_config(repo / name / "config.pbtxt").parameters
-    for key in (ORT_THREAD_PARAMETERS[0], TORCH_THREAD_PARAMETERS[0]):
-        if key in parameters:
-            return int(parameters[key].string_value or "0")
+    for fmt in Format:
+        if fmt.thread_parameters is not None and fmt.thread_parameters[0] in parameters:
+            return int(parameters[fmt.thread_parameters[0]].string_value or "0")
     return 0
 
 

@@ -129,7 +129,7 @@ class AsyncTritonClient(ClientBase):
     async def model_spec(
         self, name: str, version: int | None = None, *, timeout: float | None = None
     ) -> ModelSpec:
-        """The served model's spec from its metadata and config, fetched once and then cached."""
+        """The served model's spec from its config, fetched once and then cached."""
         return await self._spec(name, version, self._deadline(timeout))
 
     async def load_model(self, name: str, *, timeout: float | None = None) -> None:
@@ -219,8 +219,7 @@ class AsyncTritonClient(ClientBase):
     async def _spec(self, name: str, version: int | None, deadline: Deadline) -> ModelSpec:
         spec = self._cached_spec(name, version)
         if spec is None:
-            metadata = await self._metadata(name, version, deadline)
-            spec = self._cache_spec(name, version, metadata, await self._config(name, version, deadline))
+            spec = self._cache_spec(name, version, await self._config(name, version, deadline))
         return spec
 
     async def _metadata(self, name: str, version: int | None, deadline: Deadline) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import model_config_pb2, service_pb2
 
 from tritonstack.client._region import Region
 from tritonstack.client._retry import DEFAULT_RETRY, Deadline, RetryPolicy
@@ -23,14 +23,7 @@ from tritonstack.client._shm import ShmKind, ShmPool, aligned, shm_pool
 from tritonstack.client._validation import check_outputs, check_request
 from tritonstack.client._wire import infer_request, place_in_region, read_outputs
 from tritonstack.errors import ClientError, ServerUnavailable, UsageError
-from tritonstack.spec import (
-    Array,
-    ModelSpec,
-    TensorSpec,
-    dtype_from_wire,
-    id_bounds_from_parameters,
-    production_version_from_parameters,
-)
+from tritonstack.spec import Array, ModelSpec, production_version
 
 DEFAULT_URL = "127.0.0.1:8001"
 
@@ -287,30 +280,22 @@ class ClientBase:
     def _cached_spec(self, name: str, version: int | None) -> ModelSpec | None:
         return self._specs.get((name, version_string(version)))
 
-    def _cache_spec(self, name: str, version: int | None, metadata: Any, config: Any) -> ModelSpec:
-        """The spec from the model's metadata and config; shapes exclude the batch dimension and
-        `high` comes from the id bounds the repository writer records in the config's parameters,
-        the production version from the one `models promote` records there."""
-        max_batch_size = config.max_batch_size
-        if max_batch_size < 1:
+    def _cache_spec(self, name: str, version: int | None, config: model_config_pb2.ModelConfig) -> ModelSpec:
+        """The spec from the model's config (`ModelSpec.from_config`: shapes without the batch
+        dimension as requests carry them, `high` from the id bounds the repository writer records),
+        and the production version `models promote` records there."""
+        if config.max_batch_size < 1:
             raise ClientError(
-                f"model {name!r} has max_batch_size {max_batch_size}: this client sends batched "
+                f"model {name!r} has max_batch_size {config.max_batch_size}: this client sends batched "
                 "requests only — set max_batch_size >= 1 in its config.pbtxt",
                 name,
             )
-        parameters = {k: p.string_value for k, p in config.parameters.items()}
-        bounds = id_bounds_from_parameters(parameters)
         try:
-            spec = ModelSpec(
-                name,
-                tuple(_tensor(t, bounds.get(t.name)) for t in metadata.inputs),
-                tuple(_tensor(t) for t in metadata.outputs),
-                max_batch_size,
-            )
+            spec = ModelSpec.from_config(config)
         except ValueError as exc:
             raise ClientError(f"model {name!r} cannot be described as a ModelSpec: {exc}", name) from exc
         self._specs[(name, version_string(version))] = spec
-        self._production[name] = version_string(production_version_from_parameters(parameters))
+        self._production[name] = version_string(production_version(config))
         return spec
 
     def _not_ready(self, timeout: float, live: bool) -> ServerUnavailable:
@@ -339,8 +324,3 @@ def statuses(index: Any) -> list[ModelStatus]:
 
 def version_string(version: int | None) -> str:
     return "" if version is None else str(version)
-
-
-def _tensor(metadata: Any, high: int | tuple[int, ...] | None = None) -> TensorSpec:
-    """A `TensorSpec` from a metadata tensor, whose shape starts with the batch dimension (-1)."""
-    return TensorSpec(metadata.name, dtype_from_wire(metadata.datatype), tuple(metadata.shape[1:]), high)

@@ -126,7 +126,7 @@ class TritonClient(ClientBase):
         return self._metadata(name, version, self._deadline(timeout))
 
     def model_spec(self, name: str, version: int | None = None, *, timeout: float | None = None) -> ModelSpec:
-        """The served model's spec from its metadata and config, fetched once and then cached."""
+        """The served model's spec from its config, fetched once and then cached."""
         return self._spec(name, version, self._deadline(timeout))
 
     def load_model(self, name: str, *, timeout: float | None = None) -> None:
@@ -217,9 +217,7 @@ class TritonClient(ClientBase):
     def _spec(self, name: str, version: int | None, deadline: Deadline) -> ModelSpec:
         spec = self._cached_spec(name, version)
         if spec is None:
-            spec = self._cache_spec(
-                name, version, self._metadata(name, version, deadline), self._config(name, version, deadline)
-            )
+            spec = self._cache_spec(name, version, self._config(name, version, deadline))
         return spec
 
     def _metadata(self, name: str, version: int | None, deadline: Deadline) -> Any:

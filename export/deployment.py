@@ -14,9 +14,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import UsageError
 from tritonstack.formats import Format
-from tritonstack.spec import ORT_THREAD_PARAMETERS, TORCH_THREAD_PARAMETERS, ModelSpec, config_dtype
-
-_THREAD_PARAMETERS = {Format.ONNX: ORT_THREAD_PARAMETERS, Format.TORCHSCRIPT: TORCH_THREAD_PARAMETERS}
+from tritonstack.spec import ModelSpec
 
 
 class Device(str, enum.Enum):
@@ -72,18 +70,17 @@ class DeploymentOptions:
 def apply_deployment(
     config: pb.ModelConfig, spec: ModelSpec, fmt: Format, options: DeploymentOptions
 ) -> None:
-    """Set the instance group, threads, queue delay, ONNX Runtime accelerator and warm-up of
-    `config` in place."""
-    del config.instance_group[:]
+    """Add the instance group, threads, dynamic batching, ONNX Runtime accelerator and warm-up to
+    `config`, which `spec.to_config()` made (the exporter's `build_config` is the one caller)."""
     config.instance_group.add(
         count=options.instances, kind=pb.ModelInstanceGroup.Kind.Value(options.instance_kind)
     )
-    if fmt in _THREAD_PARAMETERS:
-        intra, inter = _THREAD_PARAMETERS[fmt]
+    if fmt.thread_parameters is not None:
+        intra, inter = fmt.thread_parameters
         config.parameters[intra].string_value = str(options.intra_op_threads)
         config.parameters[inter].string_value = "1"
-    if config.HasField("dynamic_batching"):
-        config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    config.dynamic_batching.SetInParent()
+    config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     if fmt is Format.ONNX and options.ort_accelerator is not OrtAccelerator.NONE:
         if options.instance_kind != "KIND_GPU":
             raise UsageError("--ort-accelerator needs GPU instances: add --device gpu")
@@ -99,12 +96,13 @@ def apply_deployment(
 
 
 def _add_warmup(config: pb.ModelConfig, spec: ModelSpec, batch: int) -> None:
-    """Random floats, but zero ids: a random id could fall outside its embedding table."""
+    """Random floats, but zero ids: a random id could fall outside its embedding table. Shapes
+    are the config's dims, as a request carries them (a scalar per row as [1])."""
     warmup = config.model_warmup.add(name=f"warmup_batch_{batch}", batch_size=batch)
-    for tensor in spec.inputs:
+    for tensor, declared in zip(spec.inputs, config.input, strict=True):
         data = warmup.inputs[tensor.name]
-        data.data_type = pb.DataType.Value(config_dtype(tensor.dtype))
-        data.dims.extend(1 if d == -1 else d for d in tensor.shape)
+        data.data_type = declared.data_type
+        data.dims.extend(1 if d == -1 else d for d in declared.dims)
         if tensor.is_integer or tensor.dtype == "bool":
             data.zero_data = True
         else:

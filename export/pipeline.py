@@ -11,7 +11,7 @@ from typing import Any
 
 from tritonstack.errors import ExportError
 from tritonstack.export.checkpoint import LoadedModel
-from tritonstack.export.deployment import DeploymentOptions, apply_deployment
+from tritonstack.export.deployment import DeploymentOptions
 from tritonstack.export.embeddings import write_embeddings
 from tritonstack.export.formats import ExportOptions, exporter
 from tritonstack.export.metadata import (
@@ -135,8 +135,7 @@ def _export_one(
         atol, rtol = tolerances(options.fp16)
         report = verify(runner_for(artifact), reference, loaded.spec, atol=atol, rtol=rtol)
         size = artifact.size_bytes
-        config = build_config(loaded.spec.renamed(name), fmt.platform)
-        apply_deployment(config, loaded.spec, fmt, deployment)
+        config = build_config(loaded.spec.renamed(name), fmt, deployment)
         record = options_record(fmt, options, deployment, loaded.spec.max_batch_size)
         metadata = build_metadata(loaded, source_sha256, record, report, artifact.path, parameters)
         write_metadata(Path(tmp), metadata)

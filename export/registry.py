@@ -22,7 +22,7 @@ from typing import Any
 from tritonstack.errors import RepositoryError, UsageError
 from tritonstack.export.metadata import read_metadata, write_metadata
 from tritonstack.export.repository import CONFIG_NAME, list_versions, read_config, write_config
-from tritonstack.spec import PRODUCTION_VERSION_PARAMETER, production_version_from_parameters
+from tritonstack.spec import PRODUCTION_VERSION_PARAMETER, production_version
 
 STATUSES = ("production", "staging", "ab-test")
 
@@ -102,7 +102,7 @@ def client_default_version(repo: Path, model: str) -> int | None:
     """The version our clients answer a request without a version with: the production version
     the config records, else Triton's default."""
     config = read_config(Path(repo) / model / CONFIG_NAME)
-    production = production_version_from_parameters({k: p.string_value for k, p in config.parameters.items()})
+    production = production_version(config)
     return production if production is not None else default_version(repo, model)
 
 

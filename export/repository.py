@@ -24,86 +24,25 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import RepositoryError
-from tritonstack.spec import (
-    PRODUCTION_VERSION_PARAMETER,
-    ModelSpec,
-    TensorSpec,
-    config_dtype,
-    id_bounds_parameters,
-)
+from tritonstack.export.deployment import DeploymentOptions, apply_deployment
+from tritonstack.formats import Format
+from tritonstack.spec import PRODUCTION_VERSION_PARAMETER, ModelSpec
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.pbtxt"
 
-# platform -> the file Triton's native backend loads from a version directory.
-DEFAULT_FILENAMES = {
-    "onnxruntime_onnx": "model.onnx",
-    "pytorch_libtorch": "model.pt",
-    "tensorrt_plan": "model.plan",
-}
-
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-def build_config(
-    spec: ModelSpec,
-    platform: str,
-    *,
-    instance_count: int = 1,
-    instance_kind: str = "KIND_CPU",
-    gpus: tuple[int, ...] = (),
-    dynamic_batching: bool = True,
-    max_queue_delay_us: int = 0,
-    preferred_batch_sizes: tuple[int, ...] = (),
-    parameters: Mapping[str, str] | None = None,
-) -> pb.ModelConfig:
-    """The `config.pbtxt` of `spec` for one of Triton's native platforms.
-
-    `parameters` become the config's string `parameters`.
-    """
-    if platform not in DEFAULT_FILENAMES:
-        raise RepositoryError(f"unknown platform {platform!r}: choose from {', '.join(DEFAULT_FILENAMES)}")
-    if instance_kind not in pb.ModelInstanceGroup.Kind.keys():
-        kinds = ", ".join(pb.ModelInstanceGroup.Kind.keys())
-        raise RepositoryError(f"unknown instance kind {instance_kind!r}: choose from {kinds}")
-    if instance_count < 1:
-        raise RepositoryError(f"instance_count must be >= 1, got {instance_count}")
-    if any(not 1 <= b <= spec.max_batch_size for b in preferred_batch_sizes):
-        raise RepositoryError(
-            f"preferred batch sizes {preferred_batch_sizes} must lie in 1..{spec.max_batch_size}"
-        )
-    config = pb.ModelConfig(
-        name=spec.name,
-        platform=platform,
-        max_batch_size=spec.max_batch_size,
-        default_model_filename=DEFAULT_FILENAMES[platform],
-    )
-    for tensor in spec.inputs:
-        _fill_tensor(config.input.add(), tensor)
-    for tensor in spec.outputs:
-        _fill_tensor(config.output.add(), tensor)
-    if dynamic_batching:
-        config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
-        config.dynamic_batching.preferred_batch_size.extend(preferred_batch_sizes)
-    group = config.instance_group.add(
-        count=instance_count, kind=pb.ModelInstanceGroup.Kind.Value(instance_kind)
-    )
-    group.gpus.extend(gpus)
-    for key, value in {**id_bounds_parameters(spec), **(parameters or {})}.items():
-        config.parameters[key].string_value = value
+def build_config(spec: ModelSpec, fmt: Format, deployment: DeploymentOptions | None = None) -> pb.ModelConfig:
+    """The `config.pbtxt` of `spec` served as `fmt` by Triton's native backend for it, deployed
+    as `deployment` says (default: `DeploymentOptions()`)."""
+    config = spec.to_config()
+    config.platform = fmt.platform
+    config.default_model_filename = fmt.filename
+    apply_deployment(config, spec, fmt, deployment or DeploymentOptions())
     return config
-
-
-def _fill_tensor(msg: pb.ModelInput | pb.ModelOutput, tensor: TensorSpec) -> None:
-    msg.name = tensor.name
-    msg.data_type = pb.DataType.Value(config_dtype(tensor.dtype))
-    if tensor.shape:
-        msg.dims.extend(tensor.shape)
-    else:
-        # Triton wants at least one dim: a scalar per batch row travels as [1], reshaped to [].
-        msg.dims.append(1)
-        msg.reshape.SetInParent()
 
 
 def write_config(path: Path | str, config: pb.ModelConfig) -> None:

@@ -10,7 +10,6 @@ A backend subclasses `BatchedModel` and implements `load`. Runs inside the Pytho
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import first_line
-from tritonstack.spec import Array, dtype_from_wire, id_bounds_from_parameters, ids_out_of_range
+from tritonstack.formats import Format
+from tritonstack.spec import Array, ModelSpec, config_from_json, ids_out_of_range, string_parameters
 
 log = logging.getLogger(__name__)
 
@@ -29,45 +30,46 @@ RunFn = Callable[[list[Array]], Sequence[Array]]
 
 @dataclass(frozen=True)
 class Instance:
-    """One model instance as Triton describes it in `initialize(args)`."""
+    """One model instance as Triton describes it in `initialize(args)`: the model's spec and
+    config, the format it is served as, and where the instance runs."""
 
-    model_name: str
-    input_names: list[str]
-    output_names: list[str]
-    output_dtypes: list[np.dtype[Any]]
-    parameters: dict[str, str]
+    spec: ModelSpec
+    config: pb.ModelConfig
+    format: Format
     gpu_id: int | None  # set for a KIND_GPU instance
-    id_bounds: dict[str, int | tuple[int, ...]]
-    # optimization.execution_accelerators.gpu_execution_accelerator: [{"name", "parameters"}]
-    gpu_accelerators: list[dict[str, Any]]
+    path: Path  # the artifact: `<model dir>/<version>/<default_model_filename>`
 
-    def int_parameter(self, key: str, default: int) -> int:
-        return int(self.parameters.get(key, default))
+    @classmethod
+    def from_args(cls, args: dict[str, str], fmt: Format) -> Instance:
+        """`args` as Triton hands them to `initialize`; a config without a file name names the
+        one Triton's native backend for `fmt` loads."""
+        config = config_from_json(args["model_config"])
+        gpu = args.get("model_instance_kind") == "GPU"
+        return cls(
+            spec=ModelSpec.from_config(config),
+            config=config,
+            format=fmt,
+            gpu_id=int(args.get("model_instance_device_id", "0")) if gpu else None,
+            path=Path(args["model_repository"])
+            / args["model_version"]
+            / (config.default_model_filename or fmt.filename),
+        )
 
+    @property
+    def threads(self) -> tuple[int, int]:
+        """(intra-op, inter-op) threads as the format's native backend reads them from the
+        config; 0 (or absent): the runtime's default."""
+        if self.format.thread_parameters is None:
+            return 0, 0
+        parameters = string_parameters(self.config)
+        intra, inter = (int(parameters.get(key, "0")) for key in self.format.thread_parameters)
+        return intra, inter
 
-def parse_args(args: dict[str, str]) -> Instance:
-    config = json.loads(args["model_config"])
-    gpu = args.get("model_instance_kind") == "GPU"
-    parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-    return Instance(
-        model_name=args["model_name"],
-        input_names=[t["name"] for t in config["input"]],
-        output_names=[t["name"] for t in config["output"]],
-        output_dtypes=[np.dtype(dtype_from_wire(t["data_type"])) for t in config["output"]],
-        parameters=parameters,
-        gpu_id=int(args.get("model_instance_device_id", "0")) if gpu else None,
-        id_bounds=id_bounds_from_parameters(parameters),
-        gpu_accelerators=config.get("optimization", {})
-        .get("execution_accelerators", {})
-        .get("gpu_execution_accelerator", []),
-    )
-
-
-def model_path(args: dict[str, str], default_filename: str) -> Path:
-    """`<model dir>/<version>/<default_model_filename>`, the file Triton's native backend loads."""
-    config = json.loads(args["model_config"])
-    filename = config.get("default_model_filename") or default_filename
-    return Path(args["model_repository"]) / args["model_version"] / filename
+    @property
+    def gpu_accelerators(self) -> Any:
+        """The config's `optimization.execution_accelerators.gpu_execution_accelerator` (each
+        with a `name` and string `parameters`)."""
+        return self.config.optimization.execution_accelerators.gpu_execution_accelerator
 
 
 def split_rows(outputs: Sequence[Array], sizes: list[int]) -> list[list[Array]]:
@@ -82,23 +84,25 @@ def split_rows(outputs: Sequence[Array], sizes: list[int]) -> list[list[Array]]:
 
 
 class BatchedModel:
-    """`TritonPythonModel` behaviour shared by our backends; subclasses implement `load`."""
+    """`TritonPythonModel` behaviour shared by our backends; subclasses set the `format` they
+    serve and implement `load`."""
 
-    default_filename = "model"
+    format: Format
 
-    def load(self, path: Path, instance: Instance) -> RunFn:
-        """Load the artifact; return a function from input arrays (config order) to output arrays."""
+    def load(self, instance: Instance) -> RunFn:
+        """Load `instance.path`; return a function from input arrays (config order) to output arrays."""
         raise NotImplementedError
 
     def initialize(self, args: dict[str, str]) -> None:
         # Only the stub can import it, so it is looked up here, not at module import.
         self._pb = importlib.import_module("triton_python_backend_utils")
-        self._instance = parse_args(args)
+        self._instance = Instance.from_args(args, self.format)
+        spec = self._instance.spec
         # Arrays once, not per request: the id check runs on every request's ids.
-        self._bounds = {name: np.asarray(high) for name, high in self._instance.id_bounds.items()}
-        path = model_path(args, self.default_filename)
-        self._run = self.load(path, self._instance)
-        log.info("%s: loaded %s", self._instance.model_name, path)
+        self._bounds = {t.name: np.asarray(t.high) for t in spec.inputs if t.high is not None}
+        self._output_dtypes = [np.dtype(t.dtype) for t in spec.outputs]
+        self._run = self.load(self._instance)
+        log.info("%s: loaded %s", spec.name, self._instance.path)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         feeds: list[list[Array] | Exception] = []
@@ -117,7 +121,7 @@ class BatchedModel:
                     self._error(f) if isinstance(f, Exception) else self._response(next(rows)) for f in feeds
                 ]
             except Exception:  # retried one by one below, so only bad requests fail
-                log.debug("%s: batched run failed, running requests one by one", self._instance.model_name)
+                log.debug("%s: batched run failed, running requests one by one", self._instance.spec.name)
         return [self._run_one(f) for f in feeds]
 
     def finalize(self) -> None:
@@ -127,7 +131,7 @@ class BatchedModel:
         """The request's inputs in config order, ids checked against their tables."""
         tensors = {tensor.name(): tensor for tensor in request.inputs()}
         arrays = []
-        for name in self._instance.input_names:
+        for name in self._instance.spec.input_names:
             tensor = tensors.get(name)
             if tensor is None:
                 raise ValueError(f"missing input {name!r}")
@@ -141,7 +145,7 @@ class BatchedModel:
 
     def _outputs(self, feeds: list[Array]) -> list[Array]:
         outputs = self._run(feeds)
-        return [np.asarray(o, dtype=d) for o, d in zip(outputs, self._instance.output_dtypes, strict=True)]
+        return [np.asarray(o, dtype=d) for o, d in zip(outputs, self._output_dtypes, strict=True)]
 
     def _run_one(self, feeds: list[Array] | Exception) -> Any:
         if isinstance(feeds, Exception):
@@ -152,10 +156,10 @@ class BatchedModel:
             return self._error(exc)
 
     def _response(self, outputs: list[Array]) -> Any:
-        names = self._instance.output_names
+        names = self._instance.spec.output_names
         tensors = [self._pb.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(names, outputs, strict=True)]
         return self._pb.InferenceResponse(output_tensors=tensors)
 
     def _error(self, exc: Exception) -> Any:
-        message = f"{self._instance.model_name}: {type(exc).__name__}: {first_line(exc)}"
+        message = f"{self._instance.spec.name}: {type(exc).__name__}: {first_line(exc)}"
         return self._pb.InferenceResponse(error=self._pb.TritonError(message))

@@ -7,7 +7,7 @@ server for it through `triton_server_factory`:
     @pytest.fixture(scope="module")
     def server(triton_server_factory, tmp_path_factory):
         repo = tmp_path_factory.mktemp("repo")
-        write_version(repo, "m_onnx", build_config(spec, "onnxruntime_onnx"), {"model.onnx": path})
+        write_version(repo, "m_onnx", build_config(spec, Format.ONNX), {"model.onnx": path})
         server = triton_server_factory(repo)  # started, every model READY
         yield server
         server.stop()  # optional: anything still running is stopped at the end of the session

@@ -13,7 +13,7 @@ from tritonstack import recsys
 from tritonstack.export.checkpoint import load_model
 from tritonstack.export.pipeline import export_to_repository
 from tritonstack.export.repository import build_config, write_version
-from tritonstack.formats import DEFAULT_FORMATS
+from tritonstack.formats import DEFAULT_FORMATS, Format
 from tritonstack.recsys.train import train
 from tritonstack.spec import ModelSpec, TensorSpec
 
@@ -56,5 +56,5 @@ def write_reference_models(
 def write_fragile_model(repo: Path, work: Path) -> str:
     path = work / "fragile.pt"
     torch.jit.script(Fragile()).save(str(path))  # type: ignore[no-untyped-call]
-    write_version(repo, FRAGILE.name, build_config(FRAGILE, "pytorch_libtorch"), {"model.pt": path})
+    write_version(repo, FRAGILE.name, build_config(FRAGILE, Format.TORCHSCRIPT), {"model.pt": path})
     return FRAGILE.name

@@ -32,6 +32,7 @@ from tritonstack.client._retry import Deadline
 from tritonstack.export.formats import ExportOptions
 from tritonstack.export.onnx import export as export_onnx
 from tritonstack.export.repository import build_config, write_version
+from tritonstack.formats import Format
 from tritonstack.serve import free_port
 from tritonstack.spec import Array, ModelSpec, TensorSpec
 
@@ -65,7 +66,7 @@ def url(
     root = tmp_path_factory.mktemp("client")
     repo = root / "repo"
     artifact = export_onnx(model, SPEC, root, ExportOptions())
-    write_version(repo, SPEC.name, build_config(SPEC, "onnxruntime_onnx"), {"model.onnx": artifact.path})
+    write_version(repo, SPEC.name, build_config(SPEC, Format.ONNX), {"model.onnx": artifact.path})
     server = triton_server_factory(repo)
     yield server.grpc_url
     server.stop()

@@ -27,6 +27,7 @@ from tritonstack.errors import UsageError
 from tritonstack.export.formats import ExportOptions
 from tritonstack.export.onnx import export as export_onnx
 from tritonstack.export.repository import build_config, write_version
+from tritonstack.formats import Format
 from tritonstack.serve import free_port
 from tritonstack.spec import Array, ModelSpec, TensorSpec
 
@@ -71,7 +72,7 @@ OTHER: dict[ShmKind, ShmKind] = {"system": "cuda", "cuda": "system"}
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cuda_shm")
     artifact = export_onnx(TwoTowers().eval(), SPEC, root, ExportOptions())
-    config = build_config(SPEC, "onnxruntime_onnx")  # KIND_CPU
+    config = build_config(SPEC, Format.ONNX)  # KIND_CPU
     write_version(root / "repo", SPEC.name, config, {"model.onnx": artifact.path})
     return root / "repo"
 

@@ -7,7 +7,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import UsageError
-from tritonstack.export.deployment import DeploymentOptions, Device, OrtAccelerator, apply_deployment
+from tritonstack.export.deployment import DeploymentOptions, Device, OrtAccelerator
 from tritonstack.export.repository import build_config
 from tritonstack.formats import Format
 from tritonstack.spec import ModelSpec, TensorSpec
@@ -21,9 +21,7 @@ SPEC = ModelSpec(
 
 
 def _config(fmt: Format, options: DeploymentOptions) -> pb.ModelConfig:
-    config = build_config(SPEC, fmt.platform)
-    apply_deployment(config, SPEC, fmt, options)
-    return config
+    return build_config(SPEC, fmt, options)
 
 
 def test_gpu_instances_and_tensorrt_accelerator() -> None:
@@ -80,3 +78,11 @@ def test_threads_are_written_under_the_native_backends_keys() -> None:
     assert "intra_op_thread_count" not in torchscript
     with pytest.raises(UsageError, match="--intra-op-threads"):
         DeploymentOptions(intra_op_threads=-1)
+
+
+def test_warmup_of_a_scalar_input_has_the_config_dims() -> None:
+    """Triton checks warm-up shapes against the config's dims, where a scalar per row is [1]: an
+    empty shape fails the model's load ("unexpected shape for input ... Expected [-1,1], got [1]")."""
+    spec = ModelSpec("s", (TensorSpec("x", "float32", ()),), (TensorSpec("y", "float32", (1,)),))
+    config = build_config(spec, Format.ONNX)
+    assert list(config.model_warmup[0].inputs["x"].dims) == list(config.input[0].dims) == [1]

@@ -111,7 +111,7 @@ def test_a_new_export_keeps_the_policy_and_the_production_version(repo: Path, ex
     main(["models", "promote", MODEL, "1", "--status", "production", "--repo", str(repo)])
     spec = load_model(exported.parent / "dlrm.pt", max_batch_size=4).spec.renamed(MODEL)
     write_version(
-        repo, MODEL, build_config(spec, "onnxruntime_onnx"), {"model.onnx": repo / MODEL / "1" / "model.onnx"}
+        repo, MODEL, build_config(spec, Format.ONNX), {"model.onnx": repo / MODEL / "1" / "model.onnx"}
     )
     assert list_versions(repo, MODEL) == [1, 2, 3, 4]
     assert served_versions(repo, MODEL) == [1] and client_default_version(repo, MODEL) == 1

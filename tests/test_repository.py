@@ -10,6 +10,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import RepositoryError
 from tritonstack.export import repository
+from tritonstack.export.deployment import DeploymentOptions, Device
 from tritonstack.export.repository import (
     build_config,
     list_versions,
@@ -17,6 +18,7 @@ from tritonstack.export.repository import (
     write_config,
     write_version,
 )
+from tritonstack.formats import Format
 from tritonstack.spec import ModelSpec, TensorSpec
 
 SPEC = ModelSpec(
@@ -39,7 +41,7 @@ def _entries(path: Path) -> list[str]:
 
 
 def test_config_fields_from_spec() -> None:
-    config = build_config(SPEC, "onnxruntime_onnx", instance_count=2, preferred_batch_sizes=(8, 16))
+    config = build_config(SPEC, Format.ONNX, DeploymentOptions(instances=2))
     assert (config.name, config.platform, config.max_batch_size) == ("dlrm_onnx", "onnxruntime_onnx", 64)
     assert config.default_model_filename == "model.onnx"
     assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [
@@ -47,43 +49,34 @@ def test_config_fields_from_spec() -> None:
         ("ids", pb.TYPE_INT64, [26]),
     ]
     assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [("p", pb.TYPE_FP32, [1])]
+    assert config.HasField("dynamic_batching")
     assert config.dynamic_batching.max_queue_delay_microseconds == 0
-    assert list(config.dynamic_batching.preferred_batch_size) == [8, 16]
     assert [(g.count, g.kind) for g in config.instance_group] == [(2, pb.ModelInstanceGroup.KIND_CPU)]
 
 
 @pytest.mark.parametrize(
-    ("platform", "filename"),
-    [("onnxruntime_onnx", "model.onnx"), ("pytorch_libtorch", "model.pt"), ("tensorrt_plan", "model.plan")],
+    ("fmt", "platform", "filename"),
+    [
+        (Format.ONNX, "onnxruntime_onnx", "model.onnx"),
+        (Format.TORCHSCRIPT, "pytorch_libtorch", "model.pt"),
+        (Format.TENSORRT, "tensorrt_plan", "model.plan"),
+    ],
 )
-def test_default_filename_follows_platform(platform: str, filename: str) -> None:
-    assert build_config(SPEC, platform).default_model_filename == filename
+def test_platform_and_filename_follow_the_format(fmt: Format, platform: str, filename: str) -> None:
+    config = build_config(SPEC, fmt)
+    assert (config.platform, config.default_model_filename) == (platform, filename)
 
 
-def test_config_options_and_scalar_tensor() -> None:
+def test_gpu_instances_and_scalar_tensor() -> None:
     spec = ModelSpec("s", (TensorSpec("x", "float32", (4,)),), (TensorSpec("y", "float32", ()),), 8)
-    config = build_config(
-        spec, "pytorch_libtorch", dynamic_batching=False, instance_kind="KIND_GPU", parameters={"k": "v"}
-    )
-    assert not config.HasField("dynamic_batching")
+    config = build_config(spec, Format.TORCHSCRIPT, DeploymentOptions(device=Device.GPU))
     assert config.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
-    assert config.parameters["k"].string_value == "v"
     # Triton needs a non-empty dims: a scalar per row is dims [1] reshaped to [].
     assert list(config.output[0].dims) == [1] and config.output[0].HasField("reshape")
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [{"platform": "tensorflow"}, {"instance_kind": "KIND_TPU"}, {"preferred_batch_sizes": (128,)}],
-)
-def test_config_rejects_bad_options(kwargs: dict[str, object]) -> None:
-    args: dict[str, object] = {"platform": "onnxruntime_onnx", **kwargs}
-    with pytest.raises(RepositoryError):
-        build_config(SPEC, **args)  # type: ignore[arg-type]
-
-
 def test_config_round_trips_through_text_format(tmp_path: Path) -> None:
-    config = build_config(SPEC, "onnxruntime_onnx", preferred_batch_sizes=(4,))
+    config = build_config(SPEC, Format.ONNX)
     path = tmp_path / "config.pbtxt"
     write_config(path, config)
     assert read_config(path) == config
@@ -100,7 +93,7 @@ def test_read_config_reports_a_broken_file(tmp_path: Path) -> None:
 
 def test_write_version_layout_and_numbering(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    config = build_config(SPEC, "onnxruntime_onnx")
+    config = build_config(SPEC, Format.ONNX)
     first = write_version(repo, "dlrm_onnx", config, {"model.onnx": _artifact(tmp_path)})
     assert first == repo / "dlrm_onnx" / "1"
     assert (first / "model.onnx").read_bytes() == b"weights"
@@ -116,7 +109,7 @@ def test_write_version_layout_and_numbering(tmp_path: Path) -> None:
 
 
 def test_move_takes_the_source_and_copy_keeps_it(tmp_path: Path) -> None:
-    config = build_config(SPEC, "onnxruntime_onnx")
+    config = build_config(SPEC, Format.ONNX)
     src = _artifact(tmp_path)
     write_version(tmp_path / "repo", "dlrm_onnx", config, {"model.onnx": src})
     assert src.exists()
@@ -126,7 +119,7 @@ def test_move_takes_the_source_and_copy_keeps_it(tmp_path: Path) -> None:
 
 def test_existing_version_is_refused_unless_overwrite(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    config = build_config(SPEC, "onnxruntime_onnx")
+    config = build_config(SPEC, Format.ONNX)
     write_version(repo, "dlrm_onnx", config, {"model.onnx": _artifact(tmp_path, data=b"old")}, version=1)
     with pytest.raises(RepositoryError, match="overwrite=True"):
         write_version(repo, "dlrm_onnx", config, {"model.onnx": _artifact(tmp_path, data=b"new")}, version=1)
@@ -140,7 +133,7 @@ def test_existing_version_is_refused_unless_overwrite(tmp_path: Path) -> None:
 
 def test_failure_midway_leaves_nothing_and_returns_moved_files(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    config = build_config(SPEC, "onnxruntime_onnx")
+    config = build_config(SPEC, Format.ONNX)
     weights = _artifact(tmp_path, "model.onnx")
     with pytest.raises(RepositoryError, match="does not exist"):
         write_version(
@@ -152,14 +145,14 @@ def test_failure_midway_leaves_nothing_and_returns_moved_files(tmp_path: Path) -
 
 def test_failed_rename_keeps_the_previous_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = tmp_path / "repo"
-    old = build_config(SPEC, "onnxruntime_onnx")
+    old = build_config(SPEC, Format.ONNX)
     write_version(repo, "dlrm_onnx", old, {"model.onnx": _artifact(tmp_path)})
 
     def broken_rename(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "rename", broken_rename)
-    new = build_config(SPEC, "onnxruntime_onnx", instance_count=3)
+    new = build_config(SPEC, Format.ONNX, DeploymentOptions(instances=3))
     with pytest.raises(RepositoryError, match="No space left"):
         write_version(repo, "dlrm_onnx", new, {"model.onnx": _artifact(tmp_path)})
     assert _entries(repo / "dlrm_onnx") == ["1", "config.pbtxt"]
@@ -168,7 +161,7 @@ def test_failed_rename_keeps_the_previous_state(tmp_path: Path, monkeypatch: pyt
 
 @pytest.mark.parametrize("name", ["", ".hidden", "a/b", "..", "x" * 200, "a b"])
 def test_unsafe_names_are_refused(tmp_path: Path, name: str) -> None:
-    config = build_config(SPEC, "onnxruntime_onnx")
+    config = build_config(SPEC, Format.ONNX)
     with pytest.raises(RepositoryError, match="not a safe name"):
         write_version(tmp_path, name, config, {"model.onnx": _artifact(tmp_path)})
     with pytest.raises(RepositoryError, match="not a safe name"):
@@ -176,7 +169,7 @@ def test_unsafe_names_are_refused(tmp_path: Path, name: str) -> None:
 
 
 def test_config_name_must_match_directory(tmp_path: Path) -> None:
-    config = build_config(SPEC, "onnxruntime_onnx")
+    config = build_config(SPEC, Format.ONNX)
     with pytest.raises(RepositoryError, match="written as"):
         write_version(tmp_path, "other", config, {"model.onnx": _artifact(tmp_path)})
 
@@ -185,7 +178,7 @@ def test_next_version_skips_a_number_taken_concurrently(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repo = tmp_path / "repo"
-    config = build_config(SPEC, "onnxruntime_onnx")
+    config = build_config(SPEC, Format.ONNX)
     write_version(repo, "dlrm_onnx", config, {"model.onnx": _artifact(tmp_path)})
     real_list = repository.list_versions
     calls = []

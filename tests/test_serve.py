@@ -21,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 from tests.conftest import ServerFactory
 from tritonstack.errors import BinaryNotFound, ModelLoadError, PortInUse, ServeError
 from tritonstack.export.repository import build_config, write_version
+from tritonstack.formats import Format
 from tritonstack.serve import ExternalServer, TritonServer, find_triton
 from tritonstack.serve import binary as serve_binary
 from tritonstack.serve import server as serve_server
@@ -75,11 +76,11 @@ def repo(module: Scorer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     torch.jit.trace(module, example).save(str(ts_path))  # type: ignore[no-untyped-call]
     repo = root / "repo"
-    for name, platform, path in [
-        ("scorer_onnx", "onnxruntime_onnx", onnx_path),
-        ("scorer_torchscript", "pytorch_libtorch", ts_path),
+    for name, fmt, path in [
+        ("scorer_onnx", Format.ONNX, onnx_path),
+        ("scorer_torchscript", Format.TORCHSCRIPT, ts_path),
     ]:
-        write_version(repo, name, build_config(SPEC.renamed(name), platform), {path.name: path})
+        write_version(repo, name, build_config(SPEC.renamed(name), fmt), {path.name: path})
     return repo
 
 
@@ -229,7 +230,7 @@ def test_broken_model_is_named_with_triton_reason(tmp_path: Path) -> None:
     write_version(
         tmp_path / "repo",
         "broken_onnx",
-        build_config(SPEC.renamed("broken_onnx"), "onnxruntime_onnx"),
+        build_config(SPEC.renamed("broken_onnx"), Format.ONNX),
         {"model.onnx": bad},
     )
     server = TritonServer(tmp_path / "repo", log_path=tmp_path / "log")

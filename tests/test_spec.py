@@ -1,5 +1,5 @@
-"""Tensor specs: validation, random inputs within id ranges, id bounds and the production version
-through config parameters."""
+"""Tensor specs: validation, random inputs within id ranges, the conversions to and from a
+model config (id bounds included), and the production version a config records."""
 
 from __future__ import annotations
 
@@ -7,16 +7,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+from google.protobuf import json_format
+from hypothesis import given
+from hypothesis import strategies as st
+from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.spec import (
+    SUPPORTED_DTYPES,
     ModelSpec,
     TensorSpec,
     config_dtype,
+    config_from_json,
     dtype_from_wire,
-    id_bounds_from_parameters,
-    id_bounds_parameters,
     ids_out_of_range,
-    production_version_from_parameters,
+    production_version,
     wire_dtype,
 )
 
@@ -41,10 +45,96 @@ def test_random_inputs_respect_id_ranges() -> None:
     np.testing.assert_array_equal(SPEC.random_inputs(4, seed=1)["ids"], SPEC.random_inputs(4, seed=1)["ids"])
 
 
-def test_id_bounds_round_trip_through_parameters() -> None:
-    params = id_bounds_parameters(SPEC)
-    assert params == {"tritonstack.id_high.ids": "5,10,1000", "tritonstack.id_high.user": "7"}
-    assert id_bounds_from_parameters({**params, "other": "x"}) == {"ids": (5, 10, 1000), "user": 7}
+def test_id_bounds_travel_as_config_parameters() -> None:
+    config = SPEC.to_config()
+    parameters = {k: v.string_value for k, v in config.parameters.items()}
+    assert parameters == {"tritonstack.id_high.ids": "5,10,1000", "tritonstack.id_high.user": "7"}
+    config.parameters["other"].string_value = "x"
+    assert [t.high for t in ModelSpec.from_config(config).inputs] == [(5, 10, 1000), 7, None]
+    # One column's own bound is the one bound for every element: it reads back as such.
+    single = ModelSpec("m", (TensorSpec("u", "int32", (1,), high=(7,)),), SPEC.outputs)
+    assert ModelSpec.from_config(single.to_config()).inputs[0].high == 7
+
+
+def test_config_fields_from_spec() -> None:
+    config = SPEC.to_config()
+    assert (config.name, config.max_batch_size) == ("m", 8)
+    assert [(t.name, pb.DataType.Name(t.data_type), list(t.dims)) for t in config.input] == [
+        ("ids", "TYPE_INT64", [3]),
+        ("user", "TYPE_INT32", [1]),
+        ("dense", "TYPE_FP32", [4]),
+    ]
+    assert [(t.name, list(t.dims)) for t in config.output] == [("p", [1])]
+    # The model's part only: platform and deployment are the exporter's.
+    assert not config.platform and not config.instance_group and not config.HasField("dynamic_batching")
+
+
+_DIMS = st.lists(st.integers(1, 64) | st.just(-1), min_size=1, max_size=3).map(tuple)
+_NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+
+
+@st.composite
+def _specs(draw: st.DrawFn) -> ModelSpec:
+    names = draw(st.lists(_NAMES, min_size=2, max_size=6, unique=True))
+    split = draw(st.integers(1, len(names) - 1))
+
+    def tensor(name: str, is_input: bool) -> TensorSpec:
+        dtype = draw(st.sampled_from(SUPPORTED_DTYPES))
+        shape = draw(_DIMS)
+        high: int | tuple[int, ...] | None = None
+        if is_input and np.issubdtype(np.dtype(dtype), np.integer) and draw(st.booleans()):
+            high = draw(st.integers(1, 10**9))
+            if shape[-1] > 1 and draw(st.booleans()):  # one bound per column
+                high = tuple(draw(st.integers(1, 10**9)) for _ in range(shape[-1]))
+        return TensorSpec(name, dtype, shape, high)
+
+    return ModelSpec(
+        draw(_NAMES),
+        tuple(tensor(n, True) for n in names[:split]),
+        tuple(tensor(n, False) for n in names[split:]),
+        draw(st.integers(1, 4096)),
+    )
+
+
+@given(_specs())
+def test_spec_round_trips_through_config_and_its_json(spec: ModelSpec) -> None:
+    config = spec.to_config()
+    assert ModelSpec.from_config(config) == spec
+    # The JSON Triton hands a backend is this protobuf's JSON form (enum names, field names as
+    # in the .proto); the backend reads it back to the same spec.
+    text = json_format.MessageToJson(config, preserving_proto_field_name=True)
+    assert config_from_json(text) == config
+
+
+def test_scalar_tensors_read_back_as_requests_carry_them() -> None:
+    """A scalar per row is dims [1] reshaped to []: Triton's clients send it as [batch, 1] (its
+    model metadata says [-1, 1]), so that is the shape the spec of a config gives."""
+    spec = ModelSpec("s", (TensorSpec("x", "float32", ()),), (TensorSpec("y", "int64", ()),))
+    back = ModelSpec.from_config(spec.to_config())
+    assert [t.shape for t in (*back.inputs, *back.outputs)] == [(1,), (1,)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: setattr(c, "max_batch_size", 0), "max_batch_size"),
+        (lambda c: setattr(c.input[0], "data_type", pb.TYPE_STRING), "STRING"),
+        (lambda c: setattr(c.output[0], "name", "input.1"), "identifier"),
+    ],
+)
+def test_configs_a_spec_cannot_describe(change: Any, message: str) -> None:
+    config = SPEC.to_config()
+    change(config)
+    with pytest.raises(ValueError, match=message):
+        ModelSpec.from_config(config)
+
+
+def test_config_json_ignores_fields_this_protobuf_does_not_know() -> None:
+    text = (
+        '{"name": "m", "max_batch_size": 4, "a_new_field": {"x": 1}, "input": [{"name": "x", "dims": ["2"]}]}'
+    )
+    config = config_from_json(text)
+    assert (config.name, config.max_batch_size, list(config.input[0].dims)) == ("m", 4, [2])
 
 
 def test_ids_out_of_range_names_the_first_bad_id() -> None:
@@ -77,9 +167,12 @@ def test_invalid_specs(make: object, message: str) -> None:
 
 
 def test_production_version_parameter() -> None:
-    assert production_version_from_parameters({"tritonstack.production_version": "3"}) == 3
-    assert production_version_from_parameters({"tritonstack.id_high.ids": "5"}) is None
-    assert production_version_from_parameters({"tritonstack.production_version": "v3"}) is None
+    config = SPEC.to_config()
+    assert production_version(config) is None  # only id bounds recorded
+    config.parameters["tritonstack.production_version"].string_value = "3"
+    assert production_version(config) == 3
+    config.parameters["tritonstack.production_version"].string_value = "v3"
+    assert production_version(config) is None
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])

@@ -1,7 +1,7 @@
-"""The artifact formats: what Triton calls each (platform, backend, file name), in one table.
+"""The artifact formats: what Triton calls each (platform, file name, thread parameters), in one table.
 
 Every stage reads these facts from here: the exporter names files, the repository writer fills
-`platform`, our backends and the repository lint check them, the benchmarks pick runtimes.
+`platform` and the threads, our backends find their file and threads, the benchmarks pick runtimes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ class Format(str, enum.Enum):
 
     @property
     def filename(self) -> str:
+        """The file Triton's native backend loads from a version directory."""
         return _FILENAMES[self]
+
+    @property
+    def thread_parameters(self) -> tuple[str, str] | None:
+        """The config parameters (intra-op, inter-op) that the native backend reads its thread
+        counts from (0 or absent: the runtime's default); None when it reads none."""
+        return _THREAD_PARAMETERS.get(self)
 
     @classmethod
     def parse_list(cls, text: str) -> list[Format]:
@@ -50,6 +57,12 @@ _PLATFORMS = {
     Format.TENSORRT: "tensorrt_plan",
 }
 _FILENAMES = {Format.ONNX: "model.onnx", Format.TORCHSCRIPT: "model.pt", Format.TENSORRT: "model.plan"}
+# Thread counts live in config.pbtxt under the keys Triton's native backends read, so the same
+# repository runs with the same threads on them and on ours.
+_THREAD_PARAMETERS = {
+    Format.ONNX: ("intra_op_thread_count", "inter_op_thread_count"),
+    Format.TORCHSCRIPT: ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT"),
+}
 # What `export` and the demo produce unless told otherwise: TensorRT needs a GPU and TensorRT.
 DEFAULT_FORMATS = (Format.ONNX, Format.TORCHSCRIPT)
 

@@ -1,9 +1,10 @@
 """One description of a model's tensors, shared by every stage.
 
 Exporters name graph inputs and outputs from a `ModelSpec`, the repository writer turns it
-into `config.pbtxt`, the client checks requests against it and the benchmarks generate inputs
-from it. Shapes never include the batch dimension (Triton's convention when
-`max_batch_size > 0`); `-1` marks a variable dimension.
+into `config.pbtxt` (`ModelSpec.to_config`), the client reads it back from a served model's
+config (`ModelSpec.from_config`), our backends from the config JSON Triton hands them
+(`config_from_json`), and the benchmarks generate inputs from it. Shapes never include the batch
+dimension (Triton's convention when `max_batch_size > 0`); `-1` marks a variable dimension.
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as pb
 
 Array = npt.NDArray[Any]
+
+# The largest batch Triton may form when nothing else is said (CLI, API and exporters alike).
+DEFAULT_MAX_BATCH_SIZE = 256
 
 # numpy dtype name -> Triton wire datatype (as in model metadata and ModelInferRequest).
 _WIRE_DTYPES = {
@@ -96,7 +102,7 @@ class ModelSpec:
     name: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    max_batch_size: int = 256
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
 
     def __post_init__(self) -> None:
         if not self.inputs or not self.outputs:
@@ -123,6 +129,60 @@ class ModelSpec:
     def renamed(self, name: str) -> ModelSpec:
         return ModelSpec(name, self.inputs, self.outputs, self.max_batch_size)
 
+    def to_config(self) -> pb.ModelConfig:
+        """The model's part of its `config.pbtxt`: name, largest batch, tensors and id bounds.
+        Platform and deployment (instances, batching, warm-up) are the exporter's to add."""
+        config = pb.ModelConfig(name=self.name, max_batch_size=self.max_batch_size)
+        for tensor in self.inputs:
+            _fill_tensor(config.input.add(), tensor)
+        for tensor in self.outputs:
+            _fill_tensor(config.output.add(), tensor)
+        for key, value in _id_bounds_parameters(self).items():
+            config.parameters[key].string_value = value
+        return config
+
+    @classmethod
+    def from_config(cls, config: pb.ModelConfig) -> ModelSpec:
+        """The spec of a model config, as Triton's clients see the model: shapes are the config's
+        `dims`, so a scalar per row (dims [1] reshaped to []) reads back as (1,), the shape a
+        request must carry and Triton's model metadata reports. `ValueError` when the config is
+        not one a `ModelSpec` can describe (no batching, unsupported types or names)."""
+        bounds = _id_bounds_from_parameters(string_parameters(config))
+        return cls(
+            config.name,
+            tuple(_tensor_spec(t, bounds.get(t.name)) for t in config.input),
+            tuple(_tensor_spec(t) for t in config.output),
+            config.max_batch_size,
+        )
+
+
+def _fill_tensor(msg: pb.ModelInput | pb.ModelOutput, tensor: TensorSpec) -> None:
+    msg.name = tensor.name
+    msg.data_type = pb.DataType.Value(config_dtype(tensor.dtype))
+    if tensor.shape:
+        msg.dims.extend(tensor.shape)
+    else:
+        # Triton wants at least one dim: a scalar per batch row travels as [1], reshaped to [].
+        msg.dims.append(1)
+        msg.reshape.SetInParent()
+
+
+def _tensor_spec(
+    msg: pb.ModelInput | pb.ModelOutput, high: int | tuple[int, ...] | None = None
+) -> TensorSpec:
+    return TensorSpec(msg.name, dtype_from_wire(pb.DataType.Name(msg.data_type)), tuple(msg.dims), high)
+
+
+def config_from_json(text: str) -> pb.ModelConfig:
+    """The `ModelConfig` of the JSON Triton hands a backend (`args["model_config"]` in
+    `initialize`); fields this protobuf does not know are skipped."""
+    return json_format.Parse(text, pb.ModelConfig(), ignore_unknown_fields=True)
+
+
+def string_parameters(config: pb.ModelConfig) -> dict[str, str]:
+    """A config's `parameters` as plain strings."""
+    return {key: value.string_value for key, value in config.parameters.items()}
+
 
 def as_feeds(spec: ModelSpec, arrays: Mapping[str, Array]) -> list[Array]:
     """Arrays in the order of the spec's inputs (the order of `forward`'s arguments)."""
@@ -135,7 +195,7 @@ def as_feeds(spec: ModelSpec, arrays: Mapping[str, Array]) -> list[Array]:
 _ID_HIGH_PREFIX = "tritonstack.id_high."
 
 
-def id_bounds_parameters(spec: ModelSpec) -> dict[str, str]:
+def _id_bounds_parameters(spec: ModelSpec) -> dict[str, str]:
     """Config parameters recording each integer input's `high`, e.g. `"1000,20,7"`."""
     return {
         _ID_HIGH_PREFIX + t.name: ",".join(map(str, t.high if isinstance(t.high, tuple) else (t.high,)))
@@ -144,8 +204,8 @@ def id_bounds_parameters(spec: ModelSpec) -> dict[str, str]:
     }
 
 
-def id_bounds_from_parameters(parameters: Mapping[str, str]) -> dict[str, int | tuple[int, ...]]:
-    """The inverse of `id_bounds_parameters`: input name -> one bound, or one per column."""
+def _id_bounds_from_parameters(parameters: Mapping[str, str]) -> dict[str, int | tuple[int, ...]]:
+    """The inverse of `_id_bounds_parameters`: input name -> one bound, or one per column."""
     bounds: dict[str, int | tuple[int, ...]] = {}
     for key, value in parameters.items():
         if key.startswith(_ID_HIGH_PREFIX):
@@ -173,20 +233,13 @@ def ids_out_of_range(name: str, values: Array, high: int | tuple[int, ...] | Arr
     )
 
 
-# Thread counts live in config.pbtxt under the keys Triton's native backends read, so the same
-# repository runs with the same threads on them and on ours: (intra-op, inter-op) for the
-# onnxruntime backend and for the pytorch backend (0 or absent: the runtime's own default).
-ORT_THREAD_PARAMETERS = ("intra_op_thread_count", "inter_op_thread_count")
-TORCH_THREAD_PARAMETERS = ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT")
-
-
 # `tritonstack models promote` records the production version here too: Triton itself sends a request
 # without a version to the highest loaded version, whatever its status, so our clients read this to
 # send unversioned requests to production instead (export/registry.py).
 PRODUCTION_VERSION_PARAMETER = "tritonstack.production_version"
 
 
-def production_version_from_parameters(parameters: Mapping[str, str]) -> int | None:
-    """The production version a config's parameters record, or None when none is."""
-    value = parameters.get(PRODUCTION_VERSION_PARAMETER, "")
+def production_version(config: pb.ModelConfig) -> int | None:
+    """The production version a config records, or None when none is."""
+    value = string_parameters(config).get(PRODUCTION_VERSION_PARAMETER, "")
     return int(value) if value.isdigit() else None

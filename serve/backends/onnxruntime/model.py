@@ -10,22 +10,23 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from tritonstack.formats import Format
 from tritonstack.serve.batching import BatchedModel, Instance, RunFn
-from tritonstack.spec import ORT_THREAD_PARAMETERS, Array
+from tritonstack.spec import Array
 
 
 class TritonPythonModel(BatchedModel):
-    default_filename = "model.onnx"
+    format = Format.ONNX
 
-    def load(self, path: Path, instance: Instance) -> RunFn:
+    def load(self, instance: Instance) -> RunFn:
         options = ort.SessionOptions()
-        intra, inter = ORT_THREAD_PARAMETERS  # as the native backend reads them; 0: ORT's default
-        options.intra_op_num_threads = instance.int_parameter(intra, 0)
-        options.inter_op_num_threads = instance.int_parameter(inter, 0)
+        # As the native backend reads them; 0: ORT's default.
+        options.intra_op_num_threads, options.inter_op_num_threads = instance.threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        path = instance.path
         session = ort.InferenceSession(str(path), options, providers=_providers(instance, path))
-        names = instance.input_names
-        outputs = instance.output_names
+        names = instance.spec.input_names
+        outputs = instance.spec.output_names
 
         def run(feeds: list[Array]) -> list[Array]:
             result: list[Array] = session.run(outputs, dict(zip(names, feeds, strict=True)))
@@ -46,8 +47,8 @@ def _providers(instance: Instance, path: Path) -> list[Provider]:
         return providers
     providers.insert(0, ("CUDAExecutionProvider", {"device_id": instance.gpu_id}))
     for accelerator in instance.gpu_accelerators:
-        if accelerator.get("name") == "tensorrt" and "TensorrtExecutionProvider" in available:
-            params = accelerator.get("parameters", {})
+        if accelerator.name == "tensorrt" and "TensorrtExecutionProvider" in available:
+            params = accelerator.parameters
             trt: dict[str, str | int] = {
                 "device_id": instance.gpu_id,
                 "trt_fp16_enable": str(params.get("precision_mode") == "FP16"),

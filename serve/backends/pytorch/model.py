@@ -8,28 +8,28 @@ import stub_site  # noqa: F401  (first: puts the project and virtualenv on sys.p
 # isort: split
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
+from tritonstack.formats import Format
 from tritonstack.serve.batching import BatchedModel, Instance, RunFn
-from tritonstack.spec import TORCH_THREAD_PARAMETERS, Array
+from tritonstack.spec import Array
 
 
 class TritonPythonModel(BatchedModel):
-    default_filename = "model.pt"
+    format = Format.TORCHSCRIPT
 
-    def load(self, path: Path, instance: Instance) -> RunFn:
+    def load(self, instance: Instance) -> RunFn:
         # As the native backend reads them; 0 (or absent): torch's default.
-        intra, inter = (instance.int_parameter(key, 0) for key in TORCH_THREAD_PARAMETERS)
+        intra, inter = instance.threads
         if intra > 0:
             torch.set_num_threads(intra)
         if inter > 0:
             torch.set_num_interop_threads(inter)  # a fresh stub process: not yet used
         use_gpu = instance.gpu_id is not None and torch.cuda.is_available()
         device = torch.device(f"cuda:{instance.gpu_id}" if use_gpu else "cpu")
-        module = torch.jit.load(str(path), map_location=device).eval()  # type: ignore[no-untyped-call]
-        names = instance.output_names
+        module = torch.jit.load(str(instance.path), map_location=device).eval()  # type: ignore[no-untyped-call]
+        names = instance.spec.output_names
 
         def run(feeds: list[Array]) -> list[Array]:
             with torch.inference_mode():

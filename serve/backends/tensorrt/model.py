@@ -8,20 +8,19 @@ import stub_site  # noqa: F401  (first: puts the project and virtualenv on sys.p
 
 # isort: split
 
-from pathlib import Path
-
+from tritonstack.formats import Format
 from tritonstack.runtimes.tensorrt import TensorRTEngine
 from tritonstack.serve.batching import BatchedModel, Instance, RunFn
 from tritonstack.spec import Array
 
 
 class TritonPythonModel(BatchedModel):
-    default_filename = "model.plan"
+    format = Format.TENSORRT
 
-    def load(self, path: Path, instance: Instance) -> RunFn:
-        engine = TensorRTEngine(path, instance.gpu_id or 0)
-        order = [engine.input_names.index(n) for n in instance.input_names]
-        outputs = [engine.output_names.index(n) for n in instance.output_names]
+    def load(self, instance: Instance) -> RunFn:
+        engine = TensorRTEngine(instance.path, instance.gpu_id or 0)
+        order = [engine.input_names.index(n) for n in instance.spec.input_names]
+        outputs = [engine.output_names.index(n) for n in instance.spec.output_names]
 
         def run(feeds: list[Array]) -> list[Array]:
             by_engine_order = [feeds[order.index(i)] for i in range(len(order))]
