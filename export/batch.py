@@ -18,6 +18,7 @@ from tritonstack.export.formats import ExportOptions
 from tritonstack.export.metadata import file_sha256, options_record, read_metadata
 from tritonstack.export.pipeline import ExportResult, export_to_repository
 from tritonstack.formats import Format
+from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt")
 _SUFFIXES = (".pt", ".pth", ".safetensors")
@@ -71,7 +72,7 @@ def export_all(
     source: ModelSource | None = None,
     options: ExportOptions | None = None,
     deployment: DeploymentOptions | None = None,
-    max_batch_size: int = 256,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     force: bool = False,
     on_item: Callable[[Path], None] | None = None,
 ) -> BatchSummary:

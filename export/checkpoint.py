@@ -26,7 +26,7 @@ from torch import nn
 
 from tritonstack.errors import CheckpointError, UsageError, first_line
 from tritonstack.export.custom import CustomArch
-from tritonstack.spec import ModelSpec
+from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE, ModelSpec
 
 # Wrappers that prefix every key: DistributedDataParallel and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -65,7 +65,10 @@ class LoadedModel:
 
 
 def load_model(
-    path: Path, source: ModelSource = ModelSource(), name: str | None = None, max_batch_size: int = 256
+    path: Path,
+    source: ModelSource = ModelSource(),
+    name: str | None = None,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
 ) -> LoadedModel:
     """Read `path`, rebuild its model and load the weights: strictly (every key must match)
     unless `source.allow_partial`, which loads what fits and records the rest in `info`."""

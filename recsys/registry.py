@@ -13,7 +13,7 @@ from tritonstack.recsys import dcn_v2, dlrm, two_tower
 from tritonstack.recsys.config import Config
 from tritonstack.recsys.ctr import ctr_inputs
 from tritonstack.recsys.data import CtrTeacher, PairTeacher, Teacher
-from tritonstack.spec import ModelSpec, TensorSpec
+from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE, ModelSpec, TensorSpec
 
 C = TypeVar("C", bound=Config)
 
@@ -40,7 +40,9 @@ class Architecture(Generic[C]):
     def build(self, config: Config) -> nn.Module:
         return self.model(self._checked(config))
 
-    def spec(self, config: Config, model_name: str | None = None, max_batch_size: int = 256) -> ModelSpec:
+    def spec(
+        self, config: Config, model_name: str | None = None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    ) -> ModelSpec:
         return ModelSpec(
             model_name or self.name,
             self.inputs(self._checked(config)),

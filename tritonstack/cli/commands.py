@@ -15,7 +15,7 @@ import numpy as np
 from tritonstack.cli import bench as bench_cli
 from tritonstack.cli import manage as manage_commands
 from tritonstack.errors import UsageError
-from tritonstack.spec import Array, TensorSpec
+from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE, Array, TensorSpec
 
 if TYPE_CHECKING:
     from tritonstack.export.deployment import DeploymentOptions
@@ -114,7 +114,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="two-tower: write user/item embedding tables into each version directory",
     )
-    p.add_argument("--max-batch-size", type=int, default=256)
+    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
     p.add_argument("--opset", type=int, default=20, help="ONNX opset")
     p.add_argument("--fp16", action="store_true", help="half-precision artifacts (float32 inputs/outputs)")
     p.add_argument("--arch", help="architecture for a bare state dict, or package.module:callable")

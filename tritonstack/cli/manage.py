@@ -8,6 +8,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE
+
 # `serve --watch`: Triton rescans the repository every second and loads new versions. Versions
 # are published by one rename (export.repository), so a scan never sees half of one.
 WATCH_ARGS = ("--repository-poll-secs=1",)
@@ -18,7 +20,7 @@ def add_export_all(p: argparse.ArgumentParser) -> None:
     p.add_argument("--formats", default="onnx,torchscript", help="comma-separated: onnx, torchscript")
     p.add_argument("--repo", type=Path, default=Path("triton_repo"), help="Triton model repository")
     p.add_argument("--force", action="store_true", help="re-export checkpoints already exported")
-    p.add_argument("--max-batch-size", type=int, default=256)
+    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
     p.add_argument("--opset", type=int, default=20, help="ONNX opset")
     p.add_argument("--arch", help="architecture for bare state dicts")
     p.add_argument("--preset", help="preset of --arch, for bare state dicts")
