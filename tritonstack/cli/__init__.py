@@ -4,14 +4,11 @@ calls it; the project's own errors print as one line on stderr and exit 2."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-from tritonstack.errors import TritonstackError, UsageError
+from tritonstack.errors import TritonstackError
 
 EXIT_USAGE = 2
 
@@ -43,17 +40,3 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(p)
         p.set_defaults(handler=handler)
     return parser
-
-
-def parse_config(text: str | None) -> dict[str, Any] | None:
-    """`--config` takes inline JSON or a path to a JSON file."""
-    if text is None:
-        return None
-    source = Path(text).read_text() if Path(text).is_file() else text
-    try:
-        value = json.loads(source)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--config {text!r} is neither a JSON file nor inline JSON: {exc.msg}") from None
-    if not isinstance(value, dict):
-        raise UsageError("--config must be a JSON object of config fields")
-    return value

@@ -38,7 +38,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from tritonstack import recsys
-    from tritonstack.cli import parse_config
+    from tritonstack.cli.config_option import parse_config
     from tritonstack.recsys.train import train
 
     arch = recsys.get_architecture(args.arch)
@@ -138,7 +138,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tritonstack.cli import parse_config
+    from tritonstack.cli.config_option import parse_config
     from tritonstack.export.checkpoint import ModelSource, load_model
     from tritonstack.export.custom import CustomArch, parse_input
     from tritonstack.export.formats import ExportOptions
