@@ -130,6 +130,6 @@ def test_what_the_backend_stub_imports_of_ours_stays_light() -> None:
     or CLI, nor torch or ONNX (each backend imports its own runtime)."""
     code = "import sys, tritonstack.serve.batching, tritonstack.formats; print(' '.join(sorted(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    heavy = ("tritonstack.export", "tritonstack.client", "tritonstack.recsys", "tritonstack.benchmarks")
-    heavy += ("tritonstack.cli", "tritonstack.runtimes", "torch", "onnx", "onnxruntime")
+    ours = ("export", "client", "recsys", "benchmarks", "cli", "runtimes")
+    heavy = tuple(f"tritonstack.{name}" for name in ours) + ("torch", "onnx", "onnxruntime")
     assert not [m for m in loaded.split() if m in heavy or m.startswith(tuple(h + "." for h in heavy))]
