@@ -54,7 +54,7 @@ from tritonstack.export.pipeline import repository_name
 from tritonstack.export.repository import write_config
 from tritonstack.formats import Format
 from tritonstack.serve import TritonServer
-from tritonstack.spec import Array, wire_dtype
+from tritonstack.spec import Array, ModelSpec, TensorSpec, wire_dtype
 
 IDENTITY = "tritonstack_identity"
 _IDENTITY_PY = """import stub_site  # noqa: F401  (first, as in our backends: numpy's site-packages)
@@ -173,18 +173,11 @@ def _write_identity(repo: Path) -> None:
     version = repo / IDENTITY / "1"
     version.mkdir(parents=True)
     (version / "model.py").write_text(_IDENTITY_PY)
-    tensor = {"data_type": mc.TYPE_FP32, "dims": [1]}
-    write_config(
-        repo / IDENTITY / "config.pbtxt",
-        mc.ModelConfig(
-            name=IDENTITY,
-            backend="python",
-            max_batch_size=8,
-            input=[mc.ModelInput(name="x", **tensor)],
-            output=[mc.ModelOutput(name="y", **tensor)],
-            instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
-        ),
-    )
+    spec = ModelSpec(IDENTITY, (TensorSpec("x", "float32", (1,)),), (TensorSpec("y", "float32", (1,)),), 8)
+    config = spec.to_config()
+    config.backend = "python"
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    write_config(repo / IDENTITY / "config.pbtxt", config)
 
 
 def _timed(
