@@ -1,6 +1,7 @@
 """The model description through the real Triton: a config written by `build_config`, the JSON
 Triton hands our backends (captured from a live stub) and the config its gRPC API returns to the
-client all come back to the same `ModelSpec`, a scalar per row included."""
+client all come back to the same `ModelSpec`, a scalar per row included; and what a backend reads
+of a GPU instance from that JSON."""
 
 from __future__ import annotations
 
@@ -11,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ServerFactory
 from tritonstack.client import InvalidInput, TritonClient
+from tritonstack.export.deployment import DeploymentOptions, Device, OrtAccelerator
 from tritonstack.export.repository import build_config, write_config
 from tritonstack.formats import Format
 from tritonstack.serve import TritonServer
 from tritonstack.serve.batching import Instance
 from tritonstack.spec import ModelSpec, TensorSpec, config_from_json, wire_dtype
-
-pytestmark = pytest.mark.server
 
 SPEC = ModelSpec(
     "probe",
@@ -84,6 +85,7 @@ def server(triton_server_factory: ServerFactory, model_dir: Path) -> Iterator[Tr
     server.stop()
 
 
+@pytest.mark.server
 def test_backend_reads_the_spec_from_the_json_triton_hands_it(server: TritonServer, model_dir: Path) -> None:
     args = json.loads((model_dir / ARGS_FILE).read_text())
     instance = Instance.from_args(args, Format.ONNX)
@@ -96,6 +98,7 @@ def test_backend_reads_the_spec_from_the_json_triton_hands_it(server: TritonServ
     assert (list(served.input), list(served.output)) == (list(written.input), list(written.output))
 
 
+@pytest.mark.server
 def test_client_spec_from_the_config_matches_the_model_metadata(server: TritonServer) -> None:
     with TritonClient(server.grpc_url) as client:
         spec = client.model_spec(SPEC.name)
@@ -105,6 +108,7 @@ def test_client_spec_from_the_config_matches_the_model_metadata(server: TritonSe
     assert described == [(t.name, wire_dtype(t.dtype), [-1, *t.shape]) for t in (*spec.inputs, *spec.outputs)]
 
 
+@pytest.mark.server
 def test_served_model_runs_and_checks_ids_from_its_config(server: TritonServer) -> None:
     feeds = WIRE_SPEC.random_inputs(3, seed=1)
     with TritonClient(server.grpc_url) as client:
@@ -123,3 +127,41 @@ def test_served_model_runs_and_checks_ids_from_its_config(server: TritonServer) 
     with pytest.raises(InferenceServerException, match=r"id 10 at index \[0, 1\] outside \[0, 10\)"):
         raw.infer(SPEC.name, inputs)
     raw.close()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "threads"), [(Format.ONNX, (2, 1)), (Format.TORCHSCRIPT, (2, 1)), (Format.TENSORRT, (0, 0))]
+)
+def test_a_gpu_instance_as_the_backend_reads_it(fmt: Format, threads: tuple[int, int]) -> None:
+    """Triton's `initialize` arguments for a GPU instance (the JSON is the config's protobuf JSON,
+    as captured above): the device, the threads under the format's own keys, the accelerator."""
+    deployment = DeploymentOptions(
+        device=Device.GPU, ort_accelerator=OrtAccelerator.TENSORRT, trt_fp16=True, intra_op_threads=2
+    )
+    config = build_config(SPEC, fmt, deployment)
+    config.ClearField("default_model_filename")
+    args = {
+        "model_config": json_format.MessageToJson(config, preserving_proto_field_name=True),
+        "model_instance_kind": "GPU",
+        "model_instance_device_id": "1",
+        "model_repository": "/models/probe",
+        "model_version": "3",
+        "model_name": SPEC.name,
+    }
+    instance = Instance.from_args(args, fmt)
+    assert (instance.gpu_id, instance.threads) == (1, threads)
+    assert instance.path == Path("/models/probe/3") / fmt.filename
+    accelerators = [(a.name, dict(a.parameters)) for a in instance.gpu_accelerators]
+    if fmt is Format.ONNX:
+        assert accelerators == [
+            (
+                "tensorrt",
+                {
+                    "precision_mode": "FP16",
+                    "max_workspace_size_bytes": str(deployment.trt_workspace_bytes),
+                    "trt_engine_cache_enable": "1",
+                },
+            )
+        ]
+    else:
+        assert accelerators == []
