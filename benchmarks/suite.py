@@ -38,10 +38,10 @@ from tritonstack.benchmarks.windows import merge
 from tritonstack.errors import UsageError
 from tritonstack.export.checkpoint import LoadedModel, load_model
 from tritonstack.export.pipeline import repository_name
-from tritonstack.export.repository import read_config
 from tritonstack.formats import Artifact, Format
 from tritonstack.runtimes.runners import OnnxRuntimeRunner, Runner, TorchRunner, TorchScriptRunner, runner_for
 from tritonstack.serve import running_server
+from tritonstack.spec import read_config
 
 # The in-process baseline that a served format is compared with.
 RUNTIME_OF = {"onnx": "onnxruntime", "torchscript": "torchscript", "tensorrt": "tensorrt"}

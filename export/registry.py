@@ -21,8 +21,8 @@ from typing import Any
 
 from tritonstack.errors import RepositoryError, UsageError
 from tritonstack.export.metadata import read_metadata, write_metadata
-from tritonstack.export.repository import CONFIG_NAME, list_versions, read_config, write_config
-from tritonstack.spec import PRODUCTION_VERSION_PARAMETER, production_version
+from tritonstack.export.repository import list_versions, write_config
+from tritonstack.spec import CONFIG_NAME, PRODUCTION_VERSION_PARAMETER, production_version, read_config
 
 STATUSES = ("production", "staging", "ab-test")
 

@@ -26,11 +26,9 @@ from tritonclient.grpc import model_config_pb2 as pb
 from tritonstack.errors import RepositoryError
 from tritonstack.export.deployment import DeploymentOptions, apply_deployment
 from tritonstack.formats import Format
-from tritonstack.spec import PRODUCTION_VERSION_PARAMETER, ModelSpec
+from tritonstack.spec import CONFIG_NAME, PRODUCTION_VERSION_PARAMETER, ModelSpec, read_config
 
 log = logging.getLogger(__name__)
-
-CONFIG_NAME = "config.pbtxt"
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -48,16 +46,6 @@ def build_config(spec: ModelSpec, fmt: Format, deployment: DeploymentOptions | N
 def write_config(path: Path | str, config: pb.ModelConfig) -> None:
     """Write `config` as text, atomically: readers see the old file or the new one."""
     replace_file(Path(path), text_format.MessageToString(config).encode())
-
-
-def read_config(path: Path | str) -> pb.ModelConfig:
-    path = Path(path)
-    try:
-        return text_format.Parse(path.read_text(), pb.ModelConfig())
-    except OSError as exc:
-        raise RepositoryError(f"cannot read {path}: {exc.strerror}") from exc
-    except text_format.ParseError as exc:
-        raise RepositoryError(f"{path} is not a valid Triton model config: {exc}") from exc
 
 
 def list_versions(repo: Path | str, model_name: str) -> list[int]:

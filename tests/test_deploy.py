@@ -19,15 +19,15 @@ from tritonclient.grpc import model_config_pb2 as pb
 from tests.manifest_schemas import SchemaError, validate
 from tritonstack.cli import main
 from tritonstack.errors import UsageError
-from tritonstack.export.deployment import DeploymentOptions, Device, apply_deployment
-from tritonstack.export.repository import CONFIG_NAME, build_config, write_config
+from tritonstack.export.deployment import DeploymentOptions, Device
+from tritonstack.export.repository import build_config, write_config
 from tritonstack.formats import Format
 from tritonstack.serve.deploy import gpus, kserve, kubernetes
 from tritonstack.serve.deploy.container import ADMIN_KEY_ENV
 from tritonstack.serve.deploy.location import RepositoryLocation, S3Endpoint
 from tritonstack.serve.deploy.options import DeployOptions, ModelControl
 from tritonstack.serve.tls import ADMIN_HEADER
-from tritonstack.spec import ModelSpec, TensorSpec
+from tritonstack.spec import CONFIG_NAME, ModelSpec, TensorSpec
 
 SPEC = ModelSpec(
     "m",
@@ -147,17 +147,20 @@ def test_every_accepted_s3_location_matches_tritons_pattern(
 
 
 def _config(
-    kind: str = "KIND_GPU", count: int = 1, ids: tuple[int, ...] = (), platform: str = "onnxruntime_onnx"
+    kind: str = "KIND_GPU", count: int = 1, ids: tuple[int, ...] = (), fmt: Format = Format.ONNX
 ) -> pb.ModelConfig:
-    return build_config(SPEC, platform, instance_count=count, instance_kind=kind, gpus=ids)
+    """A config whose one instance group is `count` of `kind` on GPUs `ids`, as anyone may write it."""
+    config = build_config(SPEC, fmt)
+    del config.instance_group[:]
+    config.instance_group.add(count=count, kind=pb.ModelInstanceGroup.Kind.Value(kind), gpus=ids)
+    return config
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 8])
 @pytest.mark.parametrize("fmt", [Format.ONNX, Format.TORCHSCRIPT])
 def test_exported_gpu_configs_put_their_instances_on_every_gpu(tmp_path: Path, n: int, fmt: Format) -> None:
     """What `export --device gpu --instances 2` writes serves any GPU count: 2 on each GPU."""
-    config = build_config(SPEC, fmt.platform)
-    apply_deployment(config, SPEC, fmt, DeploymentOptions(device=Device.GPU, instances=2))
+    config = build_config(SPEC, fmt, DeploymentOptions(device=Device.GPU, instances=2))
     (tmp_path / "m").mkdir()
     write_config(tmp_path / "m" / CONFIG_NAME, config)
     [placement] = gpus.plan(gpus.read_configs(tmp_path), n)
@@ -189,7 +192,7 @@ def test_placements_follow_the_instance_groups() -> None:
         (_config(ids=(3, 4)), 3, "GPU 3, 4"),
         (_config("KIND_CPU"), 1, "runs on the CPU (KIND_CPU) but --gpus 1"),
         (_config("KIND_GPU"), 0, "asks for GPU instances (KIND_GPU) but --gpus is 0"),
-        (_config("KIND_AUTO", platform="tensorrt_plan"), 0, "TensorRT plan"),
+        (_config("KIND_AUTO", fmt=Format.TENSORRT), 0, "TensorRT plan"),
     ],
 )
 def test_configs_that_disagree_with_the_gpu_count_are_refused(

@@ -26,10 +26,17 @@ from tritonstack.export.registry import (
     list_registry,
     served_versions,
 )
-from tritonstack.export.repository import CONFIG_NAME, build_config, list_versions, read_config, write_version
+from tritonstack.export.repository import build_config, list_versions, write_version
 from tritonstack.formats import Format
 from tritonstack.recsys.train import train
-from tritonstack.spec import PRODUCTION_VERSION_PARAMETER, Array, ModelSpec, wire_dtype
+from tritonstack.spec import (
+    CONFIG_NAME,
+    PRODUCTION_VERSION_PARAMETER,
+    Array,
+    ModelSpec,
+    read_config,
+    wire_dtype,
+)
 
 pytestmark = pytest.mark.server
 MODEL = "dlrm_onnx"

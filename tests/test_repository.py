@@ -14,12 +14,11 @@ from tritonstack.export.deployment import DeploymentOptions, Device
 from tritonstack.export.repository import (
     build_config,
     list_versions,
-    read_config,
     write_config,
     write_version,
 )
 from tritonstack.formats import Format
-from tritonstack.spec import ModelSpec, TensorSpec
+from tritonstack.spec import ModelSpec, TensorSpec, read_config
 
 SPEC = ModelSpec(
     "dlrm_onnx",

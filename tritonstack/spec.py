@@ -11,14 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from google.protobuf import json_format
+from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
+from tritonstack.errors import RepositoryError
+
 Array = npt.NDArray[Any]
+
+# A model's config in a Triton model repository: `<repository>/<model>/config.pbtxt`.
+CONFIG_NAME = "config.pbtxt"
 
 # The largest batch Triton may form when nothing else is said (CLI, API and exporters alike).
 DEFAULT_MAX_BATCH_SIZE = 256
@@ -171,6 +177,17 @@ def _tensor_spec(
     msg: pb.ModelInput | pb.ModelOutput, high: int | tuple[int, ...] | None = None
 ) -> TensorSpec:
     return TensorSpec(msg.name, dtype_from_wire(pb.DataType.Name(msg.data_type)), tuple(msg.dims), high)
+
+
+def read_config(path: Path | str) -> pb.ModelConfig:
+    """A `config.pbtxt` (protobuf text), checked against Triton's schema."""
+    path = Path(path)
+    try:
+        return text_format.Parse(path.read_text(), pb.ModelConfig())
+    except OSError as exc:
+        raise RepositoryError(f"cannot read {path}: {exc.strerror}") from exc
+    except text_format.ParseError as exc:
+        raise RepositoryError(f"{path} is not a valid Triton model config: {exc}") from exc
 
 
 def config_from_json(text: str) -> pb.ModelConfig:

@@ -25,8 +25,8 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import UsageError
-from tritonstack.export.repository import CONFIG_NAME, read_config
 from tritonstack.formats import Format
+from tritonstack.spec import CONFIG_NAME, read_config
 
 Kind = pb.ModelInstanceGroup.Kind
 
