@@ -19,6 +19,7 @@ from tritonstack.spec import ORT_THREAD_PARAMETERS, TORCH_THREAD_PARAMETERS, Mod
 if TYPE_CHECKING:  # imported where used: the CLI reads the options' flags without loading gRPC
     from tritonclient.grpc import model_config_pb2 as pb
 
+_ACCELERATOR_NEEDS_GPU = "--ort-accelerator needs GPU instances: add --device gpu"
 _THREAD_PARAMETERS = {Format.ONNX: ORT_THREAD_PARAMETERS, Format.TORCHSCRIPT: TORCH_THREAD_PARAMETERS}
 
 
@@ -77,6 +78,8 @@ class DeploymentOptions:
             raise UsageError(f"--intra-op-threads must be 0 or more, got {self.intra_op_threads}")
         if any(b < 1 for b in self.warmup_batch_sizes):
             raise UsageError("--warmup-batch-sizes must be positive")
+        if self.device is Device.CPU and self.ort_accelerator is not OrtAccelerator.NONE:
+            raise UsageError(_ACCELERATOR_NEEDS_GPU)  # checked again once `auto` is resolved
 
     @property
     def instance_kind(self) -> str:
@@ -106,7 +109,7 @@ def apply_deployment(
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     if fmt is Format.ONNX and options.ort_accelerator is not OrtAccelerator.NONE:
         if options.instance_kind != "KIND_GPU":
-            raise UsageError("--ort-accelerator needs GPU instances: add --device gpu")
+            raise UsageError(_ACCELERATOR_NEEDS_GPU)
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
             name=options.ort_accelerator.value
         )
