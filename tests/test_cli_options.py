@@ -1,11 +1,14 @@
 """`export`, `export-all` and `demo` fill the API's option dataclasses from one flag group; the
-defaults are the fields'; a bad value is one line before any work."""
+defaults are the fields'; `metadata.json` records the `tritonstack export` command that reproduces
+a version, and that command parses back to the same options."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from tritonstack.cli.options import (
     ExportGroup,
     export_flags,
     read_export_group,
+    read_model_source,
 )
 from tritonstack.export.deployment import DeploymentOptions, Device, OrtAccelerator
 from tritonstack.export.flags import flags_of, options_argv, read_options
@@ -57,6 +61,10 @@ DEPLOYMENT = DeploymentOptions(
 
 def _parse(*argv: str | Path) -> argparse.Namespace:
     return build_parser().parse_args([str(a) for a in argv])
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +161,44 @@ def test_bad_values_are_one_line_before_any_work(
     assert not (tmp_path / "repo").exists() and not (tmp_path / "ckpt").exists()
 
 
+def test_recorded_command_round_trips_and_reproduces_the_artifact(dlrm: Path, tmp_path: Path) -> None:
+    config = json.dumps(recsys.get_architecture("dlrm").preset("tiny").to_dict())
+    flags = (
+        "--formats onnx --max-batch-size 8 --opset 18 --instances 2 --warmup-batch-sizes 1,4 --preset tiny"
+    )
+    argv = ["export", str(dlrm), "--repo", str(tmp_path / "repo"), *flags.split(), "--config", config]
+    assert main(argv) == 0
+    first = tmp_path / "repo" / "dlrm_onnx" / "1"
+    meta = read_metadata(first)
+    assert meta is not None
+    recorded = shlex.split(meta["command"])
+    assert recorded[:2] == ["tritonstack", "export"]
+    given, again = _parse(*argv), _parse(*recorded[1:])
+    assert read_export_group(again) == read_export_group(given)
+    assert read_model_source(again) == read_model_source(given)
+
+    assert main(recorded[1:]) == 0
+    second = tmp_path / "repo" / "dlrm_onnx" / "2"
+    assert _sha256(second / "model.onnx") == _sha256(first / "model.onnx")
+    meta2 = read_metadata(second)
+    assert meta2 is not None and meta2["options"] == meta["options"] and meta2["command"] == meta["command"]
+
+
+def test_recorded_command_of_a_custom_model(tmp_path: Path) -> None:
+    from tests.custom_models import make_scorer
+
+    weights = tmp_path / "scorer.pt"
+    torch.save(make_scorer(vocab=20, width=4).state_dict(), weights)
+    argv = ["export", str(weights), "--repo", str(tmp_path / "repo"), "--formats", "onnx", "--name", "scorer"]
+    argv += ["--arch", "tests.custom_models:make_scorer", "--config", '{"vocab": 20, "width": 4}']
+    argv += ["--input", "ids:int64:3:10,20,20", "--input", "dense:float32:4", "--output", "score"]
+    assert main(argv) == 0
+    meta = read_metadata(tmp_path / "repo" / "scorer_onnx" / "1")
+    assert meta is not None
+    again = _parse(*shlex.split(meta["command"])[1:])
+    assert read_model_source(again) == read_model_source(_parse(*argv))
+
+
 def test_export_all_takes_the_new_flags(
     dlrm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -174,6 +220,7 @@ def test_export_all_takes_the_new_flags(
     for version in (1, 2):
         meta = read_metadata(repo / "dlrm_onnx" / str(version))
         assert meta is not None and meta["options"]["export"]["fp16"] is True
+        assert "--fp16" in shlex.split(meta["command"])
 
     assert main([*base, *flags]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "0 converted, 2 skipped, 0 failed, 2 total"
