@@ -62,6 +62,7 @@ class LoadedModel:
     config: dict[str, Any]
     source: Path
     info: dict[str, Any] = field(default_factory=dict)
+    model_source: ModelSource = ModelSource()  # as the caller gave it, for the reproducing command
 
 
 def load_model(
@@ -86,7 +87,7 @@ def load_model(
             log.warning("warning: %s loaded partially: %s", path, "; ".join(not_loaded))
     else:
         load_state_strict(module, state, path)
-    return LoadedModel(module.eval(), spec, arch, config, path, info)
+    return LoadedModel(module.eval(), spec, arch, config, path, info, source)
 
 
 def resolve_checkpoint(path: Path) -> Path:

@@ -16,17 +16,28 @@ from tritonstack.spec import ModelSpec, TensorSpec
 
 
 def parse_input(text: str) -> TensorSpec:
-    """`ids:int64:4:1000` -> TensorSpec('ids', 'int64', (4,), high=1000); dims separated by commas."""
+    """`ids:int64:4:1000` -> TensorSpec('ids', 'int64', (4,), high=1000); dims separated by commas,
+    and so are per-position bounds (`ids:int64:2:10,20`)."""
     parts = text.split(":")
     if len(parts) not in (3, 4):
         raise UsageError(f"--input {text!r}: expected name:dtype:dims[:high], e.g. dense:float32:13")
     name, dtype, dims = parts[:3]
     try:
         shape = tuple(int(d) for d in dims.split(","))
-        high = int(parts[3]) if len(parts) == 4 else None
+        highs = tuple(int(h) for h in parts[3].split(",")) if len(parts) == 4 else ()
+        high = highs[0] if len(highs) == 1 else highs or None
         return TensorSpec(name, dtype, shape, high)
     except ValueError as exc:
         raise UsageError(f"--input {text!r}: {first_line(exc)}") from None
+
+
+def format_input(tensor: TensorSpec) -> str:
+    """The `--input` text `parse_input` reads back as `tensor`."""
+    text = f"{tensor.name}:{tensor.dtype}:{','.join(map(str, tensor.shape))}"
+    if tensor.high is None:
+        return text
+    highs = tensor.high if isinstance(tensor.high, tuple) else (tensor.high,)
+    return f"{text}:{','.join(map(str, highs))}"
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-
-from tritonclient.grpc import model_config_pb2 as pb
+from typing import TYPE_CHECKING
 
 from tritonstack.errors import UsageError
+from tritonstack.export.flags import option
 from tritonstack.formats import Format
 from tritonstack.spec import ModelSpec
+
+if TYPE_CHECKING:  # imported where used: the CLI reads the options' flags without loading gRPC
+    from tritonclient.grpc import model_config_pb2 as pb
+
+_ACCELERATOR_NEEDS_GPU = "--ort-accelerator needs GPU instances: add --device gpu"
 
 
 class Device(str, enum.Enum):
@@ -31,22 +36,37 @@ class OrtAccelerator(str, enum.Enum):
 
 @dataclass(frozen=True)
 class DeploymentOptions:
-    device: Device = Device.CPU
-    instances: int = 1
-    ort_accelerator: OrtAccelerator = OrtAccelerator.NONE
-    trt_fp16: bool = False  # precision of ONNX Runtime's TensorRT accelerator
-    trt_workspace_bytes: int = 1 << 30
-    warmup_batch_sizes: tuple[int, ...] = (1,)
+    device: Device = option(Device.CPU, "instance kind in config.pbtxt (auto: GPU when one is visible)")
+    instances: int = option(1, "model instances per device", metavar="N")
+    ort_accelerator: OrtAccelerator = option(
+        OrtAccelerator.NONE, "ONNX Runtime's GPU execution accelerator for ONNX models (GPU instances)"
+    )
+    trt_fp16: bool = option(False, "FP16 precision for --ort-accelerator tensorrt", name="--ort-trt-fp16")
+    trt_workspace_bytes: int = option(
+        1 << 30,
+        "workspace limit in bytes for --ort-accelerator tensorrt",
+        name="--ort-trt-workspace-bytes",
+        metavar="BYTES",
+    )
+    warmup_batch_sizes: tuple[int, ...] = option(
+        (1,), "batch sizes of the warm-up requests in config.pbtxt, comma-separated", metavar="N,N"
+    )
     # 0: the batcher sends what is queued as soon as an instance is free, so a lone request never
     # waits, and under load batches still form while the instance is busy. Measured against 100 us
     # (benchmarks/OVERHEAD.md): Triton's queue time per request at concurrency 1 fell from ~190-210
     # to ~50-60 us (H100 and CPU); concurrency-16 throughput moved -9% to +19% by model.
-    max_queue_delay_us: int = 0
+    max_queue_delay_us: int = option(
+        0,
+        "dynamic batcher's wait for more requests (0: batches form while instances are busy)",
+        metavar="US",
+    )
     # Intra-op threads per instance (0: the runtime's default, one per core); inter-op is always 1.
     # Written for the native backends too, whose own default is every core. Measured on 2 cores
     # (benchmarks/OVERHEAD.md): 2 threads slowed batch 1 (p50 +2% to +55%, concurrency-16
     # throughput -42% to -2%) and sped batch 256 up (p50 -15% to -39%).
-    intra_op_threads: int = 1
+    intra_op_threads: int = option(
+        1, "ONNX Runtime / torch threads per instance (0: one per core)", metavar="N"
+    )
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -56,7 +76,9 @@ class DeploymentOptions:
         if self.intra_op_threads < 0:
             raise UsageError(f"--intra-op-threads must be 0 or more, got {self.intra_op_threads}")
         if any(b < 1 for b in self.warmup_batch_sizes):
-            raise UsageError("warm-up batch sizes must be positive")
+            raise UsageError("--warmup-batch-sizes must be positive")
+        if self.device is Device.CPU and self.ort_accelerator is not OrtAccelerator.NONE:
+            raise UsageError(_ACCELERATOR_NEEDS_GPU)  # checked again once `auto` is resolved
 
     @property
     def instance_kind(self) -> str:
@@ -72,6 +94,8 @@ def apply_deployment(
 ) -> None:
     """Add the instance group, threads, dynamic batching, ONNX Runtime accelerator and warm-up to
     `config`, which `spec.to_config()` made (the exporter's `build_config` is the one caller)."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
     config.instance_group.add(
         count=options.instances, kind=pb.ModelInstanceGroup.Kind.Value(options.instance_kind)
     )
@@ -83,7 +107,7 @@ def apply_deployment(
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     if fmt is Format.ONNX and options.ort_accelerator is not OrtAccelerator.NONE:
         if options.instance_kind != "KIND_GPU":
-            raise UsageError("--ort-accelerator needs GPU instances: add --device gpu")
+            raise UsageError(_ACCELERATOR_NEEDS_GPU)
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
             name=options.ort_accelerator.value
         )
@@ -98,6 +122,7 @@ def apply_deployment(
 def _add_warmup(config: pb.ModelConfig, spec: ModelSpec, batch: int) -> None:
     """Random floats, but zero ids: a random id could fall outside its embedding table. Shapes
     are the config's dims, as a request carries them (a scalar per row as [1])."""
+
     warmup = config.model_warmup.add(name=f"warmup_batch_{batch}", batch_size=batch)
     for tensor, declared in zip(spec.inputs, config.input, strict=True):
         data = warmup.inputs[tensor.name]

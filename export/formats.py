@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tritonstack.errors import UsageError
+from tritonstack.export.flags import nested, option
 from tritonstack.formats import Artifact, Format
 from tritonstack.spec import ModelSpec
 
@@ -20,32 +21,36 @@ if TYPE_CHECKING:
 class TensorRTOptions:
     """Builder settings for `--formats tensorrt`."""
 
-    opt_batch_size: int = 64  # the batch the optimization profile tunes for
-    workspace_bytes: int = 4 << 30
-    timing_cache: Path | None = None  # reused and updated across builds when set
-    version_compatible: bool = False  # runs on later TensorRT versions (lean runtime)
-    hardware_compatible: bool = False  # runs on any Ampere or newer GPU
+    opt_batch_size: int = option(64, "the batch size TensorRT's optimization profile tunes for", metavar="N")
+    workspace_bytes: int = option(4 << 30, "TensorRT builder workspace limit in bytes", metavar="BYTES")
+    timing_cache: Path | None = option(
+        None, "TensorRT timing cache file, read and updated across builds (default: none)", metavar="PATH"
+    )
+    version_compatible: bool = option(False, "build a plan later TensorRT versions run (lean runtime)")
+    hardware_compatible: bool = option(False, "build a plan that runs on any Ampere or newer GPU")
 
     def __post_init__(self) -> None:
         if self.opt_batch_size < 1 or self.workspace_bytes < 1:
-            raise UsageError("TensorRT opt batch size and workspace must be positive")
+            raise UsageError("--tensorrt-opt-batch-size and --tensorrt-workspace-bytes must be positive")
 
 
 @dataclass(frozen=True)
 class ExportOptions:
     """Options shared by every exporter."""
 
-    opset: int = 20
-    example_batch_size: int = 2
-    fp16: bool = False
-    tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
+    opset: int = option(20, "ONNX opset (17 or newer)", metavar="N")
+    example_batch_size: int = option(
+        2, "batch size of the example inputs the exporters trace with (2 or more)", metavar="N"
+    )
+    fp16: bool = option(False, "half-precision artifacts (float32 inputs and outputs)")
+    tensorrt: TensorRTOptions = nested(TensorRTOptions, prefix="tensorrt-")
 
     def __post_init__(self) -> None:
         if self.opset < 17:
-            raise UsageError(f"ONNX opset {self.opset} is too old: use 17 or newer")
+            raise UsageError(f"--opset {self.opset}: ONNX opset too old, use 17 or newer")
         if self.example_batch_size < 2:
             # torch.export specialises a dimension seen as 1, which would fix the batch axis.
-            raise UsageError("example_batch_size must be at least 2 so the batch axis stays dynamic")
+            raise UsageError("--example-batch-size must be at least 2 so the batch axis stays dynamic")
 
 
 Exporter = Callable[["nn.Module", ModelSpec, Path, ExportOptions], Artifact]

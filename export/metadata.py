@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import platform
+import shlex
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata as dist
@@ -19,7 +20,9 @@ from typing import Any
 
 from tritonstack.errors import RepositoryError
 from tritonstack.export.checkpoint import LoadedModel
+from tritonstack.export.custom import format_input
 from tritonstack.export.deployment import DeploymentOptions
+from tritonstack.export.flags import FORMATS, MAX_BATCH_SIZE, options_argv
 from tritonstack.export.formats import ExportOptions
 from tritonstack.export.repository import replace_file
 from tritonstack.export.verify import VerificationReport
@@ -51,10 +54,41 @@ def options_record(
     return plain
 
 
+def export_command(
+    loaded: LoadedModel,
+    fmt: Format,
+    repo: Path,
+    options: ExportOptions,
+    deployment: DeploymentOptions,
+    embeddings: bool,
+) -> str:
+    """The `tritonstack export` command that exports this model again, as the next version of
+    `repo`: the resolved checkpoint, how its model was rebuilt, and every option written out."""
+    source = loaded.model_source
+    argv = ["tritonstack", "export", str(loaded.source), "--repo", str(repo.absolute())]
+    argv += ["--name", loaded.spec.name, *FORMATS.argv((fmt,))]
+    argv += MAX_BATCH_SIZE.argv(loaded.spec.max_batch_size)
+    if source.custom is not None:
+        argv += ["--arch", source.custom.target]
+        argv += [arg for t in source.custom.inputs for arg in ("--input", format_input(t))]
+        argv += [arg for name in source.custom.outputs for arg in ("--output", name)]
+    else:
+        argv += ["--arch", source.arch] if source.arch else []
+        argv += ["--preset", source.preset] if source.preset else []
+    if source.config is not None:
+        argv += ["--config", json.dumps(source.config, sort_keys=True)]
+    if source.allow_partial:
+        argv.append("--allow-partial")
+    if embeddings:
+        argv.append("--export-embeddings")
+    return shlex.join([*argv, *options_argv(options), *options_argv(deployment)])
+
+
 def build_metadata(
     loaded: LoadedModel,
     source_sha256: str,
     options: dict[str, Any],
+    command: str,
     report: VerificationReport,
     artifact: Path,
     parameters: int,
@@ -65,6 +99,7 @@ def build_metadata(
         "versions": {"python": platform.python_version(), **{p: _version(p) for p in _PACKAGES}},
         "opset": options["export"]["opset"],
         "options": options,
+        "command": command,  # reproduces the artifact (export_command)
         "verification": {
             "runner": report.runner,
             "passed": report.passed,

@@ -17,6 +17,7 @@ from tritonstack.export.formats import ExportOptions, exporter
 from tritonstack.export.metadata import (
     METADATA_NAME,
     build_metadata,
+    export_command,
     file_sha256,
     options_record,
     write_metadata,
@@ -137,7 +138,8 @@ def _export_one(
         size = artifact.size_bytes
         config = build_config(loaded.spec.renamed(name), fmt, deployment)
         record = options_record(fmt, options, deployment, loaded.spec.max_batch_size)
-        metadata = build_metadata(loaded, source_sha256, record, report, artifact.path, parameters)
+        command = export_command(loaded, fmt, repo, options, deployment, embeddings=bool(extras))
+        metadata = build_metadata(loaded, source_sha256, record, command, report, artifact.path, parameters)
         write_metadata(Path(tmp), metadata)
         files = {fmt.filename: artifact.path, METADATA_NAME: Path(tmp) / METADATA_NAME}
         files.update({n: Path(shutil.copy(src, Path(tmp) / n)) for n, src in extras.items()})

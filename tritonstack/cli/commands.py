@@ -14,11 +14,12 @@ import numpy as np
 
 from tritonstack.cli import bench as bench_cli
 from tritonstack.cli import manage as manage_commands
+from tritonstack.cli import options as cli_options
 from tritonstack.errors import UsageError
-from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE, Array, TensorSpec
+from tritonstack.export.flags import flags_of, read_options
+from tritonstack.spec import Array, TensorSpec
 
 if TYPE_CHECKING:
-    from tritonstack.export.deployment import DeploymentOptions
     from tritonstack.export.pipeline import ExportResult
     from tritonstack.serve.tls import Tls
 
@@ -59,113 +60,39 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_deployment(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--device",
-        default="cpu",
-        choices=["cpu", "gpu", "auto"],
-        help="instance kind in config.pbtxt (auto: GPU when one is visible)",
-    )
-    p.add_argument("--instances", type=int, default=1, help="model instances per device")
-    p.add_argument(
-        "--intra-op-threads",
-        type=int,
-        default=1,
-        help="ONNX Runtime / torch threads per instance (default 1; 0: one per core)",
-    )
-    p.add_argument(
-        "--max-queue-delay-us",
-        type=int,
-        default=0,
-        help="dynamic batcher's wait for more requests (default 0: batches form while instances are busy)",
-    )
-    p.add_argument(
-        "--ort-accelerator",
-        default="none",
-        choices=["none", "cuda", "tensorrt"],
-        help="ONNX Runtime's GPU execution accelerator for ONNX models (GPU instances)",
-    )
-
-
-def _deployment(args: argparse.Namespace) -> DeploymentOptions:
-    from tritonstack.export.deployment import DeploymentOptions, Device, OrtAccelerator
-
-    return DeploymentOptions(
-        device=Device(args.device),
-        instances=args.instances,
-        intra_op_threads=args.intra_op_threads,
-        max_queue_delay_us=args.max_queue_delay_us,
-        ort_accelerator=OrtAccelerator(args.ort_accelerator),
-    )
-
-
 def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help=".pt/.pth/.bin, .safetensors, or a training output folder")
-    p.add_argument("--formats", default="onnx,torchscript", help="comma-separated: onnx, torchscript")
     p.add_argument("--repo", type=Path, default=Path("triton_repo"), help="Triton model repository")
     p.add_argument("--name", help="model name (default: the architecture's); each format adds _<format>")
     p.add_argument("--version", type=int, help="version to write (default: the next free one)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.add_argument(
-        "--allow-partial", action="store_true", help="load the weights that fit, warn about the rest"
-    )
-    p.add_argument(
         "--export-embeddings",
         action="store_true",
         help="two-tower: write user/item embedding tables into each version directory",
     )
-    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
-    p.add_argument("--opset", type=int, default=20, help="ONNX opset")
-    p.add_argument("--fp16", action="store_true", help="half-precision artifacts (float32 inputs/outputs)")
-    p.add_argument("--arch", help="architecture for a bare state dict, or package.module:callable")
-    p.add_argument("--preset", help="preset of a built-in architecture, for a bare state dict")
-    p.add_argument("--config", help="config as inline JSON or a JSON file; kwargs for a custom callable")
-    p.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        metavar="NAME:DTYPE:DIMS[:HIGH]",
-        help="an input of a custom model, e.g. ids:int64:4:1000 (repeatable)",
-    )
-    p.add_argument(
-        "--output",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="an output of a custom model (repeatable)",
-    )
-    _add_deployment(p)
+    cli_options.add_source_flags(p)
+    cli_options.add_flags(p, cli_options.export_flags())
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tritonstack.cli.config_option import parse_config
-    from tritonstack.export.checkpoint import ModelSource, load_model
-    from tritonstack.export.custom import CustomArch, parse_input
-    from tritonstack.export.formats import ExportOptions
+    from tritonstack.export.checkpoint import load_model
     from tritonstack.export.pipeline import export_to_repository
-    from tritonstack.formats import Format
 
-    formats = Format.parse_list(args.formats)
-    config = parse_config(args.config)
-    if args.arch and ":" in args.arch:
-        custom = CustomArch(args.arch, tuple(parse_input(t) for t in args.input), tuple(args.output))
-        source = ModelSource(config=config, custom=custom, allow_partial=args.allow_partial)
-    else:
-        source = ModelSource(
-            arch=args.arch, preset=args.preset, config=config, allow_partial=args.allow_partial
-        )
-    loaded = load_model(args.checkpoint, source, name=args.name, max_batch_size=args.max_batch_size)
+    group = cli_options.read_export_group(args)
+    source = cli_options.read_model_source(args)
+    loaded = load_model(args.checkpoint, source, name=args.name, max_batch_size=group.max_batch_size)
     # Each published format is reported as it lands: a later format's failure (TensorRT missing,
     # say) still leaves the earlier ones exported, and the user sees which.
     export_to_repository(
         loaded,
-        formats,
+        group.formats,
         args.repo,
-        options=ExportOptions(opset=args.opset, fp16=args.fp16),
+        options=group.options,
         version=args.version,
         overwrite=args.overwrite,
         embeddings=args.export_embeddings,
-        deployment=_deployment(args),
+        deployment=group.deployment,
         on_done=_print_exported,
     )
     return 0
@@ -342,28 +269,13 @@ def _read_input(text: str, specs: tuple[TensorSpec, ...]) -> tuple[str, Array]:
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="default", help="model sizes: default (seed registry) or tiny")
-    p.add_argument("--steps", type=int, default=100, help="training steps per model")
-    p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
-    p.add_argument("--repo", type=Path, default=Path("triton_repo"))
-    p.add_argument("--external", metavar="HOST:PORT", help="use a running Triton serving --repo instead")
-    p.add_argument("--fp16", action="store_true", help="half-precision artifacts (float32 inputs/outputs)")
-    _add_deployment(p)
+    cli_options.add_flags(p, flags_of(cli_options.DemoOptions))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from tritonstack.cli.demo import DemoOptions, run_demo
+    from tritonstack.cli.demo import run_demo
 
-    options = DemoOptions(
-        preset=args.preset,
-        steps=args.steps,
-        checkpoints=args.checkpoints,
-        repo=args.repo,
-        external=args.external,
-        fp16=args.fp16,
-        deployment=_deployment(args),
-    )
-    return run_demo(options)
+    return run_demo(read_options(cli_options.DemoOptions, vars(args)))
 
 
 def _add_deploy(p: argparse.ArgumentParser) -> None:

@@ -6,38 +6,23 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
 
+from tritonstack.cli.options import DemoOptions
 from tritonstack.client import TritonClient
 from tritonstack.errors import TritonstackError
 from tritonstack.export.checkpoint import LoadedModel, load_model
-from tritonstack.export.deployment import DeploymentOptions
-from tritonstack.export.formats import ExportOptions
 from tritonstack.export.pipeline import ExportResult, export_to_repository
 from tritonstack.export.verify import compare, tolerances
-from tritonstack.formats import DEFAULT_FORMATS
 from tritonstack.runtimes.runners import TorchRunner
 from tritonstack.serve import running_server
 
 SERVED_CHECK_BATCHES = (1, 64)
 LATENCY_WARMUP = 20
 LATENCY_REQUESTS = 200
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    preset: str = "default"
-    steps: int = 100
-    checkpoints: Path = Path("checkpoints")
-    repo: Path = Path("triton_repo")
-    external: str | None = None
-    batch_size: int = 512
-    fp16: bool = False  # half-precision artifacts, checked against PyTorch with the FP16 tolerances
-    deployment: DeploymentOptions = field(default_factory=DeploymentOptions)
 
 
 @dataclass(frozen=True)
@@ -72,13 +57,14 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
             progress=True,
         )
         console.print(f"  loss {trained.losses[0]:.4f} -> {trained.losses[-1]:.4f}")
-        loaded = load_model(checkpoint)
-        console.print(f"[bold]export[/] {name}: onnx, torchscript -> {options.repo}")
+        loaded = load_model(checkpoint, max_batch_size=options.max_batch_size)
+        formats = ", ".join(f.value for f in options.formats)
+        console.print(f"[bold]export[/] {name}: {formats} -> {options.repo}")
         results = export_to_repository(
             loaded,
-            DEFAULT_FORMATS,
+            options.formats,
             options.repo,
-            options=ExportOptions(fp16=options.fp16),
+            options=options.export,
             version=1,
             overwrite=True,
             deployment=options.deployment,
@@ -87,8 +73,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
 
     with running_server(options.repo, options.external) as url, TritonClient(url, timeout=30.0) as triton:
         console.print(f"[bold]serve[/] Triton at {url}: every model READY")
-        rows = [_check_served(triton, loaded, result, options.fp16) for loaded, result in exported]
-    console.print(_table(rows, options.preset, options.deployment.instance_kind, options.fp16))
+        rows = [_check_served(triton, loaded, result, options.export.fp16) for loaded, result in exported]
+    console.print(_table(rows, options))
     console.print(f"total {time.perf_counter() - started:.0f} s")
     failed = [r.export.model_name for r in rows if not r.served_ok]
     if failed:
@@ -100,7 +86,7 @@ def _check_served(triton: TritonClient, loaded: LoadedModel, result: ExportResul
     reference = TorchRunner(loaded.module, loaded.spec)
     atol, rtol = tolerances(fp16)
     worst, ok = 0.0, True
-    for batch in SERVED_CHECK_BATCHES:
+    for batch in _served_check_batches(loaded.spec.max_batch_size):
         feeds = loaded.spec.random_inputs(batch, seed=1000 + batch)
         served = triton.infer(result.model_name, feeds, version=result.version)
         for name, want in reference.infer(feeds).items():
@@ -120,11 +106,17 @@ def _p50_ms(triton: TritonClient, loaded: LoadedModel, result: ExportResult) -> 
     return statistics.median(times) * 1e3
 
 
-def _table(rows: list[Row], preset: str, instance_kind: str, fp16: bool) -> Table:
+def _served_check_batches(max_batch_size: int) -> list[int]:
+    return sorted({min(batch, max_batch_size) for batch in SERVED_CHECK_BATCHES})
+
+
+def _table(rows: list[Row], options: DemoOptions) -> Table:
+    precision = "FP16" if options.export.fp16 else "FP32"
+    kind = options.deployment.instance_kind
     table = Table(
-        title=f"tritonstack demo ({preset} preset, {instance_kind} instances, {'FP16' if fp16 else 'FP32'})",
+        title=f"tritonstack demo ({options.preset} preset, {kind} instances, {precision})",
         caption="max |diff| vs PyTorch: export check at batch 1 and max batch; served check at batch "
-        + " and ".join(map(str, SERVED_CHECK_BATCHES))
+        + " and ".join(map(str, _served_check_batches(options.max_batch_size)))
         + f"; p50 over {LATENCY_REQUESTS} sequential gRPC requests at batch 1",
     )
     for column in ("model", "format", "version", "MB", "params", "export diff", "served diff", "p50 ms"):

@@ -8,7 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE
+from tritonstack.cli import options as cli_options
 
 # `serve --watch`: Triton rescans the repository every second and loads new versions. Versions
 # are published by one rename (export.repository), so a scan never sees half of one.
@@ -17,13 +17,10 @@ WATCH_ARGS = ("--repository-poll-secs=1",)
 
 def add_export_all(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoints", type=Path, help="folder searched for checkpoints (files and checkpoint-N/)")
-    p.add_argument("--formats", default="onnx,torchscript", help="comma-separated: onnx, torchscript")
     p.add_argument("--repo", type=Path, default=Path("triton_repo"), help="Triton model repository")
     p.add_argument("--force", action="store_true", help="re-export checkpoints already exported")
-    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
-    p.add_argument("--opset", type=int, default=20, help="ONNX opset")
-    p.add_argument("--arch", help="architecture for bare state dicts")
-    p.add_argument("--preset", help="preset of --arch, for bare state dicts")
+    cli_options.add_source_flags(p)
+    cli_options.add_flags(p, cli_options.export_flags())
 
 
 def export_all(args: argparse.Namespace) -> int:
@@ -31,22 +28,21 @@ def export_all(args: argparse.Namespace) -> int:
 
     from tritonstack.errors import UsageError
     from tritonstack.export.batch import export_all, find_checkpoints
-    from tritonstack.export.checkpoint import ModelSource
-    from tritonstack.export.formats import ExportOptions
-    from tritonstack.formats import Format
 
-    formats = Format.parse_list(args.formats)
+    group = cli_options.read_export_group(args)
+    source = cli_options.read_model_source(args)
     if not args.checkpoints.is_dir():
         raise UsageError(f"{args.checkpoints} is not a folder: give the folder holding the checkpoints")
     with Progress(transient=True) as progress:
         task = progress.add_task("exporting", total=len(find_checkpoints(args.checkpoints)))
         summary = export_all(
             args.checkpoints,
-            formats,
+            group.formats,
             args.repo,
-            source=ModelSource(arch=args.arch, preset=args.preset),
-            options=ExportOptions(opset=args.opset),
-            max_batch_size=args.max_batch_size,
+            source=source,
+            options=group.options,
+            deployment=group.deployment,
+            max_batch_size=group.max_batch_size,
             force=args.force,
             on_item=lambda path: progress.update(task, advance=1, description=path.name),
         )
