@@ -79,6 +79,7 @@ def export_all(
     """Export each checkpoint under `root` in the formats not yet exported with these options."""
     options = options or ExportOptions()
     deployment = deployment or DeploymentOptions()
+    deployment.check(formats)  # a usage error, not one failure per checkpoint
     summary = BatchSummary()
     for path in find_checkpoints(root):
         try:

@@ -8,6 +8,7 @@ fields (instance kind and device id from Triton, the accelerator from `optimizat
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,12 +61,16 @@ class DeploymentOptions:
         "dynamic batcher's wait for more requests (0: batches form while instances are busy)",
         metavar="US",
     )
-    # Intra-op threads per instance (0: the runtime's default, one per core); inter-op is always 1.
-    # Written for the native backends too, whose own default is every core. Measured on 2 cores
+    # Intra-op threads per instance (0: the runtime's default, one per core). Written for the native
+    # backends too, whose own default is every core: ONNX Runtime's per session (inter-op 1), the
+    # pytorch backend's for the whole server process (tritonstack/formats.py). Measured on 2 cores
     # (benchmarks/OVERHEAD.md): 2 threads slowed batch 1 (p50 +2% to +55%, concurrency-16
     # throughput -42% to -2%) and sped batch 256 up (p50 -15% to -39%).
     intra_op_threads: int = option(
-        1, "ONNX Runtime / torch threads per instance (0: one per core)", metavar="N"
+        1,
+        "intra-op threads per instance (0: one per core); TorchScript: one count for the whole server, "
+        "as Triton's pytorch backend applies it",
+        metavar="N",
     )
 
     def __post_init__(self) -> None:
@@ -88,6 +93,19 @@ class DeploymentOptions:
             return "KIND_GPU" if torch.cuda.is_available() else "KIND_CPU"
         return "KIND_GPU" if self.device is Device.GPU else "KIND_CPU"
 
+    def check(self, formats: Iterable[Format]) -> None:
+        """Raise a `UsageError` if Triton's backend for one of `formats` would refuse these
+        options: called before any export work."""
+        gpu = self.instance_kind == "KIND_GPU"
+        formats = set(formats)
+        if Format.TENSORRT in formats and not gpu:
+            raise UsageError(
+                "--formats tensorrt needs --device gpu: Triton's tensorrt backend loads plans only on "
+                "KIND_GPU instances"
+            )
+        if Format.ONNX in formats and self.ort_accelerator is not OrtAccelerator.NONE and not gpu:
+            raise UsageError(_ACCELERATOR_NEEDS_GPU)
+
 
 def apply_deployment(
     config: pb.ModelConfig, spec: ModelSpec, fmt: Format, options: DeploymentOptions
@@ -96,18 +114,18 @@ def apply_deployment(
     `config`, which `spec.to_config()` made (the exporter's `build_config` is the one caller)."""
     from tritonclient.grpc import model_config_pb2 as pb
 
+    options.check([fmt])
     config.instance_group.add(
         count=options.instances, kind=pb.ModelInstanceGroup.Kind.Value(options.instance_kind)
     )
     if fmt.thread_parameters is not None:
         intra, inter = fmt.thread_parameters
         config.parameters[intra].string_value = str(options.intra_op_threads)
-        config.parameters[inter].string_value = "1"
+        if fmt is not Format.TORCHSCRIPT:  # it aborts Triton 24.10 (tritonstack/formats.py)
+            config.parameters[inter].string_value = "1"
     config.dynamic_batching.SetInParent()
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     if fmt is Format.ONNX and options.ort_accelerator is not OrtAccelerator.NONE:
-        if options.instance_kind != "KIND_GPU":
-            raise UsageError(_ACCELERATOR_NEEDS_GPU)
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
             name=options.ort_accelerator.value
         )

@@ -67,6 +67,7 @@ def export_to_repository(
     """
     options = options or ExportOptions()
     deployment = deployment or DeploymentOptions()
+    deployment.check(formats)  # what Triton would refuse is refused before any work
     repo.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tritonstack-embeddings-") as tmp:
         extras = write_embeddings(loaded, Path(tmp)) if embeddings else {}

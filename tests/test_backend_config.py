@@ -130,7 +130,9 @@ def test_served_model_runs_and_checks_ids_from_its_config(server: TritonServer) 
 
 
 @pytest.mark.parametrize(
-    ("fmt", "threads"), [(Format.ONNX, (2, 1)), (Format.TORCHSCRIPT, (2, 1)), (Format.TENSORRT, (0, 0))]
+    # TorchScript: no inter-op count, which aborts Triton 24.10 (tritonstack/formats.py).
+    ("fmt", "threads"),
+    [(Format.ONNX, (2, 1)), (Format.TORCHSCRIPT, (2, 0)), (Format.TENSORRT, (0, 0))],
 )
 def test_a_gpu_instance_as_the_backend_reads_it(fmt: Format, threads: tuple[int, int]) -> None:
     """Triton's `initialize` arguments for a GPU instance (the JSON is the config's protobuf JSON,

@@ -49,6 +49,16 @@ def test_unknown_format_is_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_tensorrt_on_cpu_instances_is_one_line_before_any_work(tmp_path: Path) -> None:
+    result = run("export", tmp_path / "nope.pt", "--formats", "onnx,tensorrt", "--device", "cpu")
+    _assert_one_line_error(result, "--formats tensorrt needs --device gpu")  # not "checkpoint not found"
+    result = run(
+        "demo", "--formats", "tensorrt", "--checkpoints", tmp_path / "ckpt", "--repo", tmp_path / "r"
+    )
+    _assert_one_line_error(result, "--formats tensorrt needs --device gpu")
+    assert not (tmp_path / "ckpt").exists()  # nothing trained
+
+
 def test_unknown_architecture_is_one_line(tmp_path: Path) -> None:
     _assert_one_line_error(run("train", "--arch", "resnet", "--out", tmp_path / "x.pt"), "resnet")
 

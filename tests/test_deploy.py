@@ -150,7 +150,7 @@ def _config(
     kind: str = "KIND_GPU", count: int = 1, ids: tuple[int, ...] = (), fmt: Format = Format.ONNX
 ) -> pb.ModelConfig:
     """A config whose one instance group is `count` of `kind` on GPUs `ids`, as anyone may write it."""
-    config = build_config(SPEC, fmt)
+    config = build_config(SPEC, fmt, DeploymentOptions(device=Device.GPU))  # plans: GPU instances only
     del config.instance_group[:]
     config.instance_group.add(count=count, kind=pb.ModelInstanceGroup.Kind.Value(kind), gpus=ids)
     return config

@@ -74,7 +74,6 @@ def test_threads_are_written_under_the_native_backends_keys() -> None:
     )
     torchscript = _config(Format.TORCHSCRIPT, DeploymentOptions(intra_op_threads=4)).parameters
     assert torchscript["INTRA_OP_THREAD_COUNT"].string_value == "4"
-    assert torchscript["INTER_OP_THREAD_COUNT"].string_value == "1"
     assert "intra_op_thread_count" not in torchscript
     with pytest.raises(UsageError, match="--intra-op-threads"):
         DeploymentOptions(intra_op_threads=-1)
@@ -86,3 +85,26 @@ def test_warmup_of_a_scalar_input_has_the_config_dims() -> None:
     spec = ModelSpec("s", (TensorSpec("x", "float32", ()),), (TensorSpec("y", "float32", (1,)),))
     config = build_config(spec, Format.ONNX)
     assert list(config.model_warmup[0].inputs["x"].dims) == list(config.input[0].dims) == [1]
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+@pytest.mark.parametrize("device", list(Device))
+def test_no_torchscript_config_sets_the_inter_op_threads(fmt: Format, device: Device) -> None:
+    """Triton 24.10's pytorch backend calls at::set_num_interop_threads for every model that sets
+    INTER_OP_THREAD_COUNT, and the second call aborts the server: no config of ours sets it."""
+    if fmt is Format.TENSORRT and DeploymentOptions(device=device).instance_kind != "KIND_GPU":
+        pytest.skip("plans need GPU instances")
+    parameters = _config(fmt, DeploymentOptions(device=device, intra_op_threads=2)).parameters
+    assert "INTER_OP_THREAD_COUNT" not in parameters
+
+
+@pytest.mark.parametrize("device", [Device.CPU, Device.AUTO])
+def test_tensorrt_plans_only_on_gpu_instances(device: Device) -> None:
+    options = DeploymentOptions(device=device)
+    if options.instance_kind == "KIND_GPU":
+        pytest.skip("auto found a GPU")
+    with pytest.raises(UsageError, match=r"^--formats tensorrt needs --device gpu: .*KIND_GPU") as err:
+        options.check([Format.ONNX, Format.TENSORRT])
+    assert "\n" not in str(err.value)
+    [group] = _config(Format.TENSORRT, DeploymentOptions(device=Device.GPU)).instance_group
+    assert group.kind == group.KIND_GPU

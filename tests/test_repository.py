@@ -62,7 +62,7 @@ def test_config_fields_from_spec() -> None:
     ],
 )
 def test_platform_and_filename_follow_the_format(fmt: Format, platform: str, filename: str) -> None:
-    config = build_config(SPEC, fmt)
+    config = build_config(SPEC, fmt, DeploymentOptions(device=Device.GPU))  # plans: GPU instances only
     assert (config.platform, config.default_model_filename) == (platform, filename)
 
 

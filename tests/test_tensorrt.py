@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from tritonstack import recsys
-from tritonstack.errors import ExportError
+from tritonstack.errors import ExportError, UsageError
 from tritonstack.export.checkpoint import LoadedModel, load_model
+from tritonstack.export.deployment import DeploymentOptions, Device
 from tritonstack.export.formats import ExportOptions, TensorRTOptions, exporter
 from tritonstack.export.pipeline import ExportResult, export_to_repository
 from tritonstack.export.verify import verify
@@ -28,6 +29,7 @@ def _tensorrt_missing() -> str | None:
 
 
 MISSING = _tensorrt_missing()
+GPU = DeploymentOptions(device=Device.GPU)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,18 @@ def test_engine_matches_pytorch(dlrm: LoadedModel, tmp_path: Path, fp16: bool, a
 def test_other_formats_still_export_without_tensorrt(dlrm: LoadedModel, tmp_path: Path) -> None:
     done: list[ExportResult] = []
     with pytest.raises(ExportError, match="TensorRT is not installed"):
-        export_to_repository(dlrm, [Format.TENSORRT, Format.ONNX], tmp_path, on_done=done.append)
+        export_to_repository(
+            dlrm, [Format.TENSORRT, Format.ONNX], tmp_path, deployment=GPU, on_done=done.append
+        )
     assert [r.model_name for r in done] == ["dlrm_onnx"]
     assert (tmp_path / "dlrm_onnx" / "1" / "model.onnx").is_file()
     assert not (tmp_path / "dlrm_tensorrt").exists()
+
+
+def test_plans_on_cpu_instances_are_refused_before_any_work(dlrm: LoadedModel, tmp_path: Path) -> None:
+    """Triton's tensorrt backend refuses KIND_CPU instances: asking for them is a usage error,
+    raised before the ONNX export listed first."""
+    repo = tmp_path / "repo"
+    with pytest.raises(UsageError, match="--formats tensorrt needs --device gpu"):
+        export_to_repository(dlrm, [Format.ONNX, Format.TENSORRT], repo, deployment=DeploymentOptions())
+    assert not repo.exists()

@@ -58,7 +58,13 @@ _PLATFORMS = {
 }
 _FILENAMES = {Format.ONNX: "model.onnx", Format.TORCHSCRIPT: "model.pt", Format.TENSORRT: "model.plan"}
 # Thread counts live in config.pbtxt under the keys Triton's native backends read, so the same
-# repository runs with the same threads on them and on ours.
+# repository runs with the same threads on them and on ours. The onnxruntime backend sets both on
+# each model's own session. The pytorch backend calls at::set_num_threads with the intra-op count
+# on every model load, which sets the pool of the whole server process: the TorchScript model
+# loaded last decides for all of them (in 24.10). With the inter-op count it calls
+# at::set_num_interop_threads, which throws on its second call past every handler (std::terminate,
+# until pytorch_backend 25.11): a second TorchScript model, or any reload, aborts Triton 24.10. So
+# it is never written, and our pytorch backend refuses a config that sets it.
 _THREAD_PARAMETERS = {
     Format.ONNX: ("intra_op_thread_count", "inter_op_thread_count"),
     Format.TORCHSCRIPT: ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT"),

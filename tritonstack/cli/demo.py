@@ -40,6 +40,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
 
     # Piped output (CI logs, `| tee`) gets a width that fits the table instead of 80 columns.
     console = console or Console(width=None if sys.stdout.isatty() else 120)
+    options.deployment.check(options.formats)  # before any training
     started = time.perf_counter()
     exported: list[tuple[LoadedModel, ExportResult]] = []
     for name in recsys.ARCHITECTURES:

@@ -39,13 +39,17 @@ class ExportGroup:
 
 
 def read_export_group(args: argparse.Namespace) -> ExportGroup:
+    """The group, checked before any work: what Triton would refuse (a plan on CPU instances,
+    say) is a usage error before a checkpoint is read."""
     values = vars(args)
-    return ExportGroup(
+    group = ExportGroup(
         FORMATS.read(values),
         MAX_BATCH_SIZE.read(values),
         read_options(ExportOptions, values),
         read_options(DeploymentOptions, values),
     )
+    group.deployment.check(group.formats)
+    return group
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """Serves `platform: "pytorch_libtorch"` models (TorchScript) through PyTorch (Triton's Python
-backend). Inputs are passed positionally in the config's input order, `forward`'s argument order."""
+backend). Inputs are passed positionally in the config's input order, `forward`'s argument order.
+The thread parameters are applied the way Triton 24.10's pytorch backend applies them
+(`tritonstack/formats.py` says how)."""
 
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ class TritonPythonModel(BatchedModel):
     format = Format.TORCHSCRIPT
 
     def load(self, instance: Instance) -> RunFn:
-        # As the native backend reads them; 0 (or absent): torch's default.
-        intra, inter = instance.threads
-        if intra > 0:
-            torch.set_num_threads(intra)
+        intra, inter = instance.threads  # 0 (or absent): torch's default
         if inter > 0:
-            torch.set_num_interop_threads(inter)  # a fresh stub process: not yet used
+            raise ValueError(
+                "parameter INTER_OP_THREAD_COUNT would abort Triton 24.10 with its native pytorch backend "
+                "(at::set_num_interop_threads throws on the second model load): remove it"
+            )
+        if intra > 0:  # at::set_num_threads, as the native backend calls it: for the whole process
+            torch.set_num_threads(intra)
         use_gpu = instance.gpu_id is not None and torch.cuda.is_available()
         device = torch.device(f"cuda:{instance.gpu_id}" if use_gpu else "cpu")
         module = torch.jit.load(str(instance.path), map_location=device).eval()  # type: ignore[no-untyped-call]

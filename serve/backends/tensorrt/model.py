@@ -1,6 +1,7 @@
 """Serves `platform: "tensorrt_plan"` models (TensorRT plans) through TensorRT's Python API
 (Triton's Python backend). One engine, execution context and CUDA stream per instance, on the
-instance's GPU; tensors are bound by name with the request batch's shape."""
+instance's GPU; tensors are bound by name with the request batch's shape. As Triton's tensorrt
+backend, it loads only on KIND_GPU instances."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ class TritonPythonModel(BatchedModel):
     format = Format.TENSORRT
 
     def load(self, instance: Instance) -> RunFn:
-        engine = TensorRTEngine(instance.path, instance.gpu_id or 0)
+        if instance.gpu_id is None:
+            raise ValueError("TensorRT backend supports only GPU device: set instance_group kind KIND_GPU")
+        engine = TensorRTEngine(instance.path, instance.gpu_id)
         order = [engine.input_names.index(n) for n in instance.spec.input_names]
         outputs = [engine.output_names.index(n) for n in instance.spec.output_names]
 
