@@ -24,24 +24,32 @@ class FusedEmbedding(nn.Module):
 
     Column `j`'s ids are shifted by the row offset of table `j`, so every lookup is one
     `nn.Embedding` call (one ONNX Gather instead of one per table; TorchRec does the same).
-    An id outside its own table's range is not caught here when it still falls inside the
-    concatenated table: it reads a row of a neighbouring table. Callers validate ids against
-    the spec's per-column `high` bounds; ids beyond the whole table raise in PyTorch.
+
+    Out-of-vocabulary ids: an id outside its own table (`id < 0` or `id >= vocab_sizes[j]`)
+    embeds as the zero vector, whatever it is: negative, past its own table, past the whole
+    fused table. It never reads another table's row, and the gather never sees an index outside
+    the fused table (so no runtime error, and no device-side assert on CUDA). The rule is part of
+    the exported graphs, so every backend that runs them gives the same answer; it adds no
+    parameters, so existing checkpoints load unchanged.
     """
 
     offsets: Tensor
+    vocab_sizes: Tensor
 
     def __init__(self, vocab_sizes: Sequence[int], dim: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(sum(vocab_sizes), dim)
         # Rows of unit-norm-ish vectors keep dot-product interactions O(1) at initialisation.
         nn.init.normal_(self.embedding.weight, std=dim**-0.5)
-        starts = torch.tensor((0, *vocab_sizes[:-1]), dtype=torch.int64).cumsum(0)
-        self.register_buffer("offsets", starts, persistent=False)
+        sizes = torch.tensor(vocab_sizes, dtype=torch.int64)
+        self.register_buffer("offsets", sizes.cumsum(0) - sizes, persistent=False)
+        self.register_buffer("vocab_sizes", sizes, persistent=False)
 
     def forward(self, ids: Tensor) -> Tensor:
-        """(B, tables) int64 ids -> (B, tables, dim) embeddings."""
-        out: Tensor = self.embedding(ids + self.offsets)
+        """(B, tables) int64 ids -> (B, tables, dim) embeddings; out-of-vocabulary ids -> zeros."""
+        oov = (ids < 0) | (ids >= self.vocab_sizes)
+        rows = torch.where(oov, self.offsets, ids + self.offsets)  # an OOV id reads a safe row...
+        out: Tensor = self.embedding(rows).masked_fill(oov.unsqueeze(-1), 0.0)  # ...then zeroed
         return out
 
 

@@ -21,7 +21,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import first_line
 from tritonstack.formats import Format
-from tritonstack.spec import Array, ModelSpec, config_from_json, ids_out_of_range, string_parameters
+from tritonstack.spec import Array, ModelSpec, config_from_json, string_parameters
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,6 @@ class BatchedModel:
         self._pb = importlib.import_module("triton_python_backend_utils")
         self._instance = Instance.from_args(args, self.format)
         spec = self._instance.spec
-        # Arrays once, not per request: the id check runs on every request's ids.
-        self._bounds = {t.name: np.asarray(t.high) for t in spec.inputs if t.high is not None}
         self._output_dtypes = [np.dtype(t.dtype) for t in spec.outputs]
         self._run = self.load(self._instance)
         log.info("%s: loaded %s", spec.name, self._instance.path)
@@ -128,19 +126,14 @@ class BatchedModel:
         del self._run
 
     def _inputs(self, request: Any) -> list[Array]:
-        """The request's inputs in config order, ids checked against their tables."""
+        """The request's inputs in config order."""
         tensors = {tensor.name(): tensor for tensor in request.inputs()}
         arrays = []
         for name in self._instance.spec.input_names:
             tensor = tensors.get(name)
             if tensor is None:
                 raise ValueError(f"missing input {name!r}")
-            array: Array = tensor.as_numpy()
-            high = self._bounds.get(name)
-            problem = ids_out_of_range(name, array, high) if high is not None else None
-            if problem:
-                raise ValueError(problem)
-            arrays.append(array)
+            arrays.append(tensor.as_numpy())
         return arrays
 
     def _outputs(self, feeds: list[Array]) -> list[Array]:

@@ -4,7 +4,8 @@ every case).
 
 Two paths: through our client (its checks answer most cases before the wire), and raw
 `ModelInfer` protobufs that bypass every client-side check, so Triton and our backends face
-undeclared names, dtypes, shapes, byte counts and out-of-range ids themselves.
+undeclared names, dtypes, shapes, byte counts and out-of-range ids themselves. Out-of-range ids
+are the graph's business: it embeds them as zeros, served as in process.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ServerFactory
+from tests.oov_ids import hostile_batch
 from tests.reference_models import write_reference_models
 from tritonstack.client import ClientError, InferenceFailed, InvalidInput, ModelNotFound, TritonClient
 from tritonstack.client._errors import to_client_error
+from tritonstack.export.checkpoint import load_model
+from tritonstack.export.verify import ATOL, RTOL
+from tritonstack.runtimes.runners import OnnxRuntimeRunner, Runner, TorchRunner, TorchScriptRunner
 from tritonstack.spec import Array, ModelSpec
 
 pytestmark = pytest.mark.server
@@ -49,6 +54,7 @@ CASES = settings(
 @dataclass(frozen=True)
 class Served:
     url: str
+    root: Path  # the checkpoint and the repository
     models: list[str]
     specs: dict[str, ModelSpec]
     good: dict[str, tuple[dict[str, Array], dict[str, Array]]]  # model -> (inputs, outputs)
@@ -64,7 +70,7 @@ def served(
     with TritonClient(server.grpc_url, timeout=30.0) as triton:
         specs = {m: triton.model_spec(m) for m in models}
         good = {m: (specs[m].random_inputs(3), triton.infer(m, specs[m].random_inputs(3))) for m in models}
-    yield Served(server.grpc_url, models, specs, good)
+    yield Served(server.grpc_url, root, models, specs, good)
     server.stop()
 
 
@@ -157,7 +163,7 @@ def test_hostile_input_through_the_client(
 
 WIRE = {"float32": "FP32", "int64": "INT64"}
 RAW_VALID = ["none", "nan"]
-RAW_IDS = ["id-past-range", "negative-id"]  # only the backends can refuse these here
+RAW_IDS = ["id-past-range", "negative-id"]  # answered by the graph: zero embeddings
 RAW_MUTATIONS = [
     *RAW_VALID,
     *RAW_IDS,
@@ -235,30 +241,51 @@ def test_hostile_raw_requests(
     data: st.DataObject,
 ) -> None:
     error = _raw_infer(stub, served.url, data.draw(raw_requests(served.specs, mutation)))
-    if mutation in RAW_VALID:
-        assert error is None
-    elif mutation in RAW_IDS:  # refused by our backend: "id ... outside [0, high)"
-        assert isinstance(error, InferenceFailed) and "outside [0," in str(error), repr(error)
+    if mutation in (*RAW_VALID, *RAW_IDS):
+        assert error is None, repr(error)
     else:
         assert isinstance(error, EXPECTED), repr(error)
     _assert_healthy(triton, served)
 
 
-def test_backends_refuse_out_of_range_ids_from_any_caller(
+def _raw_outputs(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, model: str, inputs: dict[str, Array]
+) -> dict[str, Array]:
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for name, value in inputs.items():
+        request.inputs.add(name=name, datatype=WIRE[value.dtype.name], shape=list(value.shape))
+        request.raw_input_contents.append(value.tobytes())
+    response = stub.ModelInfer(request, timeout=30)
+    return {
+        out.name: np.frombuffer(raw, np.float32).reshape(tuple(out.shape))
+        for out, raw in zip(response.outputs, response.raw_output_contents, strict=True)
+    }
+
+
+def test_out_of_range_ids_from_any_caller_get_the_graphs_answer(
     served: Served, triton: TritonClient, stub: service_pb2_grpc.GRPCInferenceServiceStub
 ) -> None:
+    """Negative ids, ids past their own table, past the fused table and int64's extremes, sent
+    past every check of ours: the served answer is the artifact's in process and eager PyTorch's
+    (zero embeddings), as under Triton's native backends, which run the same graph."""
+    loaded = load_model(served.root / "dlrm.pt", max_batch_size=MAX_BATCH)
+    eager = TorchRunner(loaded.module, loaded.spec)
     for model in served.models:
-        inputs = served.specs[model].random_inputs(2)
-        inputs["sparse_features"][1, 3] = 10**6
-        request = service_pb2.ModelInferRequest(model_name=model)
-        for name, value in inputs.items():
-            wire = {"float32": "FP32", "int64": "INT64"}[value.dtype.name]
-            request.inputs.add(name=name, datatype=wire, shape=list(value.shape))
-            request.raw_input_contents.append(value.tobytes())
-        error = _raw_infer(stub, served.url, request)
-        assert isinstance(error, InferenceFailed) and "id 1000000 at index [1, 3] outside [0, 11)" in str(
-            error
+        version = served.root / "repo" / model / "1"
+        artifact: Runner = (
+            OnnxRuntimeRunner(version / "model.onnx", loaded.spec)
+            if model.endswith("_onnx")
+            else TorchScriptRunner(version / "model.pt", loaded.spec)
         )
-        with pytest.raises(InvalidInput, match=r"outside \[0, 11\)"):  # our client refuses it before sending
-            triton.infer(model, inputs)
+        feeds = hostile_batch(served.specs[model])
+        for start in range(0, len(feeds["sparse_features"]), MAX_BATCH):
+            chunk = {name: value[start : start + MAX_BATCH] for name, value in feeds.items()}
+            got = _raw_outputs(stub, model, chunk)
+            want, reference = artifact.infer(chunk), eager.infer(chunk)
+            for name, value in got.items():
+                np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(value, reference[name], rtol=RTOL, atol=ATOL)
+        first = {name: value[:MAX_BATCH] for name, value in feeds.items()}  # row 1: id -1 in table 0
+        with pytest.raises(InvalidInput, match=r"outside \[0, 5\)"):  # our client still refuses it early
+            triton.infer(model, first)
     _assert_healthy(triton, served)

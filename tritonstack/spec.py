@@ -207,8 +207,8 @@ def as_feeds(spec: ModelSpec, arrays: Mapping[str, Array]) -> list[Array]:
 
 
 # Id bounds travel in config.pbtxt's string `parameters` (Triton's native backends ignore unknown
-# keys), so every client and our backends can refuse out-of-range ids: with fused embedding tables
-# an id past its own table would otherwise silently read another table's row.
+# keys), so a client can refuse an out-of-range id before sending it. The graphs themselves do not
+# need them: the reference models embed an id outside its table as zeros (recsys/layers.py).
 _ID_HIGH_PREFIX = "tritonstack.id_high."
 
 
