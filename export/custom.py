@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from tritonstack.errors import UsageError, first_line
+from tritonstack.runtimes.runners import output_tensors
 from tritonstack.spec import ModelSpec, TensorSpec
 
 
@@ -67,7 +68,10 @@ class CustomArch:
         feeds = probe.random_inputs(2)
         with torch.inference_mode():
             out = module.eval()(*(torch.from_numpy(feeds[n]) for n in probe.input_names))
-        outs = out if isinstance(out, (tuple, list)) else (out,)
+        try:
+            outs = output_tensors(out)
+        except TypeError as exc:
+            raise UsageError(f"{self.target}: {exc}") from None
         if len(outs) != len(self.outputs):
             raise UsageError(
                 f"{self.target} returns {len(outs)} outputs but {len(self.outputs)} --output given"

@@ -23,7 +23,7 @@ from tritonstack.export.metadata import (
     write_metadata,
 )
 from tritonstack.export.repository import build_config, write_version
-from tritonstack.export.verify import VerificationReport, tolerances, verify
+from tritonstack.export.verify import VerificationReport, check_model_outputs, tolerances, verify
 from tritonstack.formats import Format
 from tritonstack.runtimes.runners import TorchRunner, runner_for
 
@@ -68,6 +68,7 @@ def export_to_repository(
     options = options or ExportOptions()
     deployment = deployment or DeploymentOptions()
     deployment.check(formats)  # what Triton would refuse is refused before any work
+    check_model_outputs(loaded.module, loaded.spec)
     repo.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tritonstack-embeddings-") as tmp:
         extras = write_embeddings(loaded, Path(tmp)) if embeddings else {}

@@ -11,7 +11,9 @@ from __future__ import annotations
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from torch import nn
 
 from tritonstack.errors import ExportError
@@ -49,6 +51,7 @@ def build_engine(onnx_path: Path, spec: ModelSpec, plan_path: Path, options: Exp
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"{spec.name}: TensorRT cannot parse the ONNX graph: {errors}")
+    _check_network_dtypes(network, spec)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, trt_options.workspace_bytes)
@@ -79,6 +82,23 @@ def build_engine(onnx_path: Path, spec: ModelSpec, plan_path: Path, options: Exp
         cache_path.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
     details = {"tensorrt": trt.__version__, "fp16": options.fp16, "opt_batch_size": opt}
     return Artifact(Format.TENSORRT, plan_path, spec, details)
+
+
+def _check_network_dtypes(network: Any, spec: ModelSpec) -> None:
+    """Triton's tensorrt backend loads only an engine whose input and output dtypes are the
+    config's (it casts nothing): checked on the parsed network, before the slow build."""
+    import tensorrt as trt
+
+    declared = {t.name: np.dtype(t.dtype) for t in (*spec.inputs, *spec.outputs)}
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    for tensor in (*inputs, *outputs):
+        got, want = np.dtype(trt.nptype(tensor.dtype)), declared.get(tensor.name)
+        if want is not None and got != want:
+            raise ExportError(
+                f"{spec.name}: TensorRT makes {tensor.name!r} {got} but the config declares {want}: "
+                "Triton's tensorrt backend would refuse the plan; export with matching dtypes"
+            )
 
 
 def _strongly_typed(version: str) -> bool:

@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch import nn
 
-from tritonstack.errors import VerificationError
-from tritonstack.runtimes.runners import Runner
+from tritonstack.errors import ExportError, VerificationError
+from tritonstack.runtimes.runners import Runner, example_args, output_tensors
 from tritonstack.spec import Array, ModelSpec
 
 ATOL = 1e-4
@@ -72,6 +74,38 @@ def compare(
     return float(err.max(initial=0.0)), float(rel.max(initial=0.0)), passed
 
 
+def check_model_outputs(module: nn.Module, spec: ModelSpec) -> None:
+    """One eager run before any export: `forward` must return what Triton's backends take (a
+    Tensor or a tuple of Tensors, one per output of the spec, of the spec's dtypes); raise an
+    `ExportError` naming the fix otherwise."""
+    with torch.inference_mode():
+        result = module.eval()(*example_args(spec, 2))
+    try:
+        outputs = output_tensors(result)
+    except TypeError as exc:
+        raise ExportError(f"{spec.name}: {exc}") from None
+    if len(outputs) != len(spec.outputs):
+        raise ExportError(
+            f"{spec.name}: forward() returns {len(outputs)} tensors but the model has "
+            f"{len(spec.outputs)} outputs {spec.output_names}: return one tensor per output"
+        )
+    check_dtypes(spec, dict(zip(spec.output_names, (t.numpy() for t in outputs), strict=True)), "pytorch")
+
+
+def check_dtypes(spec: ModelSpec, outputs: Mapping[str, Array], runner: str) -> None:
+    """Raise a `VerificationError` unless every output has the dtype config.pbtxt will declare:
+    Triton's native backends never cast an output (onnxruntime and tensorrt refuse to load the
+    model, pytorch fails every request)."""
+    for tensor in spec.outputs:
+        got = outputs[tensor.name].dtype
+        if got != np.dtype(tensor.dtype):
+            raise VerificationError(
+                f"{spec.name}: {runner} returns output {tensor.name!r} as {got} but the config declares "
+                f"{tensor.dtype}: return {tensor.dtype} from forward() (e.g. .to(torch.{tensor.dtype})) "
+                f"or declare the output as {got}"
+            )
+
+
 def verify(
     candidate: Runner,
     reference: Runner,
@@ -87,7 +121,9 @@ def verify(
     diffs = []
     for batch in sizes:
         feeds = spec.random_inputs(batch, seed + batch)
-        diffs.extend(_diff_outputs(candidate.infer(feeds), reference.infer(feeds), batch, atol, rtol))
+        got = candidate.infer(feeds)
+        check_dtypes(spec, got, candidate.name)
+        diffs.extend(_diff_outputs(got, reference.infer(feeds), batch, atol, rtol))
     report = VerificationReport(candidate.name, tuple(diffs))
     if not report.passed:
         failed = "; ".join(

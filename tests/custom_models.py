@@ -38,3 +38,45 @@ def make_self_describing() -> SelfDescribing:
 
 def not_a_module() -> str:
     return "not a module"
+
+
+SCORE_SPEC = SelfDescribing.model_spec
+
+
+class DictScorer(Scorer):
+    """Returns its score in a dict, which Triton's pytorch backend refuses."""
+
+    model_spec = SCORE_SPEC
+
+    def forward(self, ids: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return {"score": super().forward(ids, dense)}
+
+
+class ListScorer(Scorer):
+    """Returns its score in a list, which Triton's pytorch backend refuses."""
+
+    model_spec = SCORE_SPEC
+
+    def forward(self, ids: torch.Tensor, dense: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
+        return [super().forward(ids, dense)]
+
+
+class DoubleScorer(Scorer):
+    """Returns float64 where its spec declares float32."""
+
+    model_spec = SCORE_SPEC
+
+    def forward(self, ids: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return super().forward(ids, dense).double()
+
+
+def make_dict_scorer() -> DictScorer:
+    return DictScorer()
+
+
+def make_list_scorer() -> ListScorer:
+    return ListScorer()
+
+
+def make_double_scorer() -> DoubleScorer:
+    return DoubleScorer()

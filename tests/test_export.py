@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from tests.custom_models import make_scorer
-from tritonstack.errors import UsageError, VerificationError
+from tritonstack.errors import ExportError, UsageError, VerificationError
 from tritonstack.export.checkpoint import LoadedModel, ModelSource, load_model
 from tritonstack.export.custom import CustomArch, parse_input
 from tritonstack.export.formats import ExportOptions, exporter
+from tritonstack.export.pipeline import export_to_repository
 from tritonstack.export.verify import tolerances, verify
 from tritonstack.formats import DEFAULT_FORMATS, Format
 from tritonstack.runtimes.runners import TorchRunner, runner_for
@@ -92,3 +93,50 @@ def test_fp16_artifacts_are_half_size_with_float32_io(fmt: Format, tmp_path: Pat
         assert report.max_abs < atol
         assert runner_for(artifact).infer(big.spec.random_inputs(2))["p"].dtype == np.float32
     assert sizes[True] < 0.6 * sizes[False]
+
+
+def _custom(tmp_path: Path, factory: str) -> LoadedModel:
+    torch.manual_seed(0)
+    torch.save(make_scorer().state_dict(), tmp_path / "w.pt")
+    return load_model(tmp_path / "w.pt", ModelSource(custom=CustomArch(f"tests.custom_models:{factory}")))
+
+
+@pytest.mark.parametrize(("factory", "kind"), [("make_dict_scorer", "dict"), ("make_list_scorer", "list")])
+def test_dict_and_list_outputs_are_refused_before_any_export(factory: str, kind: str, tmp_path: Path) -> None:
+    """Triton's pytorch backend fails every request of a model returning a dict or a list of
+    Tensors, so no format of it is exported: one line naming the fix."""
+    loaded = _custom(tmp_path, factory)
+    with pytest.raises(ExportError) as err:
+        export_to_repository(loaded, list(DEFAULT_FORMATS), tmp_path / "repo")
+    message = str(err.value)
+    assert message.startswith(f"{factory}: forward() returns a {kind}: ") and "\n" not in message
+    assert "tuple of Tensors" in message and "return out['score']" in message
+    assert not (tmp_path / "repo").exists()
+
+
+def test_dict_output_of_a_custom_model_is_a_usage_error(tmp_path: Path) -> None:
+    inputs = (parse_input("ids:int64:3:50"), parse_input("dense:float32:4"))
+    custom = CustomArch("tests.custom_models:make_dict_scorer", inputs, ("score",))
+    with pytest.raises(UsageError, match=r"make_dict_scorer: forward\(\) returns a dict: .*tuple of Tensors"):
+        custom.build({}, None, 8)
+
+
+def test_output_dtype_other_than_the_configs_is_refused_before_any_export(tmp_path: Path) -> None:
+    loaded = _custom(tmp_path, "make_double_scorer")
+    with pytest.raises(VerificationError) as err:
+        export_to_repository(loaded, list(DEFAULT_FORMATS), tmp_path / "repo")
+    assert str(err.value) == (
+        "make_double_scorer: pytorch returns output 'score' as float64 but the config declares float32: "
+        "return float32 from forward() (e.g. .to(torch.float32)) or declare the output as float64"
+    )
+    assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize("fmt", DEFAULT_FORMATS)
+def test_verification_checks_the_artifacts_output_dtype(fmt: Format, tmp_path: Path) -> None:
+    loaded = _custom(tmp_path, "make_double_scorer")
+    artifact = exporter(fmt)(loaded.module, loaded.spec, tmp_path, ExportOptions())
+    with pytest.raises(
+        VerificationError, match=f"{runner_for(artifact).name} returns output 'score' as float64"
+    ):
+        verify(runner_for(artifact), TorchRunner(loaded.module, loaded.spec), loaded.spec)

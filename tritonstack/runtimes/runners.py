@@ -32,6 +32,21 @@ def example_args(spec: ModelSpec, batch_size: int, seed: int = 0) -> tuple[torch
     return tuple(torch.from_numpy(feeds[name]) for name in spec.input_names)
 
 
+def output_tensors(result: object) -> tuple[torch.Tensor, ...]:
+    """`forward`'s result as Triton's pytorch backend takes it: a Tensor, or a tuple of Tensors
+    (one per output, in config order). It fails a request whose model returns a list or a dict of
+    Tensors, so every runner here refuses them too, with the fix."""
+    if isinstance(result, torch.Tensor):
+        return (result,)
+    if isinstance(result, tuple) and all(isinstance(t, torch.Tensor) for t in result):
+        return result
+    kind = type(result).__name__
+    raise TypeError(
+        f"forward() returns a {kind}: Triton's pytorch backend takes a Tensor or a tuple of Tensors, "
+        "one per output in config order (e.g. return out['score'], out['embedding'])"
+    )
+
+
 class _TorchModuleRunner:
     """Runs an `nn.Module` (eager or TorchScript) in float32 with autocast off, on `device`;
     host arrays in and out, so a GPU run pays the same copies as a served one."""
@@ -51,7 +66,7 @@ class _TorchModuleRunner:
         ]
         with torch.inference_mode(), torch.autocast(self._device.type, enabled=False):
             out = self._module(*args)
-        outs = out if isinstance(out, (tuple, list)) else (out,)
+        outs = output_tensors(out)
         return {n: t.detach().cpu().numpy() for n, t in zip(self._spec.output_names, outs, strict=True)}
 
 
