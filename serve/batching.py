@@ -3,7 +3,8 @@
 
 Dynamic batching only pays if the backend runs the requests Triton hands it together: inputs are
 concatenated along the batch axis, the model runs once, outputs are split back by each request's
-batch size. If that batched run fails, the requests run one by one so only the bad ones fail.
+batch size. As in Triton's native backends, a batched run that fails fails every request of the
+batch, and an output whose dtype differs from the config's is an error, never cast.
 A backend subclasses `BatchedModel` and implements `load`. Runs inside the Python backend's stub.
 """
 
@@ -21,7 +22,14 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import first_line
 from tritonstack.formats import Format
-from tritonstack.spec import Array, ModelSpec, config_from_json, string_parameters
+from tritonstack.spec import (
+    SUPPORTED_DTYPES,
+    Array,
+    ModelSpec,
+    config_dtype,
+    config_from_json,
+    string_parameters,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +80,19 @@ class Instance:
         return self.config.optimization.execution_accelerators.gpu_execution_accelerator
 
 
+def check_dtypes(spec: ModelSpec, model_dtypes: dict[str, np.dtype[Any]]) -> None:
+    """Refuse to load a model whose tensors' dtypes differ from the config's, as Triton's native
+    onnxruntime (outputs) and tensorrt (inputs and outputs) backends do; `model_dtypes` maps the
+    artifact's tensor names to their dtypes."""
+    for tensor in (*spec.inputs, *spec.outputs):
+        want, got = np.dtype(tensor.dtype), model_dtypes.get(tensor.name)
+        if got is not None and got != want:
+            raise TypeError(
+                f"configuration expects datatype {_type_name(want)} for {tensor.name!r}, model provides "
+                f"{_type_name(got)}: export the model again, or declare {_type_name(got)} in config.pbtxt"
+            )
+
+
 def split_rows(outputs: Sequence[Array], sizes: list[int]) -> list[list[Array]]:
     """Per-request outputs from batched ones: request i gets the next `sizes[i]` rows."""
     total = sum(sizes)
@@ -110,17 +131,16 @@ class BatchedModel:
             except Exception as exc:  # becomes this request's error
                 feeds.append(exc)
         good = [f for f in feeds if not isinstance(f, Exception)]
-        if len(good) > 1:
-            try:
-                sizes = [f[0].shape[0] for f in good]
-                batch = [np.concatenate(parts) for parts in zip(*good, strict=True)]
-                rows = iter(split_rows(self._outputs(batch), sizes))
-                return [
-                    self._error(f) if isinstance(f, Exception) else self._response(next(rows)) for f in feeds
-                ]
-            except Exception:  # retried one by one below, so only bad requests fail
-                log.debug("%s: batched run failed, running requests one by one", self._instance.spec.name)
-        return [self._run_one(f) for f in feeds]
+        if not good:
+            return [self._error(f) for f in feeds if isinstance(f, Exception)]
+        try:
+            batch = (
+                good[0] if len(good) == 1 else [np.concatenate(parts) for parts in zip(*good, strict=True)]
+            )
+            rows = iter(split_rows(self._outputs(batch), [f[0].shape[0] for f in good]))
+        except Exception as exc:  # fails every request of the batch, as Triton's native backends do
+            return [self._error(f if isinstance(f, Exception) else exc) for f in feeds]
+        return [self._error(f) if isinstance(f, Exception) else self._response(next(rows)) for f in feeds]
 
     def finalize(self) -> None:
         del self._run
@@ -137,16 +157,15 @@ class BatchedModel:
         return arrays
 
     def _outputs(self, feeds: list[Array]) -> list[Array]:
-        outputs = self._run(feeds)
-        return [np.asarray(o, dtype=d) for o, d in zip(outputs, self._output_dtypes, strict=True)]
-
-    def _run_one(self, feeds: list[Array] | Exception) -> Any:
-        if isinstance(feeds, Exception):
-            return self._error(feeds)
-        try:
-            return self._response(self._outputs(feeds))
-        except Exception as exc:  # the instance keeps serving
-            return self._error(exc)
+        outputs = [np.asarray(o) for o in self._run(feeds)]
+        names = self._instance.spec.output_names
+        for name, out, want in zip(names, outputs, self._output_dtypes, strict=True):
+            if out.dtype != want:
+                raise TypeError(
+                    f"configuration expects datatype {_type_name(want)} for output {name!r}, "
+                    f"model provides {_type_name(out.dtype)}"
+                )
+        return outputs
 
     def _response(self, outputs: list[Array]) -> Any:
         names = self._instance.spec.output_names
@@ -156,3 +175,8 @@ class BatchedModel:
     def _error(self, exc: Exception) -> Any:
         message = f"{self._instance.spec.name}: {type(exc).__name__}: {first_line(exc)}"
         return self._pb.InferenceResponse(error=self._pb.TritonError(message))
+
+
+def _type_name(dtype: np.dtype[Any]) -> str:
+    """`TYPE_FP32` for float32, as Triton's configs and messages name it; numpy's name otherwise."""
+    return config_dtype(dtype.name) if dtype.name in SUPPORTED_DTYPES else dtype.name

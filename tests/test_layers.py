@@ -33,6 +33,7 @@ BACKEND_IMPORTS = {
     "tritonstack.formats",
     "tritonstack.serve.batching",
     "tritonstack.runtimes.tensorrt",
+    "tritonstack.runtimes.runners",  # pytorch: what forward may return, the exporter's rule too
 }
 
 

@@ -63,17 +63,21 @@ class TensorRTEngine:
         is_input = trt.TensorIOMode.INPUT
         self.input_names = [n for n in names if engine.get_tensor_mode(n) == is_input]
         self.output_names = [n for n in names if engine.get_tensor_mode(n) != is_input]
-        self._dtypes = {n: _torch_dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self._torch_dtypes = {n: _torch_dtype(d) for n, d in self.dtypes.items()}
 
     def infer(self, feeds: Sequence[Array]) -> list[Array]:
-        """Inputs in `input_names` order (host arrays); outputs in `output_names` order (host arrays).
+        """Inputs in `input_names` order (host arrays of the engine's dtypes: never cast, as in
+        Triton's tensorrt backend); outputs in `output_names` order (host arrays).
 
         One host-to-device copy per input and one device-to-host copy per output per call.
         """
+        for name, array in zip(self.input_names, feeds, strict=True):
+            if array.dtype != self.dtypes[name]:
+                raise TypeError(f"input {name!r} is {array.dtype}, the engine takes {self.dtypes[name]}")
         with torch.cuda.device(self._device), torch.cuda.stream(self._stream):
             inputs = [
-                torch.from_numpy(np.ascontiguousarray(a)).to(self._device, self._dtypes[n], non_blocking=True)
-                for n, a in zip(self.input_names, feeds, strict=True)
+                torch.from_numpy(np.ascontiguousarray(a)).to(self._device, non_blocking=True) for a in feeds
             ]
             for name, tensor in zip(self.input_names, inputs, strict=True):
                 self._context.set_input_shape(name, tuple(tensor.shape))
@@ -81,7 +85,7 @@ class TensorRTEngine:
             outputs = []
             for name in self.output_names:
                 shape = tuple(self._context.get_tensor_shape(name))
-                out = torch.empty(shape, dtype=self._dtypes[name], device=self._device)
+                out = torch.empty(shape, dtype=self._torch_dtypes[name], device=self._device)
                 self._context.set_tensor_address(name, out.data_ptr())
                 outputs.append(out)
             if not self._context.execute_async_v3(self._stream.cuda_stream):

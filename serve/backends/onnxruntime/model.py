@@ -8,10 +8,11 @@ import stub_site  # noqa: F401  (first: puts the project and virtualenv on sys.p
 
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from tritonstack.formats import Format
-from tritonstack.serve.batching import BatchedModel, Instance, RunFn
+from tritonstack.serve.batching import BatchedModel, Instance, RunFn, check_dtypes
 from tritonstack.spec import Array
 
 
@@ -25,6 +26,10 @@ class TritonPythonModel(BatchedModel):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         path = instance.path
         session = ort.InferenceSession(str(path), options, providers=_providers(instance, path))
+        # As the native backend's ValidateOutputs: an output dtype other than the config's fails the load.
+        check_dtypes(
+            instance.spec, {o.name: _ORT_DTYPES.get(o.type, np.dtype(object)) for o in session.get_outputs()}
+        )
         names = instance.spec.input_names
         outputs = instance.spec.output_names
 
@@ -36,6 +41,15 @@ class TritonPythonModel(BatchedModel):
 
 
 Provider = str | tuple[str, dict[str, str | int]]
+
+# ONNX Runtime's names of tensor types (`NodeArg.type`) for the dtypes a Triton config can declare.
+_ORT_DTYPES = {
+    f"tensor({ort_name})": np.dtype(name)
+    for ort_name, name in [
+        ("bool", "bool"), ("uint8", "uint8"), ("int8", "int8"), ("int16", "int16"), ("int32", "int32"),
+        ("int64", "int64"), ("float16", "float16"), ("float", "float32"), ("double", "float64"),
+    ]
+}  # fmt: skip
 
 
 def _providers(instance: Instance, path: Path) -> list[Provider]:

@@ -1,6 +1,7 @@
 """Serves `platform: "pytorch_libtorch"` models (TorchScript) through PyTorch (Triton's Python
 backend). Inputs are passed positionally in the config's input order, `forward`'s argument order.
-The thread parameters are applied the way Triton 24.10's pytorch backend applies them
+Run as Triton 24.10's pytorch backend runs them: `forward` must return a Tensor or a tuple of
+Tensors of the config's dtypes, and the thread parameters are applied the way it applies them
 (`tritonstack/formats.py` says how)."""
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ import stub_site  # noqa: F401  (first: puts the project and virtualenv on sys.p
 
 # isort: split
 
-from collections.abc import Sequence
-
 import torch
 
 from tritonstack.formats import Format
+from tritonstack.runtimes.runners import output_tensors
 from tritonstack.serve.batching import BatchedModel, Instance, RunFn
 from tritonstack.spec import Array
 
@@ -33,18 +33,10 @@ class TritonPythonModel(BatchedModel):
         use_gpu = instance.gpu_id is not None and torch.cuda.is_available()
         device = torch.device(f"cuda:{instance.gpu_id}" if use_gpu else "cpu")
         module = torch.jit.load(str(instance.path), map_location=device).eval()  # type: ignore[no-untyped-call]
-        names = instance.spec.output_names
 
         def run(feeds: list[Array]) -> list[Array]:
             with torch.inference_mode():
                 result = module(*(torch.from_numpy(f).to(device) for f in feeds))
-            tensors: Sequence[torch.Tensor]
-            if isinstance(result, torch.Tensor):
-                tensors = [result]
-            elif isinstance(result, dict):
-                tensors = [result[n] for n in names]
-            else:
-                tensors = result
-            return [t.cpu().numpy() for t in tensors]
+            return [t.cpu().numpy() for t in output_tensors(result)]
 
         return run
