@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,8 @@ from tritonstack.export.repository import build_config, write_version
 from tritonstack.export.verify import VerificationReport, tolerances, verify
 from tritonstack.formats import Format
 from tritonstack.runtimes.runners import TorchRunner, runner_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def _export_all_formats(
     source_sha256 = file_sha256(loaded.source)
     reference = TorchRunner(loaded.module, loaded.spec)
     results = []
-    failures: list[str] = []
+    failures: list[ExportError] = []
     for fmt in formats:
         name = repository_name(loaded.spec.name, fmt)
         try:
@@ -107,13 +110,16 @@ def _export_all_formats(
                 extras,
             )
         except ExportError as exc:
-            failures.append(str(exc))
+            log.debug("%s failed", name, exc_info=exc)  # `--debug`: each failure's own traceback
+            failures.append(exc)
             continue
         results.append(result)
         if on_done is not None:
             on_done(result)
+    if len(failures) == 1:
+        raise failures[0]
     if failures:
-        raise ExportError("; ".join(failures))
+        raise ExportError("; ".join(map(str, failures))) from failures[0]
     return results
 
 
