@@ -43,8 +43,7 @@ def _train(args: argparse.Namespace) -> int:
     from tritonstack.recsys.train import train
 
     arch = recsys.get_architecture(args.arch)
-    fields = parse_config(args.config)
-    config = arch.config_type.from_dict(fields) if fields is not None else arch.preset(args.preset)
+    config = arch.config(parse_config(args.config), args.preset)
     out = args.out or Path("checkpoints") / f"{args.arch}.pt"
     result = train(
         args.arch,
