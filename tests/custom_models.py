@@ -38,3 +38,11 @@ def make_self_describing() -> SelfDescribing:
 
 def not_a_module() -> str:
     return "not a module"
+
+
+def make_broken_scorer(vocab: int = 50, width: int = 8) -> Scorer:
+    """A factory with a bug of its own: its TypeError is not about the arguments it was given."""
+    return Scorer(vocab, str(width))  # type: ignore[arg-type]
+
+
+NOT_CALLABLE = 3
