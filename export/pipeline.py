@@ -23,7 +23,7 @@ from tritonstack.export.metadata import (
     options_record,
     write_metadata,
 )
-from tritonstack.export.repository import build_config, write_version
+from tritonstack.export.repository import build_config, checked_name, write_version
 from tritonstack.export.verify import VerificationReport, tolerances, verify
 from tritonstack.formats import Format
 from tritonstack.runtimes.runners import TorchRunner, runner_for
@@ -44,8 +44,8 @@ class ExportResult:
 
 
 def repository_name(model: str, fmt: Format) -> str:
-    """Each format is its own Triton model: `dlrm_onnx`, `dlrm_torchscript`."""
-    return f"{model}_{fmt.value}"
+    """Each format is its own Triton model: `dlrm_onnx`, `dlrm_torchscript` (a safe path name)."""
+    return checked_name(f"{model}_{fmt.value}")
 
 
 def export_to_repository(
@@ -70,6 +70,8 @@ def export_to_repository(
     """
     options = options or ExportOptions()
     deployment = deployment or DeploymentOptions()
+    for fmt in formats:  # a bad --name is refused before any export work
+        repository_name(loaded.spec.name, fmt)
     repo.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tritonstack-embeddings-") as tmp:
         extras = write_embeddings(loaded, Path(tmp)) if embeddings else {}

@@ -223,6 +223,9 @@ def _infer(args: argparse.Namespace) -> int:
     from tritonstack.client import TritonClient
     from tritonstack.serve.tls import AdminKey
 
+    if args.random is not None and args.random < 1:
+        raise UsageError(f"--random {args.random}: the batch size must be at least 1")
+
     with TritonClient(
         args.url,
         timeout=args.timeout,
@@ -264,7 +267,7 @@ def _read_input(text: str, specs: tuple[TensorSpec, ...]) -> tuple[str, Array]:
     try:
         return name, np.asarray(json.loads(value), dtype=dtypes.get(name))
     except (json.JSONDecodeError, ValueError) as exc:
-        raise UsageError(f"--input {name}: not a .npy file or a JSON array ({exc})") from None
+        raise UsageError(f"--input {name}: not a .npy file or a JSON array ({exc})") from exc
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
