@@ -161,9 +161,14 @@ def test_options_are_checked_before_any_work(
     train_out = ["train", "--arch", "dlrm", "--preset", "tiny", "--steps", "1", "--out"]
     _one_line_error(capsys, [*train_out, str(a_file / "sub" / "x.pt")], f"{a_file / 'sub'}: Not a directory")
     export = ["export", str(checkpoint), "--repo", str(repo)]
-    _one_line_error(capsys, [*export, "--max-batch-size", "0"], "--max-batch-size) must be at least 1, got 0")
+    export_all = ["export-all", str(checkpoint.parent), "--repo", str(repo)]
+    demo = ["demo", "--checkpoints", str(repo), "--repo", str(repo)]
+    for command in (export, export_all, demo):
+        _one_line_error(
+            capsys, [*command, "--max-batch-size", "0"], "--max-batch-size must be at least 1, got 0"
+        )
     _one_line_error(capsys, [*export, "--name", "../evil"], "'../evil_onnx' is not a safe name")
-    assert not repo.exists()
+    assert not repo.exists()  # nothing was trained, exported or written
     _one_line_error(capsys, ["export", str(checkpoint), "--repo", str(a_file)], f"{a_file}: File exists")
     _one_line_error(
         capsys, ["serve", "--repo", str(tmp_path), "--grpc-port", "70000"], "grpc port 70000 is out"
