@@ -77,5 +77,5 @@ def parse_list(text: str, kind: type[int] | type[float], option: str) -> tuple[f
     """`"1,8,64"` -> (1, 8, 64); anything else is a usage error naming the option."""
     try:
         return tuple(kind(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise UsageError(f"{option} {text!r}: expected comma-separated numbers") from None
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r}: expected comma-separated numbers") from exc

@@ -98,7 +98,7 @@ class Sender:
             raise ServeError(
                 f"{self.request.model_name} version {self.request.model_version} failed under load: "
                 f"{exc.code().name}: {exc.details()}"
-            ) from None
+            ) from exc
 
 
 class Target:

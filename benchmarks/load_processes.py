@@ -19,6 +19,8 @@ import asyncio
 import multiprocessing
 import queue
 import time
+import traceback
+from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
@@ -40,6 +42,19 @@ def split(mode: str, level: float, processes: int) -> list[float]:
         count = int(level)
         return [float(count // processes + (i < count % processes)) for i in range(min(processes, count))]
     return [level / processes] * processes
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """What a worker sends when it fails: one line, and its traceback for the chain."""
+
+    line: str
+    traceback: str
+
+
+class RemoteTraceback(Exception):
+    """A worker process's traceback, chained as the cause of the error the main process raises
+    (as `concurrent.futures` does for its process pool): a cause cannot cross processes itself."""
 
 
 class ProcessLoad:
@@ -90,14 +105,18 @@ class ProcessLoad:
     def _drain(self, block: bool) -> list[Completion]:
         """What the queue holds; with `block`, wait (up to a second at a time) for at least one
         message. Messages: (worker, watermark, completions), True (a worker is ready), None (a
-        worker is done) or an error line."""
+        worker is done) or a `WorkerFailure`."""
         done: list[Completion] = []
         while True:
             try:
                 item = self._queue.get(timeout=1.0) if block else self._queue.get_nowait()
             except queue.Empty:
                 if block and not any(w.is_alive() for w in self._workers):
-                    raise ServeError("a load worker process died without reporting") from None
+                    codes = [w.exitcode for w in self._workers]
+                    # from None: an empty queue is no cause; the exit codes say what is known.
+                    raise ServeError(
+                        f"a load worker process died without reporting (exit codes {codes})"
+                    ) from None
                 if block:
                     continue
                 return done
@@ -106,9 +125,9 @@ class ProcessLoad:
                 self._finished += 1  # its last completions came before
             elif item is True:
                 self._ready += 1
-            elif isinstance(item, str):
+            elif isinstance(item, WorkerFailure):
                 self._stop.set()
-                raise ServeError(item)
+                raise ServeError(item.line) from RemoteTraceback(item.traceback)
             else:
                 worker, self._watermarks[worker], completions = item
                 done += completions
@@ -123,13 +142,13 @@ def _work(
     out: multiprocessing.Queue[Any],
     stop: ProcessEvent,
 ) -> None:
-    """Worker process number `worker`: its share of the load until `stop`, then None (or an error
-    line)."""
+    """Worker process number `worker`: its share of the load until `stop`, then None (or a
+    `WorkerFailure`)."""
     generator = closed_loop(int(share)) if mode == "concurrency" else open_loop(share, seed=worker)
     try:
         asyncio.run(_send_until_stopped(url, payload, generator, worker, out, stop))
-    except Exception as exc:  # reported to the main process as one line
-        out.put(f"load worker failed: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # reported to the main process as one line, with the traceback
+        out.put(WorkerFailure(f"load worker failed: {type(exc).__name__}: {exc}", traceback.format_exc()))
     out.put(None)
 
 

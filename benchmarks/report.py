@@ -47,7 +47,7 @@ def read_results(path: Path) -> dict[str, Any]:
     try:
         results: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read benchmark results {path}: {exc}") from None
+        raise UsageError(f"cannot read benchmark results {path}: {exc}") from exc
     return results
 
 

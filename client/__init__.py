@@ -1,5 +1,12 @@
-"""Typed gRPC clients for models served by Triton, sync and asyncio; `import client` does not
-import torch."""
+"""Typed gRPC clients for models served by Triton, sync and asyncio; importing them does not
+import torch.
+
+Errors: a bad argument to a client or a call (urls, timeout, retry policy, TLS files,
+shared-memory options) raises `InvalidArgument`, which is both a `UsageError` and a `ValueError`;
+a request that does not match the model's tensors raises `InvalidInput` before it is sent; a
+failed call raises a `ClientError` subclass (`ModelNotFound`, `ServerUnavailable`,
+`DeadlineExceeded`, `InferenceFailed`, `InvalidInput` for Triton's own refusals).
+"""
 
 from tritonstack.client._async import AsyncTritonClient
 from tritonstack.client._base import DEFAULT_URL, InferRequest, ModelStatus
@@ -10,6 +17,7 @@ from tritonstack.errors import (
     ClientError,
     DeadlineExceeded,
     InferenceFailed,
+    InvalidArgument,
     InvalidInput,
     ModelNotFound,
     ServerUnavailable,
@@ -23,6 +31,7 @@ __all__ = [
     "DeadlineExceeded",
     "InferRequest",
     "InferenceFailed",
+    "InvalidArgument",
     "InvalidInput",
     "ModelNotFound",
     "ModelStatus",

@@ -18,11 +18,11 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2, service_pb2
 
 from tritonstack.client._region import Region
-from tritonstack.client._retry import DEFAULT_RETRY, Deadline, RetryPolicy
+from tritonstack.client._retry import DEFAULT_RETRY, Deadline, RetryPolicy, checked_timeout
 from tritonstack.client._shm import ShmKind, ShmPool, aligned, shm_pool
 from tritonstack.client._validation import check_outputs, check_request
 from tritonstack.client._wire import infer_request, place_in_region, read_outputs
-from tritonstack.errors import ClientError, ServerUnavailable, UsageError
+from tritonstack.errors import ClientError, InvalidArgument, ServerUnavailable
 from tritonstack.spec import Array, ModelSpec, production_version
 
 DEFAULT_URL = "127.0.0.1:8001"
@@ -100,14 +100,14 @@ def channel(urls: str | Sequence[str]) -> tuple[str, list[tuple[str, Any]]]:
     if isinstance(urls, str):
         return urls, _CHANNEL_ARGS
     if not urls:
-        raise ValueError("give at least one Triton url HOST:PORT")
+        raise InvalidArgument("give at least one Triton url HOST:PORT")
     if len(urls) == 1:
         return urls[0], _CHANNEL_ARGS
     addresses = []
     for url in urls:
         host, sep, port = url.rpartition(":")
         if not sep or not port.isdigit():
-            raise ValueError(f"url {url!r} must be HOST:PORT")
+            raise InvalidArgument(f"url {url!r} must be HOST:PORT")
         addresses.append(f"{socket.gethostbyname(host)}:{port}")
     return "ipv4:" + ",".join(addresses), [*_CHANNEL_ARGS, ("grpc.lb_policy_name", "round_robin")]
 
@@ -124,18 +124,24 @@ def tls_options(
     }
     given = {option: path for option, path in files.items() if path is not None}
     if given and not ssl:
-        raise UsageError(f"{', '.join(given)} need ssl=True (--ssl): without it the connection is plaintext")
+        raise InvalidArgument(
+            f"{', '.join(given)} need ssl=True (--ssl): without it the connection is plaintext"
+        )
     if (private_key is None) != (certificate_chain is None):
-        raise UsageError("a client certificate needs both private_key and certificate_chain (PEM files)")
+        raise InvalidArgument("a client certificate needs both private_key and certificate_chain (PEM files)")
     for option, path in given.items():
         if not os.path.isfile(path):
-            raise UsageError(f"{option} {path} is not a file: pass a PEM file")
+            raise InvalidArgument(f"{option} {path} is not a file: pass a PEM file")
     return {"ssl": ssl, **files}
 
 
 class ClientBase:
     """The state and pure parts of a client for one Triton server, or several serving the same
     repository (a list of urls: gRPC round_robin, failing over to the live ones).
+
+    A bad argument (urls, timeout, retry policy, TLS files, shared-memory options) raises
+    `InvalidArgument`, which is a `UsageError` and a `ValueError`, before anything is sent; inputs
+    that do not match the model raise `InvalidInput`, also before they are sent.
 
     Every call takes `timeout` in seconds (default: the client's): one deadline for the call and
     its retries under `retry`. Failures raise a `ClientError` subclass. `ssl` connects over TLS,
@@ -171,7 +177,7 @@ class ClientBase:
     ) -> None:
         tls = tls_options(ssl, root_certificates, private_key, certificate_chain)
         self.url = url if isinstance(url, str) else ",".join(url)
-        self.timeout = timeout
+        self.timeout = checked_timeout(timeout)
         self.retry = retry
         self.headers = dict(headers) if headers else None
         target, options = channel(url)

@@ -17,7 +17,7 @@ import numpy as np
 import tritonclient.utils.cuda_shared_memory as cudashm
 
 from tritonstack.client._region import CUDA_HINT, Region, ServerCall
-from tritonstack.errors import ClientError
+from tritonstack.errors import ClientError, InvalidArgument
 from tritonstack.spec import Array
 
 
@@ -66,5 +66,5 @@ def cuda_regions(device: int) -> Callable[[str, int], CudaRegion]:
             f"CUDA shared memory needs an NVIDIA GPU; CUDA finds none ({error.name}): {CUDA_HINT}"
         )
     if not 0 <= device < count:
-        raise ClientError(f"cuda_device {device} is not among the {count} CUDA device(s) visible here")
+        raise InvalidArgument(f"cuda_device {device} is not among the {count} CUDA device(s) visible here")
     return functools.partial(CudaRegion, device=device)

@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from tritonstack.errors import ClientError, DeadlineExceeded, ServerUnavailable
+from tritonstack.errors import ClientError, DeadlineExceeded, InvalidArgument, ServerUnavailable
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.base_delay < 0 or self.max_delay < 0:
-            raise ValueError(f"invalid retry policy {self}: attempts >= 1, delays >= 0")
+            raise InvalidArgument(f"invalid retry policy {self}: attempts >= 1, delays >= 0")
 
     def delay(self, error: ClientError, attempt: int, remaining: float) -> float:
         """Seconds to wait before retrying after `attempt` failed tries, or re-raise `error`."""
@@ -41,13 +41,20 @@ DEFAULT_RETRY = RetryPolicy()
 NO_RETRY = RetryPolicy(attempts=1)
 
 
+def checked_timeout(seconds: float) -> float:
+    """`seconds` if it is a usable timeout: a zero or negative one could only ever time out."""
+    if not seconds > 0:  # NaN too
+        raise InvalidArgument(f"timeout must be a positive number of seconds, got {seconds!r}")
+    return seconds
+
+
 class Deadline:
     """A point in time; each attempt gets what is left of it as its gRPC timeout."""
 
     __slots__ = ("seconds", "_end")
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+        self.seconds = checked_timeout(seconds)
         self._end = time.monotonic() + seconds
 
     def remaining(self) -> float:

@@ -24,7 +24,7 @@ import numpy as np
 import tritonclient.utils.shared_memory as shm
 
 from tritonstack.client._region import CUDA_HINT, Region, ServerCall
-from tritonstack.errors import ClientError, UsageError, first_line
+from tritonstack.errors import ClientError, InvalidArgument, first_line
 from tritonstack.spec import Array
 
 ShmKind = Literal["system", "cuda"]
@@ -106,13 +106,13 @@ def shm_pool(kind: bool | ShmKind, cuda_device: int = 0) -> ShmPool | None:
     without them fails with one line naming the fix rather than at the first request.
     """
     if kind != "cuda" and cuda_device != 0:
-        raise UsageError(f"cuda_device={cuda_device} needs use_shared_memory='cuda' (infer --cuda-shm)")
+        raise InvalidArgument(f"cuda_device={cuda_device} needs use_shared_memory='cuda' (infer --cuda-shm)")
     if kind is False:
         return None
     if kind is True or kind == "system":
         return ShmPool(SystemRegion)
     if kind != "cuda":
-        raise UsageError(
+        raise InvalidArgument(
             f"use_shared_memory={kind!r}: pass True (or 'system') for system shared memory, or 'cuda'"
         )
     try:

@@ -18,7 +18,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from tritonstack.errors import InferenceFailed
+from tritonstack.errors import ClientError, InferenceFailed
 from tritonstack.spec import Array, ModelSpec, dtype_from_wire, wire_dtype
 
 InferTensor = service_pb2.ModelInferRequest.InferInputTensor
@@ -30,7 +30,7 @@ def generated_stub(client: Any) -> Any:
     shares the connection, TLS and load balancing of every other call."""
     stub = getattr(client, "_client_stub", None)
     if stub is None:
-        raise RuntimeError(f"{type(client).__name__} has no _client_stub: install tritonclient>=2.51")
+        raise ClientError(f"{type(client).__name__} has no _client_stub: install tritonclient>=2.51")
     return stub
 
 

@@ -7,6 +7,7 @@ goes on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from tritonstack.export.metadata import file_sha256, options_record, read_metada
 from tritonstack.export.pipeline import ExportResult, export_to_repository
 from tritonstack.formats import Format
 from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE
+
+log = logging.getLogger(__name__)
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt")
 _SUFFIXES = (".pt", ".pth", ".safetensors")
@@ -98,6 +101,7 @@ def export_all(
             else:
                 summary.skipped.append((path, "already exported with these options"))
         except Exception as exc:  # one bad checkpoint must not stop the batch
+            log.debug("%s failed", path, exc_info=exc)  # `--debug`: its traceback, causes included
             summary.failed.append((path, first_line(exc)))
         if on_item is not None:
             on_item(path)

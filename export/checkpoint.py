@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tritonstack.errors import CheckpointError, UsageError, first_line
+from tritonstack.errors import CheckpointError, InvalidArgument, UsageError, first_line
 from tritonstack.export.custom import CustomArch
 from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE, ModelSpec
 
@@ -73,6 +73,8 @@ def load_model(
 ) -> LoadedModel:
     """Read `path`, rebuild its model and load the weights: strictly (every key must match)
     unless `source.allow_partial`, which loads what fits and records the rest in `info`."""
+    if max_batch_size < 1:
+        raise InvalidArgument(f"max_batch_size (--max-batch-size) must be at least 1, got {max_batch_size}")
     path = resolve_checkpoint(path)
     state, meta = read_checkpoint(path)
     module, spec, arch, config = _build(source, meta.get("config"), path, name, max_batch_size)
@@ -216,8 +218,12 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file: {first_line(exc)}") from exc
     config_file = path.with_name("config.json")
-    meta = {"config": json.loads(config_file.read_text())} if config_file.is_file() else {}
-    return state, meta
+    if not config_file.is_file():
+        return state, {}
+    try:
+        return state, {"config": json.loads(config_file.read_text())}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{config_file} beside {path.name} is not JSON: {first_line(exc)}") from exc
 
 
 def _build(
@@ -228,31 +234,40 @@ def _build(
         return module, spec, source.custom.target, dict(source.config or {})
     from tritonstack import recsys
 
-    arch_name, params = _builtin_config(source, saved_config, path)
+    arch_name, params, saved = _builtin_config(source, saved_config, path)
     arch = recsys.get_architecture(arch_name)
     try:
-        config = (
-            arch.config_type.from_dict(params) if params is not None else arch.preset(source.preset or "")
-        )
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: invalid {arch_name} config: {first_line(exc)}") from exc
+        config = arch.config(params, source.preset)
+    except InvalidArgument as exc:
+        if not saved:  # --config: the user's to fix
+            raise
+        raise CheckpointError(
+            f"{path}: its saved {arch_name} config is invalid ({first_line(exc)}): pass --preset or --config"
+        ) from exc
     spec = arch.spec(config, model_name=name or arch_name, max_batch_size=max_batch_size)
     return arch.build(config), spec, arch_name, config.to_dict()
 
 
-def _builtin_config(source: ModelSource, saved: object, path: Path) -> tuple[str, Mapping[str, Any] | None]:
-    """The architecture name and config: the command line wins over what the checkpoint says."""
+def _builtin_config(
+    source: ModelSource, saved: object, path: Path
+) -> tuple[str, Mapping[str, Any] | None, bool]:
+    """The architecture name, the config fields (None: the preset) and whether those fields are
+    the checkpoint's own: the command line wins over what the checkpoint says."""
     if isinstance(saved, Mapping) and "arch" in saved:
         arch = source.arch or str(saved["arch"])
         if source.arch and source.arch != saved["arch"]:
             raise UsageError(f"{path} was trained as {saved['arch']!r}, not {source.arch!r}: drop --arch")
         if source.config is not None or source.preset is not None:
-            return arch, source.config
-        return arch, saved.get("params")
+            return arch, source.config, False
+        if saved.get("params") is None:
+            raise CheckpointError(
+                f"{path} names its architecture but not its config: pass --preset or --config"
+            )
+        return arch, saved["params"], True
     if source.arch is None:
         raise UsageError(
             f"{path} does not say which architecture it holds: pass --arch (and --preset or --config)"
         )
     if source.config is None and source.preset is None:
         raise UsageError(f"{path} is a bare state dict: pass --preset or --config for {source.arch!r}")
-    return source.arch, source.config
+    return source.arch, source.config, False

@@ -5,6 +5,8 @@ the module itself as a `model_spec` attribute (a `ModelSpec`)."""
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +31,7 @@ def parse_input(text: str) -> TensorSpec:
         high = highs[0] if len(highs) == 1 else highs or None
         return TensorSpec(name, dtype, shape, high)
     except ValueError as exc:
-        raise UsageError(f"--input {text!r}: {first_line(exc)}") from None
+        raise UsageError(f"--input {text!r}: {first_line(exc)}") from exc
 
 
 def format_input(tensor: TensorSpec) -> str:
@@ -47,6 +49,16 @@ class CustomArch:
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        """`--input` and `--output` are checked as the spec checks them, before the factory runs."""
+        try:
+            for name in self.outputs:
+                TensorSpec(name, "float32", (1,))
+            if self.inputs and self.outputs:
+                self._probe()  # names unique across inputs and outputs
+        except ValueError as exc:
+            raise UsageError(f"--input/--output of {self.target}: {first_line(exc)}") from exc
+
     def build(
         self, config: dict[str, Any], name: str | None, max_batch_size: int
     ) -> tuple[nn.Module, ModelSpec]:
@@ -55,30 +67,41 @@ class CustomArch:
         model_name = name or self.target.rsplit(":", 1)[-1].lower()
         declared = getattr(module, "model_spec", None)
         if isinstance(declared, ModelSpec) and not self.inputs:
-            return module, ModelSpec(model_name, declared.inputs, declared.outputs, max_batch_size)
-        if not self.inputs or not self.outputs:
+            inputs, outputs = declared.inputs, declared.outputs
+        elif not self.inputs or not self.outputs:
             raise UsageError(
                 f"{self.target} does not declare model_spec: pass --input name:dtype:dims and --output name"
             )
-        return module, ModelSpec(model_name, self.inputs, self._output_specs(module), max_batch_size)
+        else:
+            inputs, outputs = self.inputs, self._output_specs(module)
+        return module, ModelSpec(model_name, inputs, outputs, max_batch_size)
+
+    def _probe(self) -> ModelSpec:
+        """The given tensors, outputs as float32 placeholders."""
+        return ModelSpec("probe", self.inputs, tuple(TensorSpec(n, "float32", (1,)) for n in self.outputs))
 
     def _output_specs(self, module: nn.Module) -> tuple[TensorSpec, ...]:
         """Output dtypes and shapes, read off one run on valid random inputs."""
-        probe = ModelSpec("probe", self.inputs, tuple(TensorSpec(n, "float32", (1,)) for n in self.outputs))
+        probe = self._probe()
         feeds = probe.random_inputs(2)
-        with torch.inference_mode():
-            out = module.eval()(*(torch.from_numpy(feeds[n]) for n in probe.input_names))
+        try:
+            with torch.inference_mode():
+                out = module.eval()(*(torch.from_numpy(feeds[n]) for n in probe.input_names))
+        except Exception as exc:  # the user's forward: most often, --input shapes it does not take
+            raise UsageError(
+                f"{self.target}: a forward pass on random inputs shaped as --input raised {_described(exc)}"
+            ) from exc
         try:
             outs = output_tensors(out)
         except TypeError as exc:
-            raise UsageError(f"{self.target}: {exc}") from None
+            raise UsageError(f"{self.target}: {exc}") from exc
         if len(outs) != len(self.outputs):
             raise UsageError(
                 f"{self.target} returns {len(outs)} outputs but {len(self.outputs)} --output given"
             )
-        if any(t.dim() < 2 for t in outs):
+        if not all(isinstance(t, torch.Tensor) and t.dim() >= 2 for t in outs):
             raise UsageError(
-                f"{self.target}: return outputs shaped (batch, ...), e.g. (batch, 1), not (batch,)"
+                f"{self.target}: return tensors shaped (batch, ...), e.g. (batch, 1), not (batch,)"
             )
         return tuple(
             TensorSpec(n, str(t.numpy().dtype), tuple(t.shape[1:]))
@@ -87,19 +110,44 @@ class CustomArch:
 
 
 def _call_factory(target: str, config: dict[str, Any]) -> nn.Module:
-    module_name, sep, attr = target.partition(":")
-    if not sep or not attr:
-        raise UsageError(f"--arch {target!r}: a custom model is given as package.module:callable")
+    """Import the factory and call it. Only what the user must fix on the command line is blamed
+    on it (a module not on the path, `--config` keys the factory does not take); an error raised
+    by the factory's own code, or its module's, is reported as that error, chained."""
+    factory = _import_factory(target)
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise UsageError(
-            f"--arch {target!r}: cannot import it ({first_line(exc)}); is it on PYTHONPATH?"
-        ) from None
+        inspect.signature(factory).bind(**config)
+    except TypeError as exc:
+        raise UsageError(f"--arch {target!r}: --config does not fit its arguments: {exc}") from exc
+    except ValueError:  # no signature to check (some builtins): the call itself will tell
+        pass
     try:
         module = factory(**config)
-    except TypeError as exc:
-        raise UsageError(f"--arch {target!r}: {first_line(exc)} — check --config") from None
+    except Exception as exc:
+        raise UsageError(f"--arch {target!r}: the factory raised {_described(exc)}") from exc
     if not isinstance(module, nn.Module):
         raise UsageError(f"--arch {target!r} returned {type(module).__name__}, not a torch.nn.Module")
     return module
+
+
+def _import_factory(target: str) -> Callable[..., Any]:
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"--arch {target!r}: a custom model is given as package.module:callable")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if missing is not None and f"{module_name}.".startswith(f"{missing}."):
+            raise UsageError(f"--arch {target!r}: cannot import {missing!r}: is it on PYTHONPATH?") from exc
+        raise UsageError(f"--arch {target!r}: importing {module_name} raised {_described(exc)}") from exc
+    if not hasattr(module, attr):
+        raise UsageError(f"--arch {target!r}: module {module_name} has no {attr!r}")
+    factory: Callable[..., Any] = getattr(module, attr)
+    if not callable(factory):
+        raise UsageError(f"--arch {target!r}: {attr} is a {type(factory).__name__}, not a callable")
+    return factory
+
+
+def _described(exc: BaseException) -> str:
+    """`TypeError: message`, pointing to the traceback that shows where in the user's code."""
+    return f"{type(exc).__name__}: {first_line(exc)} (--debug shows its traceback)"

@@ -82,6 +82,8 @@ class DeploymentOptions:
             raise UsageError(f"--intra-op-threads must be 0 or more, got {self.intra_op_threads}")
         if any(b < 1 for b in self.warmup_batch_sizes):
             raise UsageError("--warmup-batch-sizes must be positive")
+        if self.trt_workspace_bytes < 1:
+            raise UsageError(f"--ort-trt-workspace-bytes must be positive, got {self.trt_workspace_bytes}")
         if self.device is Device.CPU and self.ort_accelerator is not OrtAccelerator.NONE:
             raise UsageError(_ACCELERATOR_NEEDS_GPU)  # checked again once `auto` is resolved
 

@@ -200,10 +200,21 @@ FORMATS = Flag(
     metavar=",".join(f.value for f in Format),
     parse_text=lambda text: tuple(Format.parse_list(text)),
 )
+
+
+def _max_batch_size(text: str) -> int:
+    """Checked as it is read: `export-all` and `demo` would otherwise fail per model, after work."""
+    value: int = _parse(int, text, "--max-batch-size")
+    if value < 1:
+        raise UsageError(f"--max-batch-size must be at least 1, got {value}")
+    return value
+
+
 MAX_BATCH_SIZE = Flag(
     "--max-batch-size",
     int,
     next(f.default for f in dataclasses.fields(ModelSpec) if f.name == "max_batch_size"),
     "the largest batch Triton may form (config.pbtxt max_batch_size)",
     metavar="N",
+    parse_text=_max_batch_size,
 )

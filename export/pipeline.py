@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -22,10 +23,12 @@ from tritonstack.export.metadata import (
     options_record,
     write_metadata,
 )
-from tritonstack.export.repository import build_config, write_version
+from tritonstack.export.repository import build_config, checked_name, write_version
 from tritonstack.export.verify import VerificationReport, check_model_outputs, tolerances, verify
 from tritonstack.formats import Format
 from tritonstack.runtimes.runners import TorchRunner, runner_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,8 @@ class ExportResult:
 
 
 def repository_name(model: str, fmt: Format) -> str:
-    """Each format is its own Triton model: `dlrm_onnx`, `dlrm_torchscript`."""
-    return f"{model}_{fmt.value}"
+    """Each format is its own Triton model: `dlrm_onnx`, `dlrm_torchscript` (a safe path name)."""
+    return checked_name(f"{model}_{fmt.value}")
 
 
 def export_to_repository(
@@ -67,6 +70,8 @@ def export_to_repository(
     """
     options = options or ExportOptions()
     deployment = deployment or DeploymentOptions()
+    for fmt in formats:  # a bad --name is refused before any export work
+        repository_name(loaded.spec.name, fmt)
     deployment.check(formats)  # what Triton would refuse is refused before any work
     check_model_outputs(loaded.module, loaded.spec)
     repo.mkdir(parents=True, exist_ok=True)
@@ -91,7 +96,7 @@ def _export_all_formats(
     source_sha256 = file_sha256(loaded.source)
     reference = TorchRunner(loaded.module, loaded.spec)
     results = []
-    failures: list[str] = []
+    failures: list[ExportError] = []
     for fmt in formats:
         name = repository_name(loaded.spec.name, fmt)
         try:
@@ -109,13 +114,16 @@ def _export_all_formats(
                 extras,
             )
         except ExportError as exc:
-            failures.append(str(exc))
+            log.debug("%s failed", name, exc_info=exc)  # `--debug`: each failure's own traceback
+            failures.append(exc)
             continue
         results.append(result)
         if on_done is not None:
             on_done(result)
+    if len(failures) == 1:
+        raise failures[0]
     if failures:
-        raise ExportError("; ".join(failures))
+        raise ExportError("; ".join(map(str, failures))) from failures[0]
     return results
 
 

@@ -50,7 +50,7 @@ def write_config(path: Path | str, config: pb.ModelConfig) -> None:
 
 def list_versions(repo: Path | str, model_name: str) -> list[int]:
     """The model's numbered version directories, ascending (hidden temporaries excluded)."""
-    model_dir = Path(repo) / _checked_name(model_name)
+    model_dir = Path(repo) / checked_name(model_name)
     if not model_dir.is_dir():
         return []
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
@@ -75,13 +75,13 @@ def write_version(
     failure no partial directory remains and moved sources are put back. Returns the version
     directory.
     """
-    model_dir = Path(repo) / _checked_name(model_name)
+    model_dir = Path(repo) / checked_name(model_name)
     if config.name and config.name != model_name:
         raise RepositoryError(f"config names model {config.name!r} but is written as {model_name!r}")
     if version is not None and version < 1:
         raise RepositoryError(f"version must be >= 1, got {version}")
     for name in (*files, *(extra_files or {})):
-        _checked_name(name)
+        checked_name(name)
     named = pb.ModelConfig()
     named.CopyFrom(config)
     named.name = model_name
@@ -186,7 +186,7 @@ def _place(src: Path, dst: Path, move: bool, moved: list[tuple[Path, Path]]) -> 
         shutil.copy2(src, dst)
 
 
-def _checked_name(name: str) -> str:
+def checked_name(name: str) -> str:
     """Model and file names become path components: no separators, no hidden or relative names."""
     if not _SAFE_NAME.fullmatch(name) or name in {".", ".."}:
         raise RepositoryError(

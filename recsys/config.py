@@ -7,26 +7,29 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from tritonstack.errors import InvalidArgument
+
 C = TypeVar("C", bound="Config")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Frozen config whose `int` fields are positive ints, `tuple[int, ...]` fields tuples of
-    positive ints and `bool` fields bools; subclasses add their own checks after these."""
+    positive ints and `bool` fields bools; subclasses add their own checks after these. A field
+    that fails them raises `InvalidArgument` (a `ValueError`)."""
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
         for name, hint in typing.get_type_hints(type(self)).items():
             value = getattr(self, name)
             if hint is int and not _is_positive_int(value):
-                raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
+                raise InvalidArgument(f"{owner}.{name} must be a positive int, got {value!r}")
             if hint == tuple[int, ...] and not (
                 isinstance(value, tuple) and all(_is_positive_int(v) for v in value)
             ):
-                raise ValueError(f"{owner}.{name} must be a tuple of positive ints, got {value!r}")
+                raise InvalidArgument(f"{owner}.{name} must be a tuple of positive ints, got {value!r}")
             if hint is bool and not isinstance(value, bool):
-                raise ValueError(f"{owner}.{name} must be a bool, got {value!r}")
+                raise InvalidArgument(f"{owner}.{name} must be a bool, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields: tuples become lists."""
@@ -35,10 +38,12 @@ class Config:
     @classmethod
     def from_dict(cls: type[C], d: Mapping[str, Any]) -> C:
         """The config from `to_dict()`'s output (or parsed JSON); unknown or missing keys raise."""
+        if not isinstance(d, Mapping):
+            raise InvalidArgument(f"{cls.__name__}: expected a JSON object of fields, got {type(d).__name__}")
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ValueError(f"{cls.__name__}: unknown keys {unknown}; valid keys are {known}")
+            raise InvalidArgument(f"{cls.__name__}: unknown keys {unknown}; valid keys are {known}")
         required = [
             f.name
             for f in dataclasses.fields(cls)
@@ -46,14 +51,14 @@ class Config:
         ]
         missing = [name for name in required if name not in d]
         if missing:
-            raise ValueError(f"{cls.__name__}: missing keys {missing}")
+            raise InvalidArgument(f"{cls.__name__}: missing keys {missing}; valid keys are {known}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def require(condition: bool, message: str) -> None:
-    """Raise `ValueError(message)` unless `condition` holds: one-line checks in `__post_init__`."""
+    """Raise `InvalidArgument(message)` unless `condition` holds: one-line checks in `__post_init__`."""
     if not condition:
-        raise ValueError(message)
+        raise InvalidArgument(message)
 
 
 def _is_positive_int(value: object) -> bool:

@@ -37,6 +37,11 @@ class Architecture(Generic[C]):
             raise UsageError(f"{self.name} has no preset {name!r}: choose one of {sorted(self.presets)}")
         return self.presets[name]
 
+    def config(self, fields: Mapping[str, Any] | None, preset: str | None = None) -> C:
+        """The config from `fields` (parsed JSON: `--config`, or a checkpoint's) when given, else
+        the named preset; bad fields raise `InvalidArgument`."""
+        return self.preset(preset or "") if fields is None else self.config_type.from_dict(fields)
+
     def build(self, config: Config) -> nn.Module:
         return self.model(self._checked(config))
 
@@ -110,7 +115,8 @@ def get_architecture(name: str) -> Architecture[Any]:
 
 
 def build_from_dict(arch_name: str, config_dict: Mapping[str, Any]) -> tuple[nn.Module, ModelSpec]:
-    """The model and its spec from a JSON-style config (bad fields raise `ValueError`)."""
+    """The model and its spec from a JSON-style config (bad fields raise `InvalidArgument`, a
+    `ValueError`)."""
     arch = get_architecture(arch_name)
-    config = arch.config_type.from_dict(config_dict)
+    config = arch.config(config_dict)
     return arch.build(config), arch.spec(config)

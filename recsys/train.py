@@ -58,6 +58,7 @@ def train(
     """Adam on `steps` fresh synthetic batches; the held-out batch comes from its own stream."""
     if steps < 1 or batch_size < 1 or not lr > 0:
         raise UsageError(f"steps and batch size must be >= 1 and lr > 0, got {steps}, {batch_size}, {lr}")
+    Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)  # a bad path fails before training
     started = time.perf_counter()
     arch = get_architecture(arch_name)
     torch.manual_seed(seed)

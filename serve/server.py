@@ -179,7 +179,15 @@ class TritonServer:
             return self
         if not self.repository.is_dir():
             raise ServeError(f"model repository {self.repository} does not exist: export a model first")
+        try:
+            free_port(self.host)
+        except OSError as exc:  # not an address of this machine, or no address at all
+            raise ServeError(
+                f"cannot bind host {self.host!r} ({exc.strerror or exc}): pass an address of this machine"
+            ) from exc
         for name, port in self._requested.items():
+            if port is not None and not 0 < port < 65536:
+                raise ServeError(f"{name} port {port} is out of range: pass 1-65535 to --{name}-port")
             if port is not None and not port_is_free(self.host, port):
                 raise PortInUse(
                     f"{name} port {port} on {self.host} is in use: pass another --{name}-port, "

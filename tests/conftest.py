@@ -14,19 +14,50 @@ server for it through `triton_server_factory`:
 
 Extra keyword arguments go to `TritonServer`. Servers bind 127.0.0.1 on free ports, so modules
 never collide; each server's log is kept under pytest's temporary directory.
+
+A test that uses this factory, directly or through its fixtures, is marked `server` here; one
+that starts Triton another way (its own `TritonServer`, a `tritonstack serve` process) carries
+the mark itself. `pytest -m "not server"` then runs every test that needs no server, and a test
+that starts Triton in process without the mark fails, saying so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from tritonstack.serve import TritonServer
 
 ServerFactory = Callable[..., TritonServer]
+SERVER_FIXTURE = "triton_server_factory"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.server)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Outside `server` tests (setup, call and teardown, module fixtures included), launching
+    Triton fails the test instead."""
+    if item.get_closest_marker("server") is not None:
+        return (yield)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TritonServer, "_launch", _unmarked_launch)
+        return (yield)
+
+
+def _unmarked_launch(self: TritonServer, *_: object) -> NoReturn:
+    pytest.fail(
+        f"this test starts Triton (repository {self.repository}) but is not marked server: use the "
+        f"{SERVER_FIXTURE} fixture or @pytest.mark.server",
+        pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session")

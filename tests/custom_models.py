@@ -80,3 +80,11 @@ def make_list_scorer() -> ListScorer:
 
 def make_double_scorer() -> DoubleScorer:
     return DoubleScorer()
+
+
+def make_broken_scorer(vocab: int = 50, width: int = 8) -> Scorer:
+    """A factory with a bug of its own: its TypeError is not about the arguments it was given."""
+    return Scorer(vocab, str(width))  # type: ignore[arg-type]
+
+
+NOT_CALLABLE = 3

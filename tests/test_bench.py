@@ -11,23 +11,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tritonstack import recsys
 from tritonstack.benchmarks.compare import ratios
 from tritonstack.benchmarks.config import BenchConfig, WindowRule, command_line
 from tritonstack.benchmarks.load import Completion, prebuilt_request
-from tritonstack.benchmarks.load_processes import ProcessLoad, split
+from tritonstack.benchmarks.load_processes import ProcessLoad, RemoteTraceback, split
 from tritonstack.benchmarks.stats import latency_ms, server_delta
 from tritonstack.benchmarks.suite import RUNTIME_OF
 from tritonstack.benchmarks.windows import Window, agree, is_stable, merge
 from tritonstack.cli import main
-from tritonstack.errors import UsageError
+from tritonstack.errors import ServeError, UsageError
 from tritonstack.export.checkpoint import load_model
 from tritonstack.export.pipeline import export_to_repository
 from tritonstack.export.registry import list_registry
 from tritonstack.formats import DEFAULT_FORMATS
 from tritonstack.recsys.train import train
+from tritonstack.serve import free_port
 
 MODELS = ("two_tower", "dlrm")
 BATCH_SIZES = (1, 8)
@@ -101,6 +103,19 @@ def test_load_split_over_processes() -> None:
     assert split("request_rate", 90, 3) == [30, 30, 30]
     with pytest.raises(UsageError, match="--client-processes"):
         BenchConfig(client_processes=0)
+
+
+def test_a_failed_load_worker_sends_its_traceback() -> None:
+    """An exception cannot be chained across processes: the worker's traceback (its own causes
+    included) comes back as the cause of the error the main process raises."""
+    request = prebuilt_request("m", "1", {"x": np.zeros((1, 4), np.float32)})
+    load = ProcessLoad(f"127.0.0.1:{free_port()}", request, "concurrency", 1.0, processes=1)
+    with pytest.raises(
+        ServeError, match="load worker failed: ServeError: m version 1 failed under load"
+    ) as err:
+        asyncio.run(load.start())
+    cause = err.value.__cause__
+    assert isinstance(cause, RemoteTraceback) and "Traceback" in str(cause) and "AioRpcError" in str(cause)
 
 
 def test_window_rule_must_fit_warm_up_and_windows() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from tests.custom_models import make_scorer
 from tritonstack.errors import CheckpointError, UsageError
 from tritonstack.export.checkpoint import ModelSource, load_model, read_checkpoint
 from tritonstack.export.custom import CustomArch, parse_input
+from tritonstack.spec import TensorSpec
 
 SCORER = CustomArch(
     "tests.custom_models:make_scorer", (parse_input("ids:int64:3:50"), parse_input("dense:float32:4")), ("p",)
@@ -147,3 +149,70 @@ def test_bad_custom_targets(
     torch.save(state_dict, path)
     with pytest.raises(UsageError, match=message):
         load_model(path, ModelSource(custom=CustomArch(target, SCORER.inputs, SCORER.outputs)))
+
+
+def _custom_load(path: Path, arch: CustomArch, config: dict[str, object] | None = None) -> None:
+    load_model(path, ModelSource(config=config, custom=arch))
+
+
+def test_factory_errors_are_shown_as_themselves_and_chained(
+    tmp_path: Path, state_dict: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The factory's own ImportError or TypeError is named as such, with the original as the
+    cause, not blamed on --config or on PYTHONPATH."""
+    path = tmp_path / "w.pt"
+    torch.save(state_dict, path)
+    (tmp_path / "needs_a_dependency.py").write_text("import a_dependency_that_is_not_installed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UsageError, match="importing needs_a_dependency raised ModuleNotFoundError") as err:
+        _custom_load(path, replace(SCORER, target="needs_a_dependency:make"))
+    assert "PYTHONPATH" not in str(err.value)
+    assert isinstance(err.value.__cause__, ModuleNotFoundError)
+    assert err.value.__cause__.name == "a_dependency_that_is_not_installed"
+
+    with pytest.raises(UsageError, match="the factory raised TypeError") as err:
+        _custom_load(path, replace(SCORER, target="tests.custom_models:make_broken_scorer"))
+    assert "--config" not in str(err.value) and isinstance(err.value.__cause__, TypeError)
+
+    with pytest.raises(UsageError, match="--config does not fit its arguments.*'wdth'") as err:
+        _custom_load(path, SCORER, {"wdth": 3})
+    assert isinstance(err.value.__cause__, TypeError)
+
+
+@pytest.mark.parametrize(
+    ("target", "inputs", "outputs", "message"),
+    [
+        (
+            "no_such_factory",
+            SCORER.inputs,
+            SCORER.outputs,
+            "module tests.custom_models has no 'no_such_factory'",
+        ),
+        ("NOT_CALLABLE", SCORER.inputs, SCORER.outputs, "NOT_CALLABLE is a int, not a callable"),
+        ("make_scorer", SCORER.inputs, ("p q",), "'p q' must be a Python identifier"),
+        ("make_scorer", SCORER.inputs, ("ids",), "tensor names must be unique"),
+        (
+            "make_scorer",
+            (parse_input("ids:int64:3:50"), parse_input("dense:float32:5")),
+            SCORER.outputs,
+            "a forward pass on random inputs shaped as --input raised RuntimeError",
+        ),
+    ],
+)
+def test_custom_model_mistakes_are_usage_errors(
+    tmp_path: Path,
+    state_dict: dict[str, torch.Tensor],
+    target: str,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[str, ...],
+    message: str,
+) -> None:
+    path = tmp_path / "w.pt"
+    torch.save(state_dict, path)
+    with pytest.raises(UsageError, match=message):
+        _custom_load(path, CustomArch(f"tests.custom_models:{target}", inputs, outputs))
+
+
+def test_max_batch_size_is_checked_before_the_checkpoint_is_read(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="max_batch_size .* must be at least 1, got 0"):
+        load_model(tmp_path / "not-even-there.pt", max_batch_size=0)

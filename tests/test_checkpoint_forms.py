@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from tritonstack import recsys
 from tritonstack.cli import main
-from tritonstack.errors import CheckpointError
+from tritonstack.errors import CheckpointError, InvalidArgument
 from tritonstack.export.checkpoint import ModelSource, load_model
 from tritonstack.export.metadata import file_sha256, read_metadata
 from tritonstack.export.pipeline import export_to_repository
@@ -72,6 +72,26 @@ def test_safetensors_with_config_json(
     config = torch.load(trained, weights_only=True)["config"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     _same_weights(tmp_path / "model.safetensors", weights, ModelSource())
+
+
+def test_bad_configs_are_blamed_on_their_source(
+    tmp_path: Path, trained: Path, weights: dict[str, torch.Tensor]
+) -> None:
+    """A bad --config is the user's to fix (not the checkpoint's fault); a bad saved config is the
+    checkpoint's, named by path."""
+    with pytest.raises(InvalidArgument, match="unknown keys") as err:
+        load_model(trained, ModelSource(config={"bad": 1}))
+    assert not isinstance(err.value, CheckpointError)
+    saved = torch.load(trained, weights_only=True)
+    for params in ({"bad": 1}, ["not", "an", "object"], None):
+        broken = tmp_path / "broken.pt"
+        torch.save({**saved, "config": {"arch": ARCH, "params": params}}, broken)
+        with pytest.raises(CheckpointError, match=f"{broken}.*pass --preset or --config"):
+            load_model(broken)
+    save_file(weights, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text('{"arch": "dlrm", ')
+    with pytest.raises(CheckpointError, match="config.json beside model.safetensors is not JSON"):
+        load_model(tmp_path / "model.safetensors")
 
 
 def test_accelerate_folder_never_opens_pickles(tmp_path: Path, weights: dict[str, torch.Tensor]) -> None:

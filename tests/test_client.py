@@ -1,4 +1,5 @@
-"""The client against a real Triton: a tiny ONNX model exported from PyTorch, served from a tmp repo."""
+"""The client against a real Triton (a tiny ONNX model exported from PyTorch, served from a tmp
+repo), and against no server at all: closed ports, silent sockets, retries and deadlines."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ from tritonstack.formats import Format
 from tritonstack.serve import free_port
 from tritonstack.spec import Array, ModelSpec, TensorSpec
 
-pytestmark = pytest.mark.server
+# Added to time bounds on a call: enough for a loaded machine, far below a call that ignores its
+# deadline (a retry policy of 1000 attempts, a timeout of 30 s).
+SLACK_S = 3.0
 
 SPEC = ModelSpec(
     "tiny_linear",
@@ -170,22 +173,23 @@ def test_silent_server_hits_the_deadline() -> None:
             start = time.monotonic()
             with pytest.raises(DeadlineExceeded, match="'tiny_linear': no answer"):
                 triton.infer(SPEC.name, {"x": _x(1)}, timeout=0.2)
-            assert 0.2 <= time.monotonic() - start < 1.5
+            assert 0.2 <= time.monotonic() - start < 0.2 + SLACK_S
 
 
 def test_closed_port() -> None:
+    """Refused at once: the call fails after its retries, long before its 30 s deadline."""
     closed_url = f"127.0.0.1:{free_port()}"
-    with TritonClient(closed_url, timeout=2.0) as triton:
+    with TritonClient(closed_url, timeout=30.0) as triton:
         assert not triton.is_live() and not triton.is_ready()
         start = time.monotonic()
         with pytest.raises(ServerUnavailable, match=closed_url) as err:
             triton.infer(SPEC.name, {"x": _x(1)})
-        assert time.monotonic() - start < 2.0
+        assert time.monotonic() - start < SLACK_S
         assert "tritonstack serve" in str(err.value)
         start = time.monotonic()
         with pytest.raises(ServerUnavailable, match=f"{closed_url} did not answer within 0.5 s"):
             triton.wait_until_ready(timeout=0.5)
-        assert time.monotonic() - start < 2.0
+        assert 0.5 <= time.monotonic() - start < 0.5 + SLACK_S
 
 
 # -- asyncio client, infer_many, retries ----------------------------------------------------------
@@ -285,17 +289,17 @@ def test_backoff_is_jittered_and_bounded() -> None:
 
 def test_async_closed_port_and_silent_server() -> None:
     async def main(closed: str, silent: str) -> None:
-        async with AsyncTritonClient(closed, timeout=2.0) as aio:
+        async with AsyncTritonClient(closed, timeout=30.0) as aio:
             assert not await aio.is_ready()
             start = time.monotonic()
             with pytest.raises(ServerUnavailable, match=closed):
                 await aio.infer(SPEC.name, {"x": _x(1)})
-            assert time.monotonic() - start < 2.0
+            assert time.monotonic() - start < SLACK_S
         async with AsyncTritonClient(silent, timeout=0.3) as aio:
             start = time.monotonic()
             with pytest.raises(DeadlineExceeded, match="'tiny_linear'"):
                 await aio.infer(SPEC.name, {"x": _x(1)}, timeout=0.2)
-            assert 0.2 <= time.monotonic() - start < 1.5
+            assert 0.2 <= time.monotonic() - start < 0.2 + SLACK_S
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -382,4 +386,4 @@ def test_retries_stop_at_the_deadline() -> None:
         start = time.monotonic()
         with pytest.raises((ServerUnavailable, DeadlineExceeded)):
             triton.list_models()
-        assert 0.3 < time.monotonic() - start < 1.0
+        assert 0.3 < time.monotonic() - start < 0.5 + SLACK_S

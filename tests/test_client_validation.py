@@ -1,4 +1,4 @@
-"""The client's pure parts, no server: request checks against a spec, and error mapping."""
+"""The client's pure parts, no server: argument and request checks, and error mapping."""
 
 from __future__ import annotations
 
@@ -11,17 +11,20 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from tritonstack.client import check_request
+from tritonstack.client import AsyncTritonClient, RetryPolicy, TritonClient, check_request
 from tritonstack.client._errors import to_client_error, translate_errors
 from tritonstack.client._validation import check_outputs, describe
 from tritonstack.errors import (
     ClientError,
     DeadlineExceeded,
     InferenceFailed,
+    InvalidArgument,
     InvalidInput,
     ModelNotFound,
     ServerUnavailable,
+    UsageError,
 )
+from tritonstack.serve import free_port
 from tritonstack.spec import ModelSpec, TensorSpec
 
 SPEC = ModelSpec(
@@ -40,6 +43,42 @@ Feeds = dict[str, Any]
 
 def feeds(batch: int = 2) -> Feeds:
     return SPEC.random_inputs(batch)
+
+
+BAD_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
+    ({"url": []}, "at least one Triton url"),
+    ({"url": [URL, "localhost"]}, "'localhost' must be HOST:PORT"),
+    ({"timeout": 0}, "timeout must be a positive number of seconds, got 0"),
+    ({"timeout": float("nan")}, "got nan"),
+    ({"root_certificates": "ca.pem"}, "need ssl=True"),
+    ({"ssl": True, "private_key": "client.key"}, "needs both private_key and certificate_chain"),
+    ({"ssl": True, "root_certificates": "no-such-ca.pem"}, "no-such-ca.pem is not a file"),
+    ({"use_shared_memory": "gpu"}, "use_shared_memory='gpu'"),
+    ({"cuda_device": 1}, "needs use_shared_memory='cuda'"),
+]
+
+
+@pytest.mark.parametrize("client", [TritonClient, AsyncTritonClient])
+@pytest.mark.parametrize(("kwargs", "message"), BAD_ARGUMENTS)
+def test_bad_arguments_raise_one_type(
+    client: type[TritonClient], kwargs: dict[str, Any], message: str
+) -> None:
+    """Every bad argument is an `InvalidArgument`: a `UsageError` (one line in the CLI) and a
+    `ValueError` (what callers catching Python's own type expect), raised before connecting."""
+    with pytest.raises(InvalidArgument, match=message) as err:
+        client(**kwargs)
+    assert isinstance(err.value, UsageError) and isinstance(err.value, ValueError)
+
+
+def test_bad_call_arguments_raise_before_sending() -> None:
+    with pytest.raises(InvalidArgument, match="attempts >= 1"):
+        RetryPolicy(attempts=0)
+    with TritonClient(f"127.0.0.1:{free_port()}") as triton:
+        for timeout in (0.0, -1.0):
+            with pytest.raises(InvalidArgument, match=f"got {timeout}"):
+                triton.infer(SPEC.name, feeds(), timeout=timeout)
+            with pytest.raises(InvalidArgument, match=f"got {timeout}"):
+                triton.list_models(timeout=timeout)
 
 
 def test_valid_requests_pass() -> None:

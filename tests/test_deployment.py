@@ -55,6 +55,8 @@ def test_cpu_is_the_default_and_accelerators_need_gpu() -> None:
         _config(Format.ONNX, DeploymentOptions(ort_accelerator=OrtAccelerator.CUDA))
     with pytest.raises(UsageError, match="--instances"):
         DeploymentOptions(instances=0)
+    with pytest.raises(UsageError, match="--ort-trt-workspace-bytes must be positive, got -1"):
+        DeploymentOptions(trt_workspace_bytes=-1)
 
 
 def test_queue_delay_defaults_to_zero_and_is_configurable() -> None:

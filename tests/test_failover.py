@@ -12,35 +12,31 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import ServerFactory
 from tests.reference_models import write_reference_models
 from tritonstack.client import AsyncTritonClient, TritonClient
 from tritonstack.serve import TritonServer, free_port
 from tritonstack.spec import Array
 
-pytestmark = pytest.mark.server
-
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[TritonServer]]]:
+def servers(
+    triton_server_factory: ServerFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, list[TritonServer]]]:
     root = tmp_path_factory.mktemp("failover")
     model = write_reference_models(root / "repo", root, names=("two_tower",))[0]
     servers = [
-        TritonServer(
+        triton_server_factory(
             root / "repo",
             grpc_port=free_port(),  # fixed, so a restart comes back at the same address
             model_control_mode="explicit",
             extra_args=[f"--load-model={model}"],
-            log_path=root / f"triton-{i}.log",
         )
-        for i in range(2)
+        for _ in range(2)
     ]
-    try:
-        for server in servers:
-            server.start()
-        yield model, servers
-    finally:
-        for server in servers:
-            server.stop()
+    yield model, servers
+    for server in servers:
+        server.stop()
 
 
 def _count(server: TritonServer, model: str) -> int:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from tritonstack import recsys
-from tritonstack.errors import UsageError
+from tritonstack.errors import InvalidArgument, UsageError
 from tritonstack.recsys.config import Config
 from tritonstack.recsys.dlrm import DLRM
 from tritonstack.recsys.layers import FusedEmbedding
@@ -88,17 +88,27 @@ def test_config_round_trips_through_json(name: str) -> None:
 
 @archs
 def test_from_dict_rejects_unknown_missing_and_invalid_fields(name: str) -> None:
+    """Each is an `InvalidArgument`: a `ValueError` to Python callers, a one-line usage error to the CLI."""
     arch = recsys.get_architecture(name)
     fields = arch.preset("tiny").to_dict()
-    with pytest.raises(ValueError, match="unknown keys.*'bogus'"):
+    with pytest.raises(InvalidArgument, match="unknown keys.*'bogus'"):
         arch.config_type.from_dict({**fields, "bogus": 1})
     first = next(iter(fields))
-    with pytest.raises(ValueError, match=f"missing keys.*'{first}'"):
+    with pytest.raises(InvalidArgument, match=f"missing keys.*'{first}'"):
         arch.config_type.from_dict({k: v for k, v in fields.items() if k != first})
     for key, value in fields.items():
         bad = [0] if isinstance(value, list) else -1 if isinstance(value, int) else "x"
-        with pytest.raises(ValueError, match=key):
+        with pytest.raises(InvalidArgument, match=key):
             arch.config_type.from_dict({**fields, key: bad})
+    with pytest.raises(InvalidArgument, match="expected a JSON object of fields, got list"):
+        arch.config_type.from_dict([fields])
+    assert issubclass(InvalidArgument, ValueError) and issubclass(InvalidArgument, UsageError)
+
+
+def test_config_from_fields_or_preset() -> None:
+    arch = recsys.get_architecture("dlrm")
+    assert arch.config(None, "tiny") == arch.preset("tiny")
+    assert arch.config(arch.preset("tiny").to_dict(), "default") == arch.preset("tiny")  # fields win
 
 
 @archs

@@ -38,7 +38,6 @@ from tritonstack.spec import (
     wire_dtype,
 )
 
-pytestmark = pytest.mark.server
 MODEL = "dlrm_onnx"
 
 

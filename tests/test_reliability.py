@@ -37,6 +37,8 @@ LOAD_REQUESTS = 10_000
 CONCURRENCY = 64
 POOL_PER_MODEL = 50  # distinct inputs per model: a row mixed into another request cannot go unnoticed
 FAULT_DEADLINE = 2.0
+# What a call may take past its deadline on a loaded machine; a call that hung would take far more.
+SLACK_S = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,7 @@ def test_kill_and_restart_under_traffic(repo: tuple[Path, list[str]], tmp_path: 
             killed = time.monotonic()
             await asyncio.sleep(1.0)
             stopping.set()
-            await asyncio.wait_for(asyncio.gather(*workers), FAULT_DEADLINE + 1)  # no call hangs
+            await asyncio.wait_for(asyncio.gather(*workers), FAULT_DEADLINE + SLACK_S)  # no call hangs
             after = outcomes[before:]
             failed = [o for o, _ in after if o != "ok"]
             print(
@@ -140,10 +142,12 @@ def test_kill_and_restart_under_traffic(repo: tuple[Path, list[str]], tmp_path: 
                 f"({', '.join(sorted(set(failed)))}), slowest {max(t for _, t in after):.2f} s"
             )
             assert before > 0 and all(o == "ok" for o, _ in outcomes[:before])
-            assert failed and all(t <= FAULT_DEADLINE + 0.5 for _, t in after)
+            assert failed and all(t <= FAULT_DEADLINE + SLACK_S for _, t in after)
             for new_call in (call(), asyncio.to_thread(_sync_outcome, triton, model, inputs)):
                 outcome, took = await new_call
-                assert outcome in ("ServerUnavailable", "DeadlineExceeded") and took <= FAULT_DEADLINE + 0.5
+                assert (
+                    outcome in ("ServerUnavailable", "DeadlineExceeded") and took <= FAULT_DEADLINE + SLACK_S
+                )
 
             server.stop()  # reaps the killed server's backend stubs
             server.start()  # same gRPC port

@@ -27,8 +27,6 @@ from tritonstack.serve import binary as serve_binary
 from tritonstack.serve import server as serve_server
 from tritonstack.spec import Array, ModelSpec, TensorSpec, wire_dtype
 
-pytestmark = pytest.mark.server
-
 VOCAB = 10
 SPEC = ModelSpec(
     "scorer",
@@ -197,6 +195,7 @@ def test_requested_busy_port_is_refused(tmp_path: Path) -> None:
             TritonServer(tmp_path, grpc_port=port).start()
 
 
+@pytest.mark.server
 def test_bind_failure_reported_by_triton_is_port_in_use(tmp_path: Path, monkeypatch) -> None:
     """A port taken between our check and Triton's bind: Triton's own failure becomes PortInUse,
     and stop() leaves no process behind."""
@@ -220,6 +219,7 @@ def test_stop_leaves_no_process(triton_server_factory: ServerFactory, tmp_path: 
         os.killpg(pid, 0)  # neither Triton nor a stub of its process group is left
 
 
+@pytest.mark.server
 def test_broken_model_is_named_with_triton_reason(tmp_path: Path) -> None:
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"not an onnx file")

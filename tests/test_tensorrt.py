@@ -3,6 +3,7 @@ with the reason; where they are absent, asking for it is a one-line error naming
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,27 @@ def test_plans_on_cpu_instances_are_refused_before_any_work(dlrm: LoadedModel, t
     with pytest.raises(UsageError, match="--formats tensorrt needs --device gpu"):
         export_to_repository(dlrm, [Format.ONNX, Format.TENSORRT], repo, deployment=DeploymentOptions())
     assert not repo.exists()
+
+
+def test_why_tensorrt_is_missing_is_kept_as_the_cause(
+    dlrm: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not installed: said so, with Python's ModuleNotFoundError chained (through the pipeline
+    too); installed but not loading: the import's own reason, not "not installed"."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # how Python refuses a module that is absent
+    with pytest.raises(ExportError, match="TensorRT is not installed") as err:
+        export_to_repository(dlrm, [Format.TENSORRT], tmp_path / "repo", deployment=GPU)
+    assert isinstance(err.value.__cause__, ModuleNotFoundError)
+
+    broken = tmp_path / "site" / "tensorrt"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(
+        'raise ImportError("libnvinfer.so.10: cannot open shared object file")\n'
+    )
+    monkeypatch.delitem(sys.modules, "tensorrt")
+    monkeypatch.syspath_prepend(str(broken.parent))
+    with pytest.raises(
+        ExportError, match=r"TensorRT cannot be imported \(libnvinfer.so.10: cannot open"
+    ) as err:
+        require_tensorrt()
+    assert isinstance(err.value.__cause__, ImportError)

@@ -3,6 +3,7 @@ that names the problem and the fix; the CLI prints that line and exits 2.
 
     TritonstackError
     ├── UsageError              bad arguments or options
+    │   └── InvalidArgument     a bad argument to a Python API; also a ValueError
     ├── CheckpointError         missing, truncated, unsafe or mismatched checkpoint
     ├── ExportError             an exporter failed
     │   └── VerificationError   an artifact disagrees with PyTorch beyond tolerance
@@ -28,6 +29,11 @@ class TritonstackError(Exception):
 
 class UsageError(TritonstackError):
     pass
+
+
+class InvalidArgument(UsageError, ValueError):
+    """A bad argument to a Python API (a client option, a model config field): a `UsageError` for
+    the CLI, and a `ValueError` for callers that catch what Python raises for a bad value."""
 
 
 class CheckpointError(TritonstackError):

@@ -43,9 +43,9 @@ class Format(str, enum.Enum):
         for name in filter(None, (part.strip() for part in text.split(","))):
             try:
                 formats.append(cls(name))
-            except ValueError:
+            except ValueError as exc:
                 valid = ", ".join(f.value for f in cls)
-                raise UsageError(f"unknown format {name!r}: choose from {valid}") from None
+                raise UsageError(f"unknown format {name!r}: choose from {valid}") from exc
         if not formats:
             raise UsageError("no format given: choose from " + ", ".join(f.value for f in cls))
         return formats

@@ -43,8 +43,7 @@ def _train(args: argparse.Namespace) -> int:
     from tritonstack.recsys.train import train
 
     arch = recsys.get_architecture(args.arch)
-    fields = parse_config(args.config)
-    config = arch.config_type.from_dict(fields) if fields is not None else arch.preset(args.preset)
+    config = arch.config(parse_config(args.config), args.preset)
     out = args.out or Path("checkpoints") / f"{args.arch}.pt"
     result = train(
         args.arch,
@@ -224,6 +223,9 @@ def _infer(args: argparse.Namespace) -> int:
     from tritonstack.client import TritonClient
     from tritonstack.serve.tls import AdminKey
 
+    if args.random is not None and args.random < 1:
+        raise UsageError(f"--random {args.random}: the batch size must be at least 1")
+
     with TritonClient(
         args.url,
         timeout=args.timeout,
@@ -265,7 +267,7 @@ def _read_input(text: str, specs: tuple[TensorSpec, ...]) -> tuple[str, Array]:
     try:
         return name, np.asarray(json.loads(value), dtype=dtypes.get(name))
     except (json.JSONDecodeError, ValueError) as exc:
-        raise UsageError(f"--input {name}: not a .npy file or a JSON array ({exc})") from None
+        raise UsageError(f"--input {name}: not a .npy file or a JSON array ({exc})") from exc
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:

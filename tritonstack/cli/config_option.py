@@ -10,14 +10,23 @@ from tritonstack.errors import UsageError
 
 
 def parse_config(text: str | None) -> dict[str, Any] | None:
-    """`--config` takes inline JSON or a path to a JSON file."""
+    """`--config` takes inline JSON (it starts with `{`) or a path to a JSON file. Inline JSON is
+    never taken for a path: a long one would be refused as a file name."""
     if text is None:
         return None
-    source = Path(text).read_text() if Path(text).is_file() else text
+    inline = text.lstrip().startswith(("{", "["))
+    try:
+        source = text if inline else Path(text).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UsageError(
+            f"--config {text!r} is neither inline JSON nor a readable JSON file ({reason})"
+        ) from exc
     try:
         value = json.loads(source)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--config {text!r} is neither a JSON file nor inline JSON: {exc.msg}") from None
+        where = "inline JSON" if inline else f"JSON file {text}"
+        raise UsageError(f"--config: bad {where}: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
     if not isinstance(value, dict):
-        raise UsageError("--config must be a JSON object of config fields")
+        raise UsageError("--config must be a JSON object of config fields, e.g. '{\"embedding_dim\": 16}'")
     return value

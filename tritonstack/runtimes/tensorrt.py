@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tritonstack.errors import ExportError
+from tritonstack.errors import ExportError, first_line
 from tritonstack.spec import Array
 
 INSTALL_HINT = (
@@ -33,12 +33,17 @@ def require_tensorrt() -> None:
     Type stubs alone (`tensorrt-stubs`) make `import tensorrt` succeed as an empty namespace
     package, so the check is for the real builder class.
     """
+    module: ModuleType | None = None
+    cause: ImportError | None = None
     try:
-        module: ModuleType | None = importlib.import_module("tensorrt")
-    except ImportError:
-        module = None
+        module = importlib.import_module("tensorrt")
+    except ImportError as exc:
+        if not (isinstance(exc, ModuleNotFoundError) and exc.name == "tensorrt"):
+            # Installed, but it does not load: a library or a dependency of its own is missing.
+            raise ExportError(f"TensorRT cannot be imported ({first_line(exc)}). {INSTALL_HINT}") from exc
+        cause = exc
     if not hasattr(module, "Builder"):
-        raise ExportError(f"TensorRT is not installed. {INSTALL_HINT}")
+        raise ExportError(f"TensorRT is not installed. {INSTALL_HINT}") from cause
     if not torch.cuda.is_available():
         raise ExportError(f"no CUDA GPU is visible. {INSTALL_HINT}")
 
