@@ -28,8 +28,8 @@ from tritonstack.errors import ClientError, UsageError, first_line
 from tritonstack.spec import Array
 
 ShmKind = Literal["system", "cuda"]
-# A tritonclient method (the sync and asyncio clients name them alike) and its arguments.
-ServerCall = tuple[Callable[..., Any], tuple[Any, ...]]
+# The name of a tritonclient method (the sync and asyncio clients name them alike) and its arguments.
+ServerCall = tuple[str, tuple[Any, ...]]
 
 CUDA_HINT = (
     "pip install 'tritonstack[cuda]' (NVIDIA's cuda-bindings; 'cuda-bindings==12.*' under a CUDA 12 "
@@ -62,11 +62,11 @@ class Region(ABC):
         """The region's bytes as uint8, valid until the region is reused: slice outputs, then copy."""
 
     @abstractmethod
-    def registration(self, client: Any) -> ServerCall:
-        """The call that registers the region with the server behind `client`."""
+    def registration(self) -> ServerCall:
+        """The call that registers the region with the server."""
 
     @abstractmethod
-    def unregistration(self, client: Any) -> ServerCall:
+    def unregistration(self) -> ServerCall:
         """The call that unregisters it."""
 
     @abstractmethod
@@ -90,11 +90,11 @@ class SystemRegion(Region):
         view: Array = shm.get_contents_as_numpy(self._handle, np.uint8, [self.byte_size])
         return view
 
-    def registration(self, client: Any) -> ServerCall:
-        return client.register_system_shared_memory, (self.name, "/" + self.name, self.byte_size)
+    def registration(self) -> ServerCall:
+        return "register_system_shared_memory", (self.name, "/" + self.name, self.byte_size)
 
-    def unregistration(self, client: Any) -> ServerCall:
-        return client.unregister_system_shared_memory, (self.name,)
+    def unregistration(self) -> ServerCall:
+        return "unregister_system_shared_memory", (self.name,)
 
     def destroy(self) -> None:
         shm.destroy_shared_memory_region(self._handle)
