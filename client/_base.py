@@ -143,7 +143,9 @@ class ClientBase:
 
     `infer` without a version goes to the production version that `tritonstack models promote`
     records in the model's config, read with the spec (no extra round trip); Triton alone would
-    pick the highest loaded version. An explicit version goes where it says.
+    pick the highest loaded version. When that version is not found (a later promote moved
+    production and Triton unloaded it), the client reads the config again and retries once. An
+    explicit version goes where it says.
     """
 
     def __init__(
@@ -207,6 +209,15 @@ class ClientBase:
         for other, error in failed.items():
             if isinstance(error, ModelNotFound) and other is not endpoint:
                 self._endpoints.skip(other)
+
+    def _stale_production(self, request: InferRequest) -> bool:
+        """Whether an unversioned request went to a production version this client cached, and
+        found it gone: `models promote` moved production. Then the model's cache is dropped, so
+        that the next try reads the config again."""
+        if request.version is not None or not self._production.get(request.model):
+            return False
+        self._forget(request.model)
+        return True
 
     def _prepare(self, spec: ModelSpec, request: InferRequest) -> Prepared:
         """Check the request against the spec (`InvalidInput` before any round trip) and build it."""

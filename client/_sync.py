@@ -31,7 +31,7 @@ from tritonstack.client._endpoints import Endpoint, ServerMethod, client_method
 from tritonstack.client._errors import translate_errors
 from tritonstack.client._retry import Deadline
 from tritonstack.client._wire import generated_stub, metadata, triton_error
-from tritonstack.errors import ClientError, DeadlineExceeded, ServerUnavailable
+from tritonstack.errors import ClientError, DeadlineExceeded, ModelNotFound, ServerUnavailable
 from tritonstack.spec import Array, ModelSpec
 
 
@@ -200,6 +200,14 @@ class TritonClient(ClientBase):
         return stats
 
     def _infer(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
+        try:
+            return self._infer_once(request, deadline)
+        except ModelNotFound:
+            if not self._stale_production(request):
+                raise
+        return self._infer_once(request, deadline)
+
+    def _infer_once(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
         prepared = self._prepare(self._spec(request.model, request.version, deadline), request)
         steps = self._infer_steps(request, prepared)
         try:
