@@ -7,6 +7,7 @@ refuses (UNAVAILABLE, then NOT_FOUND once its models unload) to the other one.""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import sys
@@ -153,9 +154,11 @@ def test_sigterm_drains_one_server_and_the_client_loses_nothing(servers: list[Se
     assert "Waiting for in-flight requests to complete" in log and "Exit timeout expired" not in log
     assert report.drained_s >= GRACE_S and report.sent_after_sigterm > WORKERS
     assert other.http_ready()
+    in_flight = re.search(r"has (\d+) in-flight inferences", log)  # when Triton stopped accepting
     print(
         f"\nrolling restart: {report.answered} answered, {report.sent_after_sigterm} sent after SIGTERM, "
-        f"0 failed; the drained server exited {report.drained_s:.1f} s after SIGTERM (grace {GRACE_S:g} s)"
+        f"0 failed; the drained server finished {in_flight[1] if in_flight else 0} in flight and exited "
+        f"{report.drained_s:.1f} s after SIGTERM (grace {GRACE_S:g} s)"
     )
 
 
