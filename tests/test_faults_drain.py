@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,17 +80,21 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def servers(repo: Path, tmp_path: Path) -> Iterator[list[Serve]]:
+def start_serve(repo: Path, tmp_path: Path) -> Iterator[Callable[[float], Serve]]:
+    """Starts `tritonstack serve --drain-grace G` on free ports; stops what is left at the end."""
     started: list[Serve] = []
+
+    def start(grace: float) -> Serve:
+        grpc_port, http_port, log = free_port(), free_port(), tmp_path / f"triton-{len(started)}.log"
+        args = ["--grpc-port", grpc_port, "--http-port", http_port, "--log-file", log]
+        command = [*CLI, "serve", "--repo", repo, "--drain-grace", grace, *args]
+        process = subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE, text=True)
+        started.append(Serve(process, grpc_port, http_port, log))
+        assert process.stdout is not None and "Triton ready" in process.stdout.readline()
+        return started[-1]
+
     try:
-        for i in range(2):
-            grpc_port, http_port, log = free_port(), free_port(), tmp_path / f"triton-{i}.log"
-            args = ["--grpc-port", grpc_port, "--http-port", http_port, "--log-file", log]
-            command = [*CLI, "serve", "--repo", repo, "--drain-grace", GRACE_S, *args]
-            process = subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE, text=True)
-            started.append(Serve(process, grpc_port, http_port, log))
-            assert process.stdout is not None and "Triton ready" in process.stdout.readline()
-        yield started
+        yield start
     finally:
         for server in started:
             if server.process.poll() is None:
@@ -139,8 +143,10 @@ async def _rolling_restart(draining: Serve, other: Serve) -> Restart:
     return report
 
 
-def test_sigterm_drains_one_server_and_the_client_loses_nothing(servers: list[Serve]) -> None:
-    draining, other = servers
+def test_sigterm_drains_one_server_and_the_client_loses_nothing(
+    start_serve: Callable[[float], Serve],
+) -> None:
+    draining, other = start_serve(GRACE_S), start_serve(GRACE_S)
     assert draining.http_ready() and other.http_ready()
     report = asyncio.run(_rolling_restart(draining, other))
     assert not report.errors, f"{len(report.errors)} failed, first: {report.errors[0]}"
@@ -160,6 +166,17 @@ def test_sigterm_drains_one_server_and_the_client_loses_nothing(servers: list[Se
         f"0 failed; the drained server finished {in_flight[1] if in_flight else 0} in flight and exited "
         f"{report.drained_s:.1f} s after SIGTERM (grace {GRACE_S:g} s)"
     )
+
+
+def test_a_second_signal_ends_the_grace(start_serve: Callable[[float], Serve]) -> None:
+    server = start_serve(600)
+    server.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while server.http_ready():  # draining once readiness fails
+        assert time.monotonic() < deadline, "still ready 10 s after SIGTERM"
+        time.sleep(0.1)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0  # not after the 600 s grace
 
 
 def test_drain_grace_out_of_range_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
