@@ -42,11 +42,14 @@ DEFAULT_URL = "127.0.0.1:8001"
 
 # Each server's channel: tritonclient's defaults (unlimited messages; its keepalive values are
 # gRPC's own), plus a cap on the reconnect backoff: a channel that found the server down retries
-# after up to 2 minutes by default, so a restarted server would go unnoticed that long.
+# after up to 2 minutes by default, so a restarted server would go unnoticed that long. And a
+# connection of its own: gRPC shares one per address between channels with the same arguments,
+# so a new client would inherit another client's backoff after a restart and fail at once.
 _CHANNEL_ARGS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
     ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 POLL_INTERVAL_S = 0.1
 # Triton's words for a region it does not know (NOT_FOUND or INVALID_ARGUMENT, by release); an

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.reference_models import write_reference_models
-from tritonstack.client import AsyncTritonClient, TritonClient
+from tritonstack.client import NO_RETRY, AsyncTritonClient, ServerUnavailable, TritonClient
 from tritonstack.client._endpoints import Endpoint, Endpoints
 from tritonstack.errors import UsageError
 from tritonstack.serve import TritonServer, free_port
@@ -79,6 +79,22 @@ def test_round_robin_failover_and_recovery(servers: tuple[str, list[TritonServer
         while _count(first, model) == before:  # back in the rotation after its reconnect backoff
             assert time.monotonic() < deadline, "the restarted server never got traffic again"
             triton.infer(model, inputs)
+
+
+def test_a_new_client_reaches_a_restarted_server_at_once(servers: tuple[str, list[TritonServer]]) -> None:
+    """A client created after a restart connects on its own: it does not inherit the backoff of a
+    channel that watched the server die (gRPC shares connections between like channels)."""
+    model, (first, _) = servers
+    with TritonClient(first.grpc_url) as watching:
+        inputs = watching.model_spec(model).random_inputs(1)
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+        with pytest.raises(ServerUnavailable):
+            watching.infer(model, inputs)
+        first.stop()
+        first.start()
+        with TritonClient(first.grpc_url, retry=NO_RETRY) as new:
+            new.infer(model, inputs)
 
 
 def test_async_client_balances_too(servers: tuple[str, list[TritonServer]]) -> None:
