@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import tritonclient.grpc.aio as aioclient
@@ -24,31 +25,29 @@ from tritonstack.client._base import (
     statuses,
     version_string,
 )
+from tritonstack.client._endpoints import Endpoint, ServerMethod, client_method
 from tritonstack.client._errors import translate_errors
 from tritonstack.client._retry import Deadline
 from tritonstack.client._wire import generated_stub, metadata, triton_error
-from tritonstack.errors import ClientError, DeadlineExceeded, ServerUnavailable
+from tritonstack.errors import ClientError, DeadlineExceeded, ModelNotFound, ServerUnavailable
 from tritonstack.spec import Array, ModelSpec
 
-T = TypeVar("T")
+
+async def _model_infer(
+    stub: Any, request: Any, *, client_timeout: float, headers: Mapping[str, str] | None
+) -> Any:
+    try:
+        return await stub.ModelInfer(request, timeout=client_timeout, metadata=metadata(headers))
+    except grpc.RpcError as error:
+        raise triton_error(error) from error
 
 
 class AsyncTritonClient(ClientBase):
     __doc__ = ClientBase.__doc__
-    _client: aioclient.InferenceServerClient
 
-    def _open(self, **connect: Any) -> aioclient.InferenceServerClient:
-        client = aioclient.InferenceServerClient(**connect)
-        self._stub = generated_stub(client)
-        return client
-
-    async def _model_infer(self, request: Any, **call: Any) -> Any:
-        try:
-            return await self._stub.ModelInfer(
-                request, timeout=call["client_timeout"], metadata=metadata(call["headers"])
-            )
-        except grpc.RpcError as error:
-            raise triton_error(error) from error
+    def _open(self, url: str, **connect: Any) -> Endpoint:
+        client = aioclient.InferenceServerClient(url=url, **connect)
+        return Endpoint(url, client, functools.partial(_model_infer, generated_stub(client)))
 
     async def __aenter__(self) -> AsyncTritonClient:
         return self
@@ -65,37 +64,43 @@ class AsyncTritonClient(ClientBase):
                 await self._call(call.method, *call.args, deadline=self._deadline(None), retry=False)
         if self._shm is not None:
             self._shm.destroy()
-        await self._client.close()
+        for endpoint in self._endpoints.all:
+            await endpoint.client.close()
 
     async def _call(
         self,
-        method: Callable[..., Awaitable[T]],
+        method: ServerMethod,
         *args: Any,
         deadline: Deadline,
         model: str | None = None,
         infer: bool = False,
         retry: bool = True,
         **kwargs: Any,
-    ) -> T:
+    ) -> Any:
+        """`method` on a server in turn, tried again under the retry policy (client/_retry.py)."""
+        failed: dict[Endpoint, ClientError] = {}
         attempt = 0
         while True:
             attempt += 1
+            endpoint = self._endpoints.pick(failed)
             try:
-                with translate_errors(self.url, model, infer=infer):
+                with translate_errors(endpoint.url, model, infer=infer):
                     timeout = deadline.check(self.url, model)
-                    return await method(*args, client_timeout=timeout, headers=self.headers, **kwargs)
-            except ServerUnavailable as error:
-                if not retry:
-                    raise
-                await asyncio.sleep(self._retry_delay(error, attempt, deadline))
+                    call = method(endpoint)
+                    result = await call(*args, client_timeout=timeout, headers=self.headers, **kwargs)
+            except ClientError as error:
+                await asyncio.sleep(self._after_failure(error, endpoint, failed, attempt, deadline, retry))
+            else:
+                self._answered(endpoint, failed)
+                return result
 
     async def is_live(self, *, timeout: float | None = None) -> bool:
-        """Whether the server answers; False, not an error, when it cannot be reached."""
-        return await self._probe(self._client.is_server_live, timeout)
+        """Whether the server (one of several) answers; False, not an error, when none can be reached."""
+        return await self._probe(client_method("is_server_live"), timeout)
 
     async def is_ready(self, *, timeout: float | None = None) -> bool:
-        """Whether the server is ready for inference; False when it cannot be reached."""
-        return await self._probe(self._client.is_server_ready, timeout)
+        """Whether the server (one of several) is ready for inference; False when none can be reached."""
+        return await self._probe(client_method("is_server_ready"), timeout)
 
     async def wait_until_ready(self, timeout: float = 60) -> None:
         """Poll until the server is ready, or raise `ServerUnavailable` after `timeout` seconds."""
@@ -111,8 +116,8 @@ class AsyncTritonClient(ClientBase):
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelStatus]:
         """Every model in the server's repository, loaded or not."""
-        index = await self._call(self._client.get_model_repository_index, deadline=self._deadline(timeout))
-        return statuses(index)
+        method = client_method("get_model_repository_index")
+        return statuses(await self._call(method, deadline=self._deadline(timeout)))
 
     async def model_config(
         self, name: str, version: int | None = None, *, timeout: float | None = None
@@ -135,11 +140,11 @@ class AsyncTritonClient(ClientBase):
     async def load_model(self, name: str, *, timeout: float | None = None) -> None:
         """Load (or reload) a model; the server must run with explicit model control."""
         self._forget(name)
-        await self._call(self._client.load_model, name, deadline=self._deadline(timeout), model=name)
+        await self._call(client_method("load_model"), name, deadline=self._deadline(timeout), model=name)
 
     async def unload_model(self, name: str, *, timeout: float | None = None) -> None:
         """Unload a model; the server must run with explicit model control."""
-        await self._call(self._client.unload_model, name, deadline=self._deadline(timeout), model=name)
+        await self._call(client_method("unload_model"), name, deadline=self._deadline(timeout), model=name)
 
     async def infer(
         self,
@@ -189,7 +194,7 @@ class AsyncTritonClient(ClientBase):
     ) -> dict[str, Any]:
         """Triton's inference statistics for one model, or every model when `name` is None."""
         stats: dict[str, Any] = await self._call(
-            self._client.get_inference_statistics,
+            client_method("get_inference_statistics"),
             name or "",
             version_string(version),
             as_json=True,
@@ -199,6 +204,14 @@ class AsyncTritonClient(ClientBase):
         return stats
 
     async def _infer(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
+        try:
+            return await self._infer_once(request, deadline)
+        except ModelNotFound:
+            if not self._stale_production(request):
+                raise
+        return await self._infer_once(request, deadline)
+
+    async def _infer_once(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
         prepared = self._prepare(await self._spec(request.model, request.version, deadline), request)
         steps = self._infer_steps(request, prepared)
         try:
@@ -224,19 +237,27 @@ class AsyncTritonClient(ClientBase):
 
     async def _metadata(self, name: str, version: int | None, deadline: Deadline) -> Any:
         return await self._call(
-            self._client.get_model_metadata, name, version_string(version), deadline=deadline, model=name
+            client_method("get_model_metadata"), name, version_string(version), deadline=deadline, model=name
         )
 
     async def _config(
         self, name: str, version: int | None, deadline: Deadline
     ) -> model_config_pb2.ModelConfig:
         response = await self._call(
-            self._client.get_model_config, name, version_string(version), deadline=deadline, model=name
+            client_method("get_model_config"), name, version_string(version), deadline=deadline, model=name
         )
-        return response.config
+        config: model_config_pb2.ModelConfig = response.config
+        return config
 
-    async def _probe(self, method: Callable[..., Awaitable[bool]], timeout: float | None) -> bool:
-        try:
-            return bool(await self._call(method, deadline=self._deadline(timeout), retry=False))
-        except (ServerUnavailable, DeadlineExceeded):
-            return False
+    async def _probe(self, method: ServerMethod, timeout: float | None) -> bool:
+        """Whether a server says yes: each try goes to the next one in turn."""
+        deadline = self._deadline(timeout)
+        for _ in self._endpoints.all:
+            try:
+                if await self._call(method, deadline=deadline, retry=False):
+                    return True
+            except ServerUnavailable:
+                continue
+            except DeadlineExceeded:
+                break
+        return False

@@ -8,8 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
-import socket
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,23 +16,34 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2, service_pb2
 
+from tritonstack.client._endpoints import (
+    INFER,
+    Endpoint,
+    Endpoints,
+    ServerMethod,
+    client_method,
+    endpoint_urls,
+)
 from tritonstack.client._region import Region
 from tritonstack.client._retry import DEFAULT_RETRY, Deadline, RetryPolicy, checked_timeout
 from tritonstack.client._shm import ShmKind, ShmPool, aligned, shm_pool
 from tritonstack.client._validation import check_outputs, check_request
 from tritonstack.client._wire import infer_request, place_in_region, read_outputs
-from tritonstack.errors import ClientError, InvalidArgument, ServerUnavailable
+from tritonstack.errors import ClientError, InvalidArgument, ModelNotFound, ServerUnavailable
 from tritonstack.spec import Array, ModelSpec, production_version
 
 DEFAULT_URL = "127.0.0.1:8001"
 
-# tritonclient's defaults (unlimited messages; its keepalive values are gRPC's own), plus a cap
-# on the reconnect backoff: a channel that found the server down retries after up to 2 minutes
-# by default, so a restarted server would go unnoticed that long.
+# Each server's channel: tritonclient's defaults (unlimited messages; its keepalive values are
+# gRPC's own), plus a cap on the reconnect backoff: a channel that found the server down retries
+# after up to 2 minutes by default, so a restarted server would go unnoticed that long. And a
+# connection of its own: gRPC shares one per address between channels with the same arguments,
+# so a new client would inherit another client's backoff after a restart and fail at once.
 _CHANNEL_ARGS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
     ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 POLL_INTERVAL_S = 0.1
 # Triton's words for a region it does not know (NOT_FOUND or INVALID_ARGUMENT, by release); an
@@ -54,9 +64,10 @@ class ModelStatus:
 
 @dataclass(frozen=True)
 class Call:
-    """A client method to call with these arguments; the caller adds the deadline."""
+    """A call to make with these arguments on whichever server takes it; the caller adds the
+    deadline."""
 
-    method: Callable[..., Any]
+    method: ServerMethod
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
@@ -90,28 +101,6 @@ class Prepared:
         return read_outputs(response, self.wanted, contents, self.output_offsets)
 
 
-def channel(urls: str | Sequence[str]) -> tuple[str, list[tuple[str, Any]]]:
-    """The gRPC target and channel options for one endpoint or several.
-
-    Several endpoints become one `ipv4:` target balanced by gRPC's own `round_robin` policy: each
-    call goes to the next ready server, and a dead one drops out of the rotation until it is back.
-    That target takes addresses only, so host names are resolved (IPv4) once, here.
-    """
-    if isinstance(urls, str):
-        return urls, _CHANNEL_ARGS
-    if not urls:
-        raise InvalidArgument("give at least one Triton url HOST:PORT")
-    if len(urls) == 1:
-        return urls[0], _CHANNEL_ARGS
-    addresses = []
-    for url in urls:
-        host, sep, port = url.rpartition(":")
-        if not sep or not port.isdigit():
-            raise InvalidArgument(f"url {url!r} must be HOST:PORT")
-        addresses.append(f"{socket.gethostbyname(host)}:{port}")
-    return "ipv4:" + ",".join(addresses), [*_CHANNEL_ARGS, ("grpc.lb_policy_name", "round_robin")]
-
-
 def tls_options(
     ssl: bool, root_certificates: str | None, private_key: str | None, certificate_chain: str | None
 ) -> dict[str, Any]:
@@ -137,7 +126,8 @@ def tls_options(
 
 class ClientBase:
     """The state and pure parts of a client for one Triton server, or several serving the same
-    repository (a list of urls: gRPC round_robin, failing over to the live ones).
+    repository (a list of urls: calls go to them in turn, and a call one of them cannot answer
+    is tried on another; client/_endpoints.py).
 
     A bad argument (urls, timeout, retry policy, TLS files, shared-memory options) raises
     `InvalidArgument`, which is a `UsageError` and a `ValueError`, before anything is sent; inputs
@@ -149,17 +139,17 @@ class ClientBase:
     requiring client certificates (mutual TLS) needs `private_key` and `certificate_chain` (PEM
     files) and closes the connection of a client without them, which fails as
     `ServerUnavailable`. `headers` go with every call (e.g. a server's admin key);
-    `use_shared_memory` passes tensors through shared memory (same host only): True or "system"
-    for system shared memory, "cuda" for memory on GPU `cuda_device` (needs cuda-bindings:
-    `pip install 'tritonstack[cuda]'`). Specs are cached for the client's lifetime: `load_model`
-    drops the model's.
+    `use_shared_memory` passes tensors through shared memory (same host, one url only): True or
+    "system" for system shared memory, "cuda" for memory on GPU `cuda_device` (needs
+    cuda-bindings: `pip install 'tritonstack[cuda]'`). Specs are cached for the client's
+    lifetime: `load_model` drops the model's.
 
     `infer` without a version goes to the production version that `tritonstack models promote`
     records in the model's config, read with the spec (no extra round trip); Triton alone would
-    pick the highest loaded version. An explicit version goes where it says.
+    pick the highest loaded version. When that version is not found (a later promote moved
+    production and Triton unloaded it), the client reads the config again and retries once. An
+    explicit version goes where it says.
     """
-
-    _client: Any  # tritonclient's sync or asyncio client
 
     def __init__(
         self,
@@ -176,30 +166,61 @@ class ClientBase:
         cuda_device: int = 0,
     ) -> None:
         tls = tls_options(ssl, root_certificates, private_key, certificate_chain)
-        self.url = url if isinstance(url, str) else ",".join(url)
+        urls = endpoint_urls(url)
+        if use_shared_memory and len(urls) > 1:
+            raise InvalidArgument("use_shared_memory needs one url: each server registers its own regions")
+        self.url = ",".join(urls)
         self.timeout = checked_timeout(timeout)
         self.retry = retry
         self.headers = dict(headers) if headers else None
-        target, options = channel(url)
         self._specs: dict[tuple[str, str], ModelSpec] = {}
         self._production: dict[str, str] = {}  # model -> version for unversioned requests
         self._shm = shm_pool(use_shared_memory, cuda_device)
-        self._client = self._open(url=target, channel_args=options, **tls)
+        self._endpoints = Endpoints([self._open(u, channel_args=_CHANNEL_ARGS, **tls) for u in urls])
 
-    def _open(self, **connect: Any) -> Any:
-        """tritonclient's client; both take these keyword arguments."""
-        raise NotImplementedError
-
-    def _model_infer(self, request: service_pb2.ModelInferRequest, **call: Any) -> Any:
-        """ModelInfer through the generated stub (`client_timeout`, `headers` as tritonclient
-        takes them); gRPC failures raised as tritonclient's, for `translate_errors`."""
+    def _open(self, url: str, **connect: Any) -> Endpoint:
+        """The server at `url`: tritonclient's client (both take these keyword arguments) and
+        ModelInfer through the generated stub on its channel, which takes `client_timeout` and
+        `headers` as tritonclient does and raises gRPC failures as tritonclient's."""
         raise NotImplementedError
 
     def _deadline(self, timeout: float | None) -> Deadline:
         return Deadline(self.timeout if timeout is None else timeout)
 
-    def _retry_delay(self, error: ClientError, attempt: int, deadline: Deadline) -> float:
-        return self.retry.delay(error, attempt, deadline.remaining())
+    def _after_failure(
+        self,
+        error: ClientError,
+        endpoint: Endpoint,
+        failed: dict[Endpoint, ClientError],
+        attempt: int,
+        deadline: Deadline,
+        retry: bool,
+    ) -> float:
+        """Seconds to wait before the call's next try (none when a server it has not failed on
+        is left), or re-raise `error`; an unavailable server leaves the turn for a while."""
+        if isinstance(error, ServerUnavailable):
+            self._endpoints.skip(endpoint)
+        failed[endpoint] = error
+        if not retry:
+            raise error
+        return self.retry.delay(error, attempt, deadline.remaining(), self._endpoints.untried(failed))
+
+    def _answered(self, endpoint: Endpoint, failed: dict[Endpoint, ClientError]) -> None:
+        """The call succeeded on `endpoint`: a server that did not find its model while this one
+        did (a draining Triton unloads its models first) leaves the turn for a while too."""
+        self._endpoints.answered(endpoint)
+        for other, error in failed.items():
+            if isinstance(error, ModelNotFound) and other is not endpoint:
+                self._endpoints.skip(other)
+
+    def _stale_production(self, request: InferRequest) -> bool:
+        """Whether an unversioned request went to a production version this client cached, and
+        found it gone: `models promote` moved production. Then the model's cache is dropped, so
+        that the next try reads the config again."""
+        if request.version is not None or not self._production.get(request.model):
+            return False
+        self._forget(request.model)
+        return True
 
     def _prepare(self, spec: ModelSpec, request: InferRequest) -> Prepared:
         """Check the request against the spec (`InvalidInput` before any round trip) and build it."""
@@ -246,9 +267,10 @@ class ClientBase:
         while True:  # again only after the server forgot the region; the deadline bounds it
             region = prepared.region
             if region is not None and not region.registered:
-                yield Call(*region.registration(self._client), {})
+                name, args = region.registration()
+                yield Call(client_method(name), args, {})
                 region.registered = True
-            infer = Call(self._model_infer, (prepared.request,), {"model": request.model, "infer": True})
+            infer = Call(INFER, (prepared.request,), {"model": request.model, "infer": True})
             try:
                 result = yield infer
             except ClientError as error:
@@ -276,7 +298,8 @@ class ClientBase:
     def _unregistrations(self) -> list[Call]:
         """The calls that unregister this client's registered regions, for `close`."""
         regions = self._shm.regions if self._shm is not None else []
-        return [Call(*r.unregistration(self._client), {}) for r in regions if r.registered]
+        calls = [r.unregistration() for r in regions if r.registered]
+        return [Call(client_method(name), args, {}) for name, args in calls]
 
     def _forget(self, name: str) -> None:
         """Drop what is cached about the model (its specs and production version)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import cuda.bindings.runtime as cudart  # before tritonclient's module: its absence is the message
 import numpy as np
@@ -47,11 +46,11 @@ class CudaRegion(Region):
         copy: Array = cudashm.get_contents_as_numpy(self._handle, np.uint8, [self.byte_size])
         return copy
 
-    def registration(self, client: Any) -> ServerCall:
-        return client.register_cuda_shared_memory, (self.name, self._raw_handle, self.device, self.byte_size)
+    def registration(self) -> ServerCall:
+        return "register_cuda_shared_memory", (self.name, self._raw_handle, self.device, self.byte_size)
 
-    def unregistration(self, client: Any) -> ServerCall:
-        return client.unregister_cuda_shared_memory, (self.name,)
+    def unregistration(self) -> ServerCall:
+        return "unregister_cuda_shared_memory", (self.name,)
 
     def destroy(self) -> None:
         cudashm.destroy_shared_memory_region(self._handle)  # drops tritonclient's reference

@@ -50,6 +50,14 @@ def to_client_error(
             "key as headers= (printed by `tritonstack serve`)",
             model,
         )
+    # Triton stops its gRPC service last on SIGTERM, after its models unloaded, cancelling the
+    # calls it has not answered: nothing ran, and another server (or the restarted one) can answer.
+    if status == "CANCELLED":
+        return ServerUnavailable(
+            f"{subject}: Triton at {url} cancelled the call while shutting down ({message}) — "
+            "retry once it is back, or give several urls",
+            model,
+        )
     if status == "UNAVAILABLE":
         return ServerUnavailable(
             f"Triton at {url} is unreachable ({message}) — start it with `tritonstack serve` or check --url",

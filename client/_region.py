@@ -6,13 +6,13 @@ for CUDA) both build on it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from tritonstack.spec import Array
 
-# A tritonclient method (the sync and asyncio clients name them alike) and its arguments.
-ServerCall = tuple[Callable[..., Any], tuple[Any, ...]]
+# The name of a tritonclient method (the sync and asyncio clients name them alike) and its arguments.
+ServerCall = tuple[str, tuple[Any, ...]]
 
 CUDA_HINT = (
     "pip install 'tritonstack[cuda]' (NVIDIA's cuda-bindings; 'cuda-bindings==12.*' under a CUDA 12 "
@@ -38,11 +38,11 @@ class Region(ABC):
         """The region's bytes as uint8, valid until the region is reused: slice outputs, then copy."""
 
     @abstractmethod
-    def registration(self, client: Any) -> ServerCall:
-        """The call that registers the region with the server behind `client`."""
+    def registration(self) -> ServerCall:
+        """The call that registers the region with the server."""
 
     @abstractmethod
-    def unregistration(self, client: Any) -> ServerCall:
+    def unregistration(self) -> ServerCall:
         """The call that unregisters it."""
 
     @abstractmethod

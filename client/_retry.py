@@ -1,8 +1,10 @@
 """Deadlines and the retry policy shared by the sync and asyncio clients.
 
 A call's timeout is one deadline for all its attempts: a retried call still answers within the
-time the caller gave it. Only `ServerUnavailable` (UNAVAILABLE: refused, reset, no ready
-endpoint) is retried — a refused request would be refused again, and a deadline is already spent.
+time the caller gave it. `ServerUnavailable` (UNAVAILABLE: refused, reset, shutting down) is
+retried; with several servers, so is `ModelNotFound` on a server the call has not tried yet (a
+draining Triton unloads its models before it closes its port). Anything else would be refused
+again, and a deadline is already spent.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ import random
 import time
 from dataclasses import dataclass
 
-from tritonstack.errors import ClientError, DeadlineExceeded, InvalidArgument, ServerUnavailable
+from tritonstack.errors import (
+    ClientError,
+    DeadlineExceeded,
+    InvalidArgument,
+    ModelNotFound,
+    ServerUnavailable,
+)
 
 
 @dataclass(frozen=True)
@@ -27,10 +35,16 @@ class RetryPolicy:
         if self.attempts < 1 or self.base_delay < 0 or self.max_delay < 0:
             raise InvalidArgument(f"invalid retry policy {self}: attempts >= 1, delays >= 0")
 
-    def delay(self, error: ClientError, attempt: int, remaining: float) -> float:
-        """Seconds to wait before retrying after `attempt` failed tries, or re-raise `error`."""
-        if not isinstance(error, ServerUnavailable) or attempt >= self.attempts:
+    def delay(
+        self, error: ClientError, attempt: int, remaining: float, another_server: bool = False
+    ) -> float:
+        """Seconds to wait before retrying after `attempt` failed tries, or re-raise `error`.
+        `another_server`: the next try goes to a server that has not failed this call, at once."""
+        retried = (ServerUnavailable, ModelNotFound) if another_server else ServerUnavailable
+        if not isinstance(error, retried) or attempt >= self.attempts:
             raise error
+        if another_server:
+            return 0.0
         wait = random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
         if wait >= remaining:
             raise error

@@ -18,7 +18,7 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import tritonclient.utils.shared_memory as shm
@@ -54,11 +54,11 @@ class SystemRegion(Region):
         view: Array = shm.get_contents_as_numpy(self._handle, np.uint8, [self.byte_size])
         return view
 
-    def registration(self, client: Any) -> ServerCall:
-        return client.register_system_shared_memory, (self.name, "/" + self.name, self.byte_size)
+    def registration(self) -> ServerCall:
+        return "register_system_shared_memory", (self.name, "/" + self.name, self.byte_size)
 
-    def unregistration(self, client: Any) -> ServerCall:
-        return client.unregister_system_shared_memory, (self.name,)
+    def unregistration(self) -> ServerCall:
+        return "unregister_system_shared_memory", (self.name,)
 
     def destroy(self) -> None:
         shm.destroy_shared_memory_region(self._handle)

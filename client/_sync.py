@@ -8,11 +8,12 @@ checks, the request itself and unpacking the response.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import tritonclient.grpc as grpcclient
@@ -26,31 +27,27 @@ from tritonstack.client._base import (
     statuses,
     version_string,
 )
+from tritonstack.client._endpoints import Endpoint, ServerMethod, client_method
 from tritonstack.client._errors import translate_errors
 from tritonstack.client._retry import Deadline
 from tritonstack.client._wire import generated_stub, metadata, triton_error
-from tritonstack.errors import ClientError, DeadlineExceeded, ServerUnavailable
+from tritonstack.errors import ClientError, DeadlineExceeded, ModelNotFound, ServerUnavailable
 from tritonstack.spec import Array, ModelSpec
 
-T = TypeVar("T")
+
+def _model_infer(stub: Any, request: Any, *, client_timeout: float, headers: Mapping[str, str] | None) -> Any:
+    try:
+        return stub.ModelInfer(request, timeout=client_timeout, metadata=metadata(headers))
+    except grpc.RpcError as error:
+        raise triton_error(error) from error
 
 
 class TritonClient(ClientBase):
     __doc__ = ClientBase.__doc__
-    _client: grpcclient.InferenceServerClient
 
-    def _open(self, **connect: Any) -> grpcclient.InferenceServerClient:
-        client = grpcclient.InferenceServerClient(**connect)
-        self._stub = generated_stub(client)
-        return client
-
-    def _model_infer(self, request: Any, **call: Any) -> Any:
-        try:
-            return self._stub.ModelInfer(
-                request, timeout=call["client_timeout"], metadata=metadata(call["headers"])
-            )
-        except grpc.RpcError as error:
-            raise triton_error(error) from error
+    def _open(self, url: str, **connect: Any) -> Endpoint:
+        client = grpcclient.InferenceServerClient(url=url, **connect)
+        return Endpoint(url, client, functools.partial(_model_infer, generated_stub(client)))
 
     def __enter__(self) -> TritonClient:
         return self
@@ -67,37 +64,42 @@ class TritonClient(ClientBase):
                 self._call(call.method, *call.args, deadline=self._deadline(None), retry=False)
         if self._shm is not None:
             self._shm.destroy()
-        self._client.close()
+        for endpoint in self._endpoints.all:
+            endpoint.client.close()
 
     def _call(
         self,
-        method: Callable[..., T],
+        method: ServerMethod,
         *args: Any,
         deadline: Deadline,
         model: str | None = None,
         infer: bool = False,
         retry: bool = True,
         **kwargs: Any,
-    ) -> T:
+    ) -> Any:
+        """`method` on a server in turn, tried again under the retry policy (client/_retry.py)."""
+        failed: dict[Endpoint, ClientError] = {}
         attempt = 0
         while True:
             attempt += 1
+            endpoint = self._endpoints.pick(failed)
             try:
-                with translate_errors(self.url, model, infer=infer):
+                with translate_errors(endpoint.url, model, infer=infer):
                     timeout = deadline.check(self.url, model)
-                    return method(*args, client_timeout=timeout, headers=self.headers, **kwargs)
-            except ServerUnavailable as error:
-                if not retry:
-                    raise
-                time.sleep(self._retry_delay(error, attempt, deadline))
+                    result = method(endpoint)(*args, client_timeout=timeout, headers=self.headers, **kwargs)
+            except ClientError as error:
+                time.sleep(self._after_failure(error, endpoint, failed, attempt, deadline, retry))
+            else:
+                self._answered(endpoint, failed)
+                return result
 
     def is_live(self, *, timeout: float | None = None) -> bool:
-        """Whether the server answers; False, not an error, when it cannot be reached."""
-        return self._probe(self._client.is_server_live, timeout)
+        """Whether the server (one of several) answers; False, not an error, when none can be reached."""
+        return self._probe(client_method("is_server_live"), timeout)
 
     def is_ready(self, *, timeout: float | None = None) -> bool:
-        """Whether the server is ready for inference; False when it cannot be reached."""
-        return self._probe(self._client.is_server_ready, timeout)
+        """Whether the server (one of several) is ready for inference; False when none can be reached."""
+        return self._probe(client_method("is_server_ready"), timeout)
 
     def wait_until_ready(self, timeout: float = 60) -> None:
         """Poll until the server is ready, or raise `ServerUnavailable` after `timeout` seconds."""
@@ -113,7 +115,8 @@ class TritonClient(ClientBase):
 
     def list_models(self, *, timeout: float | None = None) -> list[ModelStatus]:
         """Every model in the server's repository, loaded or not."""
-        return statuses(self._call(self._client.get_model_repository_index, deadline=self._deadline(timeout)))
+        index = self._call(client_method("get_model_repository_index"), deadline=self._deadline(timeout))
+        return statuses(index)
 
     def model_config(
         self, name: str, version: int | None = None, *, timeout: float | None = None
@@ -132,11 +135,11 @@ class TritonClient(ClientBase):
     def load_model(self, name: str, *, timeout: float | None = None) -> None:
         """Load (or reload) a model; the server must run with explicit model control."""
         self._forget(name)
-        self._call(self._client.load_model, name, deadline=self._deadline(timeout), model=name)
+        self._call(client_method("load_model"), name, deadline=self._deadline(timeout), model=name)
 
     def unload_model(self, name: str, *, timeout: float | None = None) -> None:
         """Unload a model; the server must run with explicit model control."""
-        self._call(self._client.unload_model, name, deadline=self._deadline(timeout), model=name)
+        self._call(client_method("unload_model"), name, deadline=self._deadline(timeout), model=name)
 
     def infer(
         self,
@@ -187,7 +190,7 @@ class TritonClient(ClientBase):
         The raw JSON form: counters are uint64, which the protobuf JSON mapping writes as strings.
         """
         stats: dict[str, Any] = self._call(
-            self._client.get_inference_statistics,
+            client_method("get_inference_statistics"),
             name or "",
             version_string(version),
             as_json=True,
@@ -197,6 +200,14 @@ class TritonClient(ClientBase):
         return stats
 
     def _infer(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
+        try:
+            return self._infer_once(request, deadline)
+        except ModelNotFound:
+            if not self._stale_production(request):
+                raise
+        return self._infer_once(request, deadline)
+
+    def _infer_once(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
         prepared = self._prepare(self._spec(request.model, request.version, deadline), request)
         steps = self._infer_steps(request, prepared)
         try:
@@ -222,17 +233,25 @@ class TritonClient(ClientBase):
 
     def _metadata(self, name: str, version: int | None, deadline: Deadline) -> Any:
         return self._call(
-            self._client.get_model_metadata, name, version_string(version), deadline=deadline, model=name
+            client_method("get_model_metadata"), name, version_string(version), deadline=deadline, model=name
         )
 
     def _config(self, name: str, version: int | None, deadline: Deadline) -> model_config_pb2.ModelConfig:
         response = self._call(
-            self._client.get_model_config, name, version_string(version), deadline=deadline, model=name
+            client_method("get_model_config"), name, version_string(version), deadline=deadline, model=name
         )
-        return response.config
+        config: model_config_pb2.ModelConfig = response.config
+        return config
 
-    def _probe(self, method: Callable[..., bool], timeout: float | None) -> bool:
-        try:
-            return bool(self._call(method, deadline=self._deadline(timeout), retry=False))
-        except (ServerUnavailable, DeadlineExceeded):
-            return False
+    def _probe(self, method: ServerMethod, timeout: float | None) -> bool:
+        """Whether a server says yes: each try goes to the next one in turn."""
+        deadline = self._deadline(timeout)
+        for _ in self._endpoints.all:
+            try:
+                if self._call(method, deadline=deadline, retry=False):
+                    return True
+            except ServerUnavailable:
+                continue
+            except DeadlineExceeded:
+                break
+        return False

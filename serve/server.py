@@ -3,8 +3,8 @@
 `TritonServer` starts it on loopback (free ports unless given), waits until the server and every
 model in the repository are ready, and turns the ways this fails into one-line errors: a busy
 port (`PortInUse`), a model that does not load (`ModelLoadError`, quoting Triton's reason), or a
-process that dies or hangs (`ServeError` with the log's tail). `ExternalServer` is the same
-surface for a server someone else runs.
+process that dies or hangs (`ServeError` with the log's tail). `begin_drain()` then `stop()` stop
+it gracefully. `ExternalServer` is the same surface for a server someone else runs.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import http.client
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -48,6 +50,8 @@ _BIND_FAILURE = re.compile(r"(already in use|Failed to listen|failed to start \w
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
 _ALL_STARTED = "Started Metrics Service"
 _PR_SET_PDEATHSIG = 1
+# How long Triton waits on SIGTERM for the requests in flight to finish and its models to unload.
+IN_FLIGHT_TIMEOUT_S = 10
 # The readiness probe talks to Triton on this host: never through a proxy from the environment.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -87,6 +91,9 @@ class TritonServer:
     HTTP, which needs no client certificate. Bound to anything but loopback, the admin protocols
     (model repository, shared memory) answer only requests carrying `admin_key` (generated when
     not given; `server.admin_key.headers` is what clients pass), unless `open_admin_apis`.
+
+    `drain_grace` is the longest time between `begin_drain()` and `stop()`: while not ready,
+    Triton keeps answering gRPC requests that long at most.
     """
 
     def __init__(
@@ -105,6 +112,7 @@ class TritonServer:
         tls: Tls | None = None,
         admin_key: AdminKey | None = None,
         open_admin_apis: bool = False,
+        drain_grace: float = 0.0,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.host = host
@@ -117,7 +125,9 @@ class TritonServer:
         self._install = install
         self.tls = tls
         self.admin_key = None if open_admin_apis else admin_key or (None if is_loopback(host) else AdminKey())
+        self.drain_grace = drain_grace
         self._process: subprocess.Popen[bytes] | None = None
+        self._held: http.client.HTTPConnection | None = None
         self._log_start = 0
 
     # -- addresses -------------------------------------------------------------------------------
@@ -218,8 +228,37 @@ class TritonServer:
         )
         return self
 
+    def begin_drain(self) -> None:
+        """Stop being ready while still serving, until `stop()`: Triton's HTTP endpoint refuses new
+        connections, so readiness probes (`/v2/health/ready`) fail and load balancers move away,
+        while gRPC requests are still answered.
+
+        Triton on SIGTERM first refuses new HTTP connections and waits, up to its exit timeout,
+        for the open ones to close; only then does it refuse new requests, finish those in
+        flight, unload its models and exit. One HTTP connection opened here and closed by `stop()`
+        holds it in that first step.
+        """
+        if self._process is None or self._process.poll() is not None:
+            return
+        host, port = self.http_url.rsplit(":", 1)
+        held = http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            held.request("GET", "/v2/health/live")
+            held.getresponse().read()
+        except OSError as exc:
+            held.close()
+            log.warning("no HTTP connection to Triton (%s): it stops serving at once", exc)
+        else:
+            self._held = held
+        self._process.terminate()
+
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, wait up to `timeout`, then SIGKILL; also kills leftover backend stubs. Idempotent."""
+        """SIGTERM, wait up to `timeout`, then SIGKILL; also kills leftover backend stubs. Idempotent.
+        Triton refuses new requests, finishes those in flight (for up to IN_FLIGHT_TIMEOUT_S), then
+        exits."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()  # Triton notices within a second
         process, self._process = self._process, None
         if process is None:
             return
@@ -258,7 +297,9 @@ class TritonServer:
             "--disable-auto-complete-config",
             # Keep serving when a model fails so the repository index can say why.
             "--exit-on-error=false",
-            "--exit-timeout-secs=5",
+            # Waiting for the connection begin_drain() holds spends the same budget: at most the
+            # grace, and up to a second more (Triton counts whole seconds).
+            f"--exit-timeout-secs={IN_FLIGHT_TIMEOUT_S + math.ceil(self.drain_grace) + 1}",
             "--log-verbose=0",
             *(self.tls.args() if self.tls else ()),
             *(self.admin_key.args() if self.admin_key else ()),

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 import torch
+import tritonclient.grpc as grpcclient
 from torch import nn
 from tritonclient.utils import InferenceServerException
 
@@ -257,11 +258,11 @@ def _flaky(failures: int, status: str) -> tuple[Callable[..., str], list[float]]
 def test_transient_failures_are_retried_within_one_deadline() -> None:
     with TritonClient(f"127.0.0.1:{free_port()}", retry=RetryPolicy(attempts=4, base_delay=0.01)) as triton:
         call, timeouts = _flaky(3, "UNAVAILABLE")
-        assert triton._call(call, deadline=Deadline(5.0)) == "ok"
+        assert triton._call(lambda _: call, deadline=Deadline(5.0)) == "ok"
         assert len(timeouts) == 4 and timeouts == sorted(timeouts, reverse=True) and timeouts[0] <= 5.0
         call, timeouts = _flaky(4, "UNAVAILABLE")
         with pytest.raises(ServerUnavailable):
-            triton._call(call, deadline=Deadline(5.0))
+            triton._call(lambda _: call, deadline=Deadline(5.0))
         assert len(timeouts) == 4
 
 
@@ -270,7 +271,7 @@ def test_other_failures_are_not_retried(status: str) -> None:
     with TritonClient(f"127.0.0.1:{free_port()}") as triton:
         call, timeouts = _flaky(1, status)
         with pytest.raises(ClientError):
-            triton._call(call, deadline=Deadline(5.0), infer=True)
+            triton._call(lambda _: call, deadline=Deadline(5.0), infer=True)
         assert len(timeouts) == 1
 
 
@@ -311,7 +312,8 @@ def test_async_closed_port_and_silent_server() -> None:
 
 
 def _our_regions(triton: TritonClient) -> list[str]:
-    status = triton._client.get_system_shared_memory_status(as_json=True)
+    with grpcclient.InferenceServerClient(triton.url) as raw:
+        status = raw.get_system_shared_memory_status(as_json=True)
     return [name for name in status.get("regions", {}) if name.startswith("tritonstack-")]
 
 

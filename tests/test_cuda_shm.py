@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import tritonclient.grpc as grpcclient
 from torch import nn
 
 from tests.conftest import ServerFactory
@@ -98,10 +99,8 @@ def _requests(n: int) -> list[InferRequest]:
 
 def _regions(triton: TritonClient, kind: ShmKind) -> list[str]:
     """Our regions of `kind` that the server knows."""
-    client = triton._client
-    status = (
-        client.get_system_shared_memory_status if kind == "system" else client.get_cuda_shared_memory_status
-    )(as_json=True)
+    with grpcclient.InferenceServerClient(triton.url) as client:
+        status = getattr(client, f"get_{kind}_shared_memory_status")(as_json=True)
     return [name for name in status.get("regions", {}) if name.startswith("tritonstack-")]
 
 

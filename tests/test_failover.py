@@ -1,6 +1,6 @@
-"""Several endpoints: two embedded Tritons on the same repository behind one client, balanced by
-gRPC's round_robin policy; when one dies the client keeps answering from the other, and takes
-the restarted one back into the rotation."""
+"""Several endpoints: two embedded Tritons on the same repository behind one client, taking calls
+in turn; when one dies the client keeps answering from the other, and takes the restarted one
+back into the rotation. (A server drained by SIGTERM: tests/test_faults_drain.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.reference_models import write_reference_models
-from tritonstack.client import AsyncTritonClient, TritonClient
+from tritonstack.client import NO_RETRY, AsyncTritonClient, ServerUnavailable, TritonClient
+from tritonstack.client._endpoints import Endpoint, Endpoints
+from tritonstack.errors import UsageError
 from tritonstack.serve import TritonServer, free_port
 from tritonstack.spec import Array
 
@@ -75,6 +77,22 @@ def test_round_robin_failover_and_recovery(servers: tuple[str, list[TritonServer
             triton.infer(model, inputs)
 
 
+def test_a_new_client_reaches_a_restarted_server_at_once(servers: tuple[str, list[TritonServer]]) -> None:
+    """A client created after a restart connects on its own: it does not inherit the backoff of a
+    channel that watched the server die (gRPC shares connections between like channels)."""
+    model, (first, _) = servers
+    with TritonClient(first.grpc_url) as watching:
+        inputs = watching.model_spec(model).random_inputs(1)
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+        with pytest.raises(ServerUnavailable):
+            watching.infer(model, inputs)
+        first.stop()
+        first.start()
+        with TritonClient(first.grpc_url, retry=NO_RETRY) as new:
+            new.infer(model, inputs)
+
+
 def test_async_client_balances_too(servers: tuple[str, list[TritonServer]]) -> None:
     model, (first, second) = servers
 
@@ -94,3 +112,24 @@ def test_several_urls_need_host_and_port() -> None:
         TritonClient(["127.0.0.1:8001", "localhost"])
     with pytest.raises(ValueError, match="at least one"):
         TritonClient([])
+
+
+def test_shared_memory_needs_one_url() -> None:
+    with pytest.raises(UsageError, match="one url"):
+        TritonClient(["127.0.0.1:8001", "127.0.0.1:8002"], use_shared_memory=True)
+
+
+def test_a_failed_server_leaves_the_turn_until_its_skip_ends() -> None:
+    first, second = (Endpoint(f"127.0.0.1:{port}", client=None, infer=lambda: None) for port in (1, 2))
+    endpoints = Endpoints([first, second])
+    assert {endpoints.pick().url for _ in range(4)} == {first.url, second.url}
+    endpoints.skip(first)
+    assert {endpoints.pick().url for _ in range(4)} == {second.url}
+    assert endpoints.pick(tried={second}) is first  # skipped, but the only one this call has not tried
+    assert endpoints.untried({second}) and not endpoints.untried({first, second})
+    endpoints.skip(first)  # twice in a row: skipped longer
+    assert first.skip_until - time.monotonic() > 0.15
+    first.skip_until = time.monotonic()  # the skip ends
+    assert {endpoints.pick().url for _ in range(4)} == {first.url, second.url}
+    endpoints.answered(first)
+    assert first.failures == 0

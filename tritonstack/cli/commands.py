@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from tritonstack.serve.tls import Tls
 
 DEFAULT_URL = "127.0.0.1:8001"
+DRAIN_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -130,11 +132,21 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
         help="bound beyond loopback, leave model loading and shared memory open to anyone (default: "
         "they need a generated key, printed at start)",
     )
+    p.add_argument(
+        "--drain-grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="on SIGTERM, report not ready (HTTP /v2/health/ready) but keep serving this long, so load "
+        "balancers move away; then finish the requests in flight and exit (default: 5; Ctrl-C: none)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
     from tritonstack.serve import TritonServer
 
+    if not 0 <= args.drain_grace <= 3600:
+        raise UsageError(f"--drain-grace {args.drain_grace:g}: give seconds from 0 to 3600")
     server = TritonServer(
         args.repo,
         host=args.host,
@@ -146,9 +158,12 @@ def _serve(args: argparse.Namespace) -> int:
         extra_args=manage_commands.WATCH_ARGS if args.watch else (),
         tls=_tls(args),
         open_admin_apis=args.open_admin_apis,
+        drain_grace=args.drain_grace,
     )
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # while starting
     with server:
+        # From here signals are taken by sigwait, so a second one only cuts the grace short.
+        signal.pthread_sigmask(signal.SIG_BLOCK, DRAIN_SIGNALS)
         print(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}, log {server.log_path}")
         if server.admin_key is not None:  # printed once, here only
             ((header, value),) = server.admin_key.headers.items()
@@ -156,11 +171,19 @@ def _serve(args: argparse.Namespace) -> int:
                 f"Admin gRPC (model repository, shared memory) needs the header {header}: {value} "
                 "(tritonstack infer --admin-key)"
             )
-        print("Ctrl-C stops it.", flush=True)
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            pass
+        print("Ctrl-C stops it; SIGTERM drains it first (--drain-grace).", flush=True)
+        grace = args.drain_grace if signal.sigwait(DRAIN_SIGNALS) == signal.SIGTERM else 0.0
+        started = time.monotonic()
+        print(
+            f"Draining: not ready, serving {grace:g} s more, then finishing the requests in flight"
+            if grace
+            else "Draining: finishing the requests in flight",
+            flush=True,
+        )
+        server.begin_drain()
+        if grace:
+            signal.sigtimedwait(DRAIN_SIGNALS, grace)  # a second signal ends the grace
+    print(f"Stopped after {time.monotonic() - started:.1f} s", flush=True)
     return 0
 
 
