@@ -1,1 +1,6 @@
-"""export"""
+"""Checkpoints to verified ONNX, TorchScript and TensorRT artifacts in a Triton model repository
+(needs the 'export' extra)."""
+
+from tritonstack.extras import require
+
+require(__name__, "export")
