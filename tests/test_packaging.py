@@ -199,6 +199,7 @@ def _interpreter(version: str) -> str | None:
     candidates = [
         shutil.which(f"python{version}"),
         *sorted(glob.glob(f"{root}/versions/{version}.*/bin/python")),
+        sys.executable,  # used only when it is `version`
     ]
     probe = "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"
     for candidate in filter(None, candidates):
