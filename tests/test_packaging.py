@@ -39,6 +39,7 @@ from tritonstack.export.formats import ExportOptions
 from tritonstack.export.onnx import export as export_onnx
 from tritonstack.export.repository import build_config, write_version
 from tritonstack.extras import EXTRAS, require
+from tritonstack.formats import Format
 from tritonstack.spec import Array, ModelSpec, TensorSpec
 
 ROOT = Path(__file__).parent.parent
@@ -156,7 +157,7 @@ def test_extras_provide_what_the_code_checks_for(wheel: Path) -> None:
             dists = {canonicalize_name(d).removesuffix("-gpu") for d in providers[module]}
             assert dists & declared, f"[{extra}] checks {module} (from {dists}) but declares {declared}"
         require("tests", extra)
-    without_gpu = ("export", "serve", "bench")
+    without_gpu = set(_metadata(wheel).get_all("Provides-Extra") or []) - {"all", "dev", "tensorrt", "cuda"}
     assert _names(requirements, "all") == set().union(*(_names(requirements, e) for e in without_gpu))
 
 
@@ -173,7 +174,7 @@ def served(
     root = tmp_path_factory.mktemp("packaging")
     artifact = export_onnx(TinyLinear(4, 2).eval(), SPEC, root, ExportOptions())
     repo = root / "repo"
-    write_version(repo, SPEC.name, build_config(SPEC, "onnxruntime_onnx"), {"model.onnx": artifact.path})
+    write_version(repo, SPEC.name, build_config(SPEC, Format.ONNX), {"model.onnx": artifact.path})
     server = triton_server_factory(repo)
     yield server.grpc_url, repo
     server.stop()
@@ -222,6 +223,26 @@ print(json.dumps({
 }))
 """
 
+# Imports every public module of the installed tritonstack: "" when it imports, else the error.
+_IMPORT_ALL = """
+import importlib, json, pathlib, tritonstack
+root = pathlib.Path(tritonstack.__file__).parent
+names = sorted(
+    ".".join(("tritonstack", *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
+    for p in root.rglob("*.py")
+    if all((d / "__init__.py").is_file() for d in p.parents if root in (d, *d.parents))
+    and not any(part.startswith("_") and part != "__init__.py" for part in p.relative_to(root).parts)
+)
+outcome = {}
+for name in names:
+    try:
+        importlib.import_module(name)
+        outcome[name] = ""
+    except Exception as exc:
+        outcome[name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(outcome))
+"""
+
 _CLIENT_CALL = """
 import sys
 import numpy as np
@@ -267,7 +288,8 @@ def test_light_client_in_a_fresh_venv(
     assert found["modules"] == [] and found["distributions"] == [], found
     assert int(found["numpy"].split(".")[0]) >= 2, f"the base install resolved numpy {found['numpy']}"
 
-    assert _run(cli, "--help", cwd=tmp_path).returncode == 0
+    for command in ((), ("export",), ("demo",), ("bench",)):  # every parser builds without extras
+        assert _run(cli, *command, "--help", cwd=tmp_path).returncode == 0, command
     infer = _run(cli, "infer", SPEC.name, "--url", url, "--random", "3", cwd=tmp_path)
     assert infer.returncode == 0 and "y: float32 [3, 2]" in infer.stdout, infer.stdout + infer.stderr
     x = np.random.default_rng(0).standard_normal((5, 4), dtype=np.float32)
@@ -281,8 +303,16 @@ def test_light_client_in_a_fresh_venv(
         lines = refused.stderr.strip().splitlines()
         assert refused.returncode == 2 and len(lines) == 1, f"{args}: {refused.stderr}"
         assert f"pip install 'tritonstack[{extra}]'" in lines[0], lines[0]
-    imported = _run(py, "-c", "import tritonstack.export", cwd=tmp_path)
-    assert "MissingExtra: tritonstack.export needs the 'export' extra" in imported.stderr, imported.stderr
+    imported = json.loads(_run(py, "-c", _IMPORT_ALL, cwd=tmp_path).stdout)
+    assert not {m: e for m, e in imported.items() if e and not e.startswith("MissingExtra: ")}, imported
+    guarded = {m.split(".")[1] for m, e in imported.items() if e}
+    assert guarded == {"benchmarks", "export", "recsys", "runtimes", "cli"}, imported
+    assert [m for m, e in imported.items() if e and m.startswith("tritonstack.cli")] == [
+        "tritonstack.cli.demo"
+    ]
+    assert imported["tritonstack.export.pipeline"].endswith("pip install 'tritonstack[export]'")
+    light = ("client", "serve", "export.flags", "export.formats", "export.deployment", "export.repository")
+    assert not [imported[f"tritonstack.{m}"] for m in light if imported[f"tritonstack.{m}"]]
 
     size_mb = sum(p.lstat().st_size for p in venv.rglob("*") if p.is_file() and not p.is_symlink()) / 1e6
     import_s = min(_seconds(py, "-c", "import tritonstack.client", cwd=tmp_path) for _ in range(5))
