@@ -10,6 +10,7 @@ later runs quick.
 
 from __future__ import annotations
 
+import ast
 import glob
 import importlib.metadata
 import json
@@ -159,6 +160,23 @@ def test_extras_provide_what_the_code_checks_for(wheel: Path) -> None:
         require("tests", extra)
     without_gpu = set(_metadata(wheel).get_all("Provides-Extra") or []) - {"all", "dev", "tensorrt", "cuda"}
     assert _names(requirements, "all") == set().union(*(_names(requirements, e) for e in without_gpu))
+
+
+def test_export_modules_that_need_the_extra_check_for_it_first() -> None:
+    """A module of tritonstack.export that imports torch, ONNX... at its top imports `_extra` before
+    them (the others stay importable in the base install: the CLI's parser uses them)."""
+    unchecked = []
+    for path in sorted((ROOT / "export").glob("*.py")):
+        body = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.Import | ast.ImportFrom)]
+        # (module, name) per imported name, in order: ("torch", "torch"), ("tritonstack.export", "_extra")
+        imports = [
+            (a.name if isinstance(n, ast.Import) else n.module or "", a.name) for n in body for a in n.names
+        ]
+        heavy = [i for i, (module, _) in enumerate(imports) if module.split(".")[0] in EXTRAS["export"]]
+        guard = [i for i, imported in enumerate(imports) if imported == ("tritonstack.export", "_extra")]
+        if heavy and not (guard and guard[0] < heavy[0]):
+            unchecked.append(path.name)
+    assert unchecked == []
 
 
 def test_requires_python_is_the_supported_range(wheel: Path) -> None:
