@@ -6,11 +6,10 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo demo-tiny test lint typecheck clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch pinned first: 2.13.0 is a local CPU build; an unpinned torch downloads several GB.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	# Every CPU profile (the extras in pyproject.toml) at the exact versions of constraints.txt.
+	$(BIN)/pip install -q -c constraints.txt -e ".[all,dev]"
 	# TensorRT's API types for mypy; --no-deps because its dependency pulls the TensorRT libraries.
 	$(BIN)/pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $(STAMP)

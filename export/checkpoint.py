@@ -12,6 +12,10 @@ opened), a symlink, or a small `latest` pointer file naming the checkpoint besid
 
 from __future__ import annotations
 
+from tritonstack.export import _extra  # noqa: F401  (first: the 'export' extra, or one error naming it)
+
+# isort: split
+
 import json
 import logging
 import pickle

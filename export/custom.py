@@ -4,6 +4,10 @@ the module itself as a `model_spec` attribute (a `ModelSpec`)."""
 
 from __future__ import annotations
 
+from tritonstack.export import _extra  # noqa: F401  (first: the 'export' extra, or one error naming it)
+
+# isort: split
+
 import importlib
 import inspect
 from collections.abc import Callable

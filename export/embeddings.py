@@ -9,6 +9,10 @@ files it does not load), with `embeddings.json` describing them.
 
 from __future__ import annotations
 
+from tritonstack.export import _extra  # noqa: F401  (first: the 'export' extra, or one error naming it)
+
+# isort: split
+
 import json
 from pathlib import Path
 from typing import Any

@@ -13,7 +13,7 @@ import json
 import platform
 import shlex
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib import metadata as dist
 from pathlib import Path
 from typing import Any
@@ -95,7 +95,7 @@ def build_metadata(
 ) -> dict[str, Any]:
     return {
         "source": {"path": str(loaded.source), "sha256": source_sha256, **loaded.info},
-        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {"python": platform.python_version(), **{p: _version(p) for p in _PACKAGES}},
         "opset": options["export"]["opset"],
         "options": options,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from tritonstack.export import _extra  # noqa: F401  (first: the 'export' extra, or one error naming it)
+
+# isort: split
+
 import contextlib
 import logging
 import warnings

@@ -3,6 +3,10 @@ change with precision: weights and activations are half, the casts are part of t
 
 from __future__ import annotations
 
+from tritonstack.export import _extra  # noqa: F401  (first: the 'export' extra, or one error naming it)
+
+# isort: split
+
 import copy
 
 import torch

@@ -8,6 +8,10 @@ ONNX export.
 
 from __future__ import annotations
 
+from tritonstack.export import _extra  # noqa: F401  (first: the 'export' extra, or one error naming it)
+
+# isort: split
+
 import tempfile
 from dataclasses import replace
 from pathlib import Path

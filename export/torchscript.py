@@ -3,6 +3,10 @@ Triton's `pytorch_libtorch` backend matches against the config's input names."""
 
 from __future__ import annotations
 
+from tritonstack.export import _extra  # noqa: F401  (first: the 'export' extra, or one error naming it)
+
+# isort: split
+
 import warnings
 from pathlib import Path
 

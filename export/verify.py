@@ -8,6 +8,10 @@ reductions without hiding a wrong graph.
 
 from __future__ import annotations
 
+from tritonstack.export import _extra  # noqa: F401  (first: the 'export' extra, or one error naming it)
+
+# isort: split
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from tritonstack.errors import BinaryNotFound
+from tritonstack.extras import install_command
 
-_FIX = "fix: pip install nvidia-pytriton==0.7.0 (Python 3.10-3.13)"
+# nvidia-pytriton's wheels are built for manylinux_2_35 (glibc 2.35+) on x86-64 and aarch64.
+_FIX = f"fix: {install_command('serve')} (Linux x86-64 or aarch64 with glibc 2.35+, Python 3.10-3.13)"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from tritonstack.export.checkpoint import LoadedModel, load_model
 from tritonstack.export.pipeline import ExportResult, export_to_repository
 from tritonstack.export.verify import compare, tolerances
 from tritonstack.runtimes.runners import TorchRunner
-from tritonstack.serve import running_server
+from tritonstack.serve import find_triton, running_server
 
 SERVED_CHECK_BATCHES = (1, 64)
 LATENCY_WARMUP = 20
@@ -38,6 +38,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     from tritonstack import recsys
     from tritonstack.recsys.train import train
 
+    if options.external is None:
+        find_triton()  # without the serve extra: its one line now, not after minutes of training
     # Piped output (CI logs, `| tee`) gets a width that fits the table instead of 80 columns.
     console = console or Console(width=None if sys.stdout.isatty() else 120)
     options.deployment.check(options.formats)  # before any training
