@@ -3,7 +3,8 @@
 `TritonServer` starts it on loopback (free ports unless given), waits until the server and every
 model in the repository are ready, and turns the ways this fails into one-line errors: a busy
 port (`PortInUse`), a model that does not load (`ModelLoadError`, quoting Triton's reason), or a
-process that dies or hangs (`ServeError` with the log's tail). `begin_drain()` then `stop()` stop
+process that dies or hangs (`ServeError` with the log's tail). Models whose layout Triton cannot
+load (serve/repository_check.py) are refused before it starts. `begin_drain()` then `stop()` stop
 it gracefully. `ExternalServer` is the same surface for a server someone else runs.
 """
 
@@ -39,6 +40,7 @@ from tritonstack.errors import ModelLoadError, PortInUse, ServeError
 from tritonstack.serve import stub_site
 from tritonstack.serve.backend_dir import backend_directory
 from tritonstack.serve.binary import TritonInstall, find_triton
+from tritonstack.serve.repository_check import repository_problems
 from tritonstack.serve.tls import AdminKey, Tls, is_loopback
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ _ALL_STARTED = "Started Metrics Service"
 _PR_SET_PDEATHSIG = 1
 # How long Triton waits on SIGTERM for the requests in flight to finish and its models to unload.
 IN_FLIGHT_TIMEOUT_S = 10
+# In explicit model control, the flag that loads every model at startup, as modes none and poll do.
+LOAD_ALL = "--load-model=*"
 # The readiness probe talks to Triton on this host: never through a proxy from the environment.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -195,6 +199,13 @@ class TritonServer:
             raise ServeError(
                 f"cannot bind host {self.host!r} ({exc.strerror or exc}): pass an address of this machine"
             ) from exc
+        if self.model_control_mode != "explicit" or LOAD_ALL in self.extra_args:
+            problems = repository_problems(self.repository)
+            if problems:
+                raise ModelLoadError(
+                    f"{_models(problems)} in {self.repository} cannot be loaded; Triton was not started:"
+                    + per_model_lines(problems)
+                )
         for name, port in self._requested.items():
             if port is not None and not 0 < port < 65536:
                 raise ServeError(f"{name} port {port} is out of range: pass 1-65535 to --{name}-port")
@@ -354,10 +365,15 @@ class TritonServer:
         index = json.loads(answer)
         failed = {m["name"]: m.get("reason", "") for m in index if m.get("state") == "UNAVAILABLE"}
         if failed:
-            raise ModelLoadError(_load_failure_message(failed, self.log_path))
+            raise self._load_failure(failed)
         # No state: not asked for (explicit mode) or added after startup; Triton will not load it now.
         pending = [m for m in index if m.get("state", "") not in ("READY", "")]
         return not pending and self._http("health/ready") is not None
+
+    def _load_failure(self, failed: dict[str, str]) -> ModelLoadError:
+        return ModelLoadError(
+            f"Triton could not load {_models(failed)} (log {self.log_path}):" + per_model_lines(failed)
+        )
 
     def _http(self, path: str, body: bytes | None = None) -> bytes | None:
         """Triton's answer to GET `/v2/<path>` (POST with a body), or None without one: not up yet,
@@ -380,15 +396,22 @@ class TritonServer:
             )
         failed = dict(_LOAD_FAILURE.findall(tail))
         if failed:
-            raise ModelLoadError(_load_failure_message(failed, self.log_path))
+            raise self._load_failure(failed)
         raise ServeError(f"{what}; log {self.log_path}, last lines:\n{tail}")
 
 
-def _load_failure_message(failed: dict[str, str], log_path: Path) -> str:
-    # Python backend reasons carry a traceback (escaped as "\\n" in the log): the first line says it.
-    firsts = {name: reason.replace("\\n", "\n").strip().split("\n")[0] for name, reason in failed.items()}
-    reasons = "; ".join(f"{name}: {reason or 'no reason given'}" for name, reason in sorted(firsts.items()))
-    return f"Triton could not load {', '.join(sorted(failed))} ({reasons}); log {log_path}"
+def per_model_lines(failed: dict[str, str]) -> str:
+    """One line per model and its reason, each starting a new line."""
+    return "".join(f"\n  {name}: {first_reason_line(reason)}" for name, reason in sorted(failed.items()))
+
+
+def _models(names: dict[str, str]) -> str:
+    return f"{len(names)} model{'s' if len(names) > 1 else ''}"
+
+
+def first_reason_line(reason: str) -> str:
+    """Python backend reasons carry a traceback (escaped as "\\n" in the log): the first line says it."""
+    return reason.replace("\\n", "\n").strip().split("\n")[0] or "no reason given"
 
 
 def _stub_python_path() -> list[str]:
