@@ -1,11 +1,15 @@
 """Issue 17's probes kept as regressions, on the real Triton and the real `tritonstack serve`:
 
-- D3: a broken model is named, one line each, before Triton starts;
+- D3: a broken model is named, one line each, before Triton starts; an export killed before it
+  finishes leaves no config without a version;
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,3 +74,25 @@ def test_a_version_policy_selecting_no_existing_version_is_named(repo: Path, tmp
         f"{config} serves versions 3, 4 (version_policy) but the version directories are 1: "
         "promote an existing version or re-export"
     )
+
+
+def test_a_killed_export_leaves_no_config_without_a_version(tmp_path: Path, capsys) -> None:
+    """The export of a new model is killed (SIGKILL: no clean-up runs) as it publishes its
+    version; `serve` then names the leftover at once."""
+    repo = tmp_path / "repo"
+    script = f"""
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+from tests.reference_models import write_fragile_model
+from tritonstack.export import repository
+repository._publish = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+write_fragile_model(Path({str(repo)!r}), Path({str(tmp_path)!r}))
+"""
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    model_dir = repo / FRAGILE.name
+    versions = [p for p in model_dir.iterdir() if p.name.isdigit()]
+    assert versions or not (model_dir / "config.pbtxt").exists(), "a config without a version"
+    assert main(["serve", "--repo", str(repo)]) == 2
+    assert f"  {FRAGILE.name}: no config.pbtxt (an interrupted export?)" in capsys.readouterr().err
