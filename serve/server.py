@@ -38,10 +38,11 @@ from tritonclient.utils import InferenceServerException
 import tritonstack
 from tritonstack.errors import ModelLoadError, PortInUse, ServeError
 from tritonstack.serve import stub_site
+from tritonstack.serve.admin import closed_admin_args, is_loopback
 from tritonstack.serve.backend_dir import backend_directory
 from tritonstack.serve.binary import TritonInstall, find_triton
 from tritonstack.serve.repository_check import repository_problems
-from tritonstack.serve.tls import AdminKey, Tls, is_loopback
+from tritonstack.serve.tls import Tls
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +89,13 @@ def _die_with_parent() -> None:
 class TritonServer:
     """A `tritonserver` child process serving `repository`; a context manager.
 
-    Ports left as None are picked free. Binds only `host` (loopback by default). The log
-    (Triton's stdout and stderr) goes to `log_path`, default a kept file in a temporary directory.
+    Ports left as None are picked free. gRPC and metrics bind only `host` (loopback by default);
+    HTTP binds loopback unless `host` is a loopback address itself. The log (Triton's stdout and
+    stderr) goes to `log_path`, default a kept file in a temporary directory.
 
     `tls` serves gRPC over TLS (mutual TLS with `Tls(mutual=True)`); readiness is checked over
-    HTTP, which needs no client certificate. Bound to anything but loopback, the admin protocols
-    (model repository, shared memory) answer only requests carrying `admin_key` (generated when
-    not given; `server.admin_key.headers` is what clients pass), unless `open_admin_apis`.
+    HTTP, which needs no client certificate. Bound to anything but loopback, gRPC refuses the
+    admin protocols (serve/admin.py) unless `open_admin_apis`.
 
     `drain_grace` is the longest time between `begin_drain()` and `stop()`: while not ready,
     Triton keeps answering gRPC requests that long at most.
@@ -114,7 +115,6 @@ class TritonServer:
         startup_timeout: float = 120.0,
         install: TritonInstall | None = None,
         tls: Tls | None = None,
-        admin_key: AdminKey | None = None,
         open_admin_apis: bool = False,
         drain_grace: float = 0.0,
     ) -> None:
@@ -128,7 +128,8 @@ class TritonServer:
         self.startup_timeout = startup_timeout
         self._install = install
         self.tls = tls
-        self.admin_key = None if open_admin_apis else admin_key or (None if is_loopback(host) else AdminKey())
+        self.admin_closed = not open_admin_apis and not is_loopback(host)
+        self.http_host = host if is_loopback(host) else "127.0.0.1"
         self.drain_grace = drain_grace
         self._process: subprocess.Popen[bytes] | None = None
         self._held: http.client.HTTPConnection | None = None
@@ -142,7 +143,7 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        return f"{self._client_host}:{self._port('http')}"
+        return f"{self.http_host}:{self._port('http')}"
 
     @property
     def metrics_url(self) -> str:
@@ -296,7 +297,7 @@ class TritonServer:
             f"--model-control-mode={self.model_control_mode}",
             f"--grpc-address={self.host}",
             f"--grpc-port={self._ports['grpc']}",
-            f"--http-address={self.host}",
+            f"--http-address={self.http_host}",
             f"--http-port={self._ports['http']}",
             f"--metrics-address={self.host}",
             f"--metrics-port={self._ports['metrics']}",
@@ -313,7 +314,7 @@ class TritonServer:
             f"--exit-timeout-secs={IN_FLIGHT_TIMEOUT_S + math.ceil(self.drain_grace) + 1}",
             "--log-verbose=0",
             *(self.tls.args() if self.tls else ()),
-            *(self.admin_key.args() if self.admin_key else ()),
+            *(closed_admin_args() if self.admin_closed else ()),
             *self.extra_args,
         ]
         env = dict(os.environ)

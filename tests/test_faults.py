@@ -1,24 +1,41 @@
 """Issue 17's probes kept as regressions, on the real Triton and the real `tritonstack serve`:
 
+- D2: bound beyond loopback, every admin API is closed over gRPC (checked one by one from the
+  host's non-loopback address), HTTP does not listen there, and what Triton's command line shows
+  (`ps`) opens nothing, not even to a client speaking raw HTTP/2;
 - D3: a broken model is named, one line each, before Triton starts; an export killed before it
   finishes leaves no config without a version;
 """
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
+from tests.conftest import ServerFactory
 from tests.reference_models import FRAGILE, write_fragile_model
 from tritonstack.cli import main
+from tritonstack.client import TritonClient
+from tritonstack.serve import TritonServer
+from tritonstack.serve.admin import is_loopback
 from tritonstack.serve.repository_check import model_problem
+from tritonstack.serve.server import LOAD_ALL
 
 X = np.ones((1, 4), np.float32)
 
@@ -28,6 +45,167 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("faults")
     write_fragile_model(root / "repo", root)
     return root / "repo"
+
+
+# -- D2: admin APIs beyond loopback ------------------------------------------------------------
+
+
+def _non_loopback_address() -> str | None:
+    """This host's address on the interface that routes outwards, or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1; a UDP connect sends nothing
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+@pytest.fixture(scope="module")
+def address() -> str:
+    found = _non_loopback_address()
+    if found is None:
+        pytest.skip("this host has no non-loopback address to reach a server bound to 0.0.0.0 from")
+    return found
+
+
+@pytest.fixture(scope="module")
+def exposed(repo: Path, triton_server_factory: ServerFactory) -> Iterator[TritonServer]:
+    """Bound to every interface, explicit model control: the model-repository API is live."""
+    server = triton_server_factory(repo, host="0.0.0.0", model_control_mode="explicit", extra_args=[LOAD_ALL])
+    yield server
+    server.stop()
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+GRPC_ADMIN_CALLS: dict[str, Callable[[grpcclient.InferenceServerClient], Any]] = {
+    "model-repository index": lambda c: c.get_model_repository_index(),
+    "model-repository load": lambda c: c.load_model(FRAGILE.name),
+    "model-repository unload": lambda c: c.unload_model(FRAGILE.name),
+    "shared-memory register": lambda c: c.register_system_shared_memory("r", "/tritonstack-probe", 64),
+    "shared-memory status": lambda c: c.get_system_shared_memory_status(),
+    "shared-memory unregister": lambda c: c.unregister_system_shared_memory(),
+    "cuda-shared-memory status": lambda c: c.get_cuda_shared_memory_status(),
+    "cuda-shared-memory unregister": lambda c: c.unregister_cuda_shared_memory(),
+    "trace get": lambda c: c.get_trace_settings(),
+    "trace update": lambda c: c.update_trace_settings(settings={"trace_file": "/tmp/tritonstack-probe"}),
+    "logging get": lambda c: c.get_log_settings(),
+    "logging update": lambda c: c.update_log_settings({"log_file": "/tmp/tritonstack-probe"}),
+}
+HTTP_ADMIN_PATHS = [
+    "repository/index",
+    f"repository/models/{FRAGILE.name}/unload",
+    "systemsharedmemory/region/r/register",
+    "systemsharedmemory/status",
+    "cudasharedmemory/status",
+    "trace/setting",
+    "logging",
+]
+
+
+@pytest.mark.parametrize("call", GRPC_ADMIN_CALLS)
+def test_beyond_loopback_every_grpc_admin_api_is_closed(
+    exposed: TritonServer, address: str, call: str
+) -> None:
+    with grpcclient.InferenceServerClient(f"{address}:{_port(exposed.grpc_url)}") as anyone:
+        with pytest.raises(InferenceServerException, match="protocol is restricted"):
+            GRPC_ADMIN_CALLS[call](anyone)
+
+
+@pytest.mark.parametrize("path", HTTP_ADMIN_PATHS)
+def test_beyond_loopback_http_does_not_listen(exposed: TritonServer, address: str, path: str) -> None:
+    assert exposed.http_url.startswith("127.0.0.1:")
+    url = f"http://{address}:{_port(exposed.http_url)}/v2/{path}"
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, data=b"{}", timeout=5)
+
+
+def test_beyond_loopback_serving_apis_stay_open(exposed: TritonServer, address: str) -> None:
+    url = f"{address}:{_port(exposed.grpc_url)}"
+    with TritonClient(url) as triton:  # metadata and config (the spec), inference, health
+        np.testing.assert_array_equal(triton.infer(FRAGILE.name, {"x": X})["y"], 2 * X)
+        assert triton.is_ready()
+    with grpcclient.InferenceServerClient(url) as anyone:
+        assert anyone.get_inference_statistics(FRAGILE.name).model_stats
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def _literal(name: bytes, value: bytes) -> bytes:
+    """An HPACK header 'literal without indexing, new name', plain (no Huffman) strings."""
+    assert len(name) < 127 and len(value) < 127
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def _raw_grpc_call(host: str, port: int, method: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """Everything the server sends back on stream 1 for an empty request to `method`, sent as raw
+    HTTP/2 frames: nothing in the client checks the header names."""
+    block = b"".join(
+        _literal(name, value)
+        for name, value in [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", method.encode()),
+            (b":authority", b"triton"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            *headers,
+        ]
+    )
+    request = _frame(4, 0, 0, b"") + _frame(1, 4, 1, block) + _frame(0, 1, 1, b"\x00" + struct.pack(">I", 0))
+    received = b""
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + request)
+        deadline = time.monotonic() + 5
+        while b"grpc-status" not in received and time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    stream, offset = b"", 0
+    while offset + 9 <= len(received):
+        length = int.from_bytes(received[offset : offset + 3], "big")
+        if int.from_bytes(received[offset + 5 : offset + 9], "big") & 0x7FFFFFFF == 1:
+            stream += received[offset + 9 : offset + 9 + length]
+        offset += 9 + length
+    return stream
+
+
+def test_the_command_line_opens_no_admin_api(exposed: TritonServer, address: str) -> None:
+    """Whatever `ps` shows of Triton's command line, sent as headers from a raw HTTP/2 client
+    that ignores gRPC's rules, opens no admin API; a loopback server shows what an open call
+    answers."""
+    assert exposed.pid is not None
+    argv = Path(f"/proc/{exposed.pid}/cmdline").read_bytes().decode().split("\0")
+    (restriction,) = [a for a in argv if a.startswith("--grpc-restricted-protocol=")]
+    name, _, value = restriction.rsplit(":", 1)[1].partition("=")
+    index = "/inference.GRPCInferenceService/RepositoryIndex"
+    headers = [(f"triton-grpc-protocol-{name}".encode(), value.encode())]
+    answer = _raw_grpc_call(address, _port(exposed.grpc_url), index, headers)
+    assert b"grpc-status" in answer and FRAGILE.name.encode() not in answer
+    loopback = TritonServer(exposed.repository, log_path=exposed.log_path.with_name("loopback.log")).start()
+    try:
+        assert FRAGILE.name.encode() in _raw_grpc_call("127.0.0.1", _port(loopback.grpc_url), index, [])
+    finally:
+        loopback.stop()
+
+
+def test_admin_policy() -> None:
+    assert not TritonServer(".").admin_closed  # loopback: whoever reaches it is on the host
+    assert TritonServer(".", host="0.0.0.0").admin_closed
+    assert not TritonServer(".", host="0.0.0.0", open_admin_apis=True).admin_closed
+    assert TritonServer(".", host="0.0.0.0").http_host == "127.0.0.1"
+    assert TritonServer(".", host="::1").http_host == "::1"
+    hosts = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "", "10.0.0.5")
+    assert [is_loopback(h) for h in hosts] == [True, True, True, False, False, False]
 
 
 # -- D3: broken models named, at once ------------------------------------------------------------

@@ -129,8 +129,8 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--open-admin-apis",
         action="store_true",
-        help="bound beyond loopback, leave model loading and shared memory open to anyone (default: "
-        "they need a generated key, printed at start)",
+        help="bound beyond loopback, open gRPC's admin APIs (model repository, shared memory, trace, "
+        "logging) to anyone who can reach the port (default: closed there)",
     )
     p.add_argument(
         "--drain-grace",
@@ -165,12 +165,8 @@ def _serve(args: argparse.Namespace) -> int:
         # From here signals are taken by sigwait, so a second one only cuts the grace short.
         signal.pthread_sigmask(signal.SIG_BLOCK, DRAIN_SIGNALS)
         print(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}, log {server.log_path}")
-        if server.admin_key is not None:  # printed once, here only
-            ((header, value),) = server.admin_key.headers.items()
-            print(
-                f"Admin gRPC (model repository, shared memory) needs the header {header}: {value} "
-                "(tritonstack infer --admin-key)"
-            )
+        if server.admin_closed:
+            print("Admin APIs (model repository, shared memory, trace, logging) are closed beyond loopback")
         print("Ctrl-C stops it; SIGTERM drains it first (--drain-grace).", flush=True)
         grace = args.drain_grace if signal.sigwait(DRAIN_SIGNALS) == signal.SIGTERM else 0.0
         started = time.monotonic()
@@ -235,16 +231,10 @@ def _add_infer(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--certificate-chain", metavar="PEM", help="client certificate that goes with --private-key"
     )
-    p.add_argument(
-        "--admin-key",
-        metavar="KEY",
-        help="the key `tritonstack serve` prints when bound beyond loopback (--shm needs it there)",
-    )
 
 
 def _infer(args: argparse.Namespace) -> int:
     from tritonstack.client import TritonClient
-    from tritonstack.serve.tls import AdminKey
 
     if args.random is not None and args.random < 1:
         raise UsageError(f"--random {args.random}: the batch size must be at least 1")
@@ -256,7 +246,6 @@ def _infer(args: argparse.Namespace) -> int:
         root_certificates=args.root_certificates,
         private_key=args.private_key,
         certificate_chain=args.certificate_chain,
-        headers=AdminKey(args.admin_key).headers if args.admin_key else None,
         use_shared_memory=args.shm or False,
         cuda_device=args.cuda_device,
     ) as triton:
