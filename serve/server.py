@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -57,6 +58,7 @@ _PR_SET_PDEATHSIG = 1
 IN_FLIGHT_TIMEOUT_S = 10
 # In explicit model control, the flag that loads every model at startup, as modes none and poll do.
 LOAD_ALL = "--load-model=*"
+_SHM_DIR = Path("/dev/shm")
 # The readiness probe talks to Triton on this host: never through a proxy from the environment.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -95,7 +97,8 @@ class TritonServer:
 
     `tls` serves gRPC over TLS (mutual TLS with `Tls(mutual=True)`); readiness is checked over
     HTTP, which needs no client certificate. Bound to anything but loopback, gRPC refuses the
-    admin protocols (serve/admin.py) unless `open_admin_apis`.
+    admin protocols (serve/admin.py) unless `open_admin_apis`. The Python backend's shared memory
+    regions carry `shm_prefix`, so `stop()` removes those of a server that was killed.
 
     `drain_grace` is the longest time between `begin_drain()` and `stop()`: while not ready,
     Triton keeps answering gRPC requests that long at most.
@@ -131,6 +134,7 @@ class TritonServer:
         self.admin_closed = not open_admin_apis and not is_loopback(host)
         self.http_host = host if is_loopback(host) else "127.0.0.1"
         self.drain_grace = drain_grace
+        self.shm_prefix = f"tritonstack_{secrets.token_hex(6)}_"
         self._process: subprocess.Popen[bytes] | None = None
         self._held: http.client.HTTPConnection | None = None
         self._log_start = 0
@@ -158,6 +162,11 @@ class TritonServer:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
+
+    def exit_code(self) -> int | None:
+        """Triton's exit code (negative: the signal) once it has exited; None while it runs or
+        when it was not started."""
+        return self._process.poll() if self._process else None
 
     def log_tail(self, n: int = 40) -> str:
         """The last `n` lines Triton wrote in this run (an existing log file is appended to)."""
@@ -285,6 +294,8 @@ class TritonServer:
                 process.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)  # stubs of a killed server
+        for region in _SHM_DIR.glob(f"{self.shm_prefix}*"):  # what a killed server's stubs left
+            region.unlink(missing_ok=True)
         log.info("Triton stopped (exit code %s)", process.returncode)
 
     def _launch(self, install: TritonInstall) -> None:
@@ -313,6 +324,7 @@ class TritonServer:
             # grace, and up to a second more (Triton counts whole seconds).
             f"--exit-timeout-secs={IN_FLIGHT_TIMEOUT_S + math.ceil(self.drain_grace) + 1}",
             "--log-verbose=0",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *(self.tls.args() if self.tls else ()),
             *(closed_admin_args() if self.admin_closed else ()),
             *self.extra_args,

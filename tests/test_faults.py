@@ -3,19 +3,25 @@
 - D2: bound beyond loopback, every admin API is closed over gRPC (checked one by one from the
   host's non-loopback address), HTTP does not listen there, and what Triton's command line shows
   (`ps`) opens nothing, not even to a client speaking raw HTTP/2;
-- D3: a broken model is named, one line each, before Triton starts; an export killed before it
-  finishes leaves no config without a version;
+- D3: a broken model is named, one line each, before Triton starts; under `--watch` as it happens,
+  once; an export killed before it finishes leaves no config without a version;
+- D4: a killed backend stub makes its model not ready and is replaced within seconds; a killed
+  Triton ends `serve` with one line and leaves no process or shared memory region behind;
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import queue
+import re
 import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,19 +31,27 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import tritonclient.grpc as grpcclient
+from torch import nn
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ServerFactory
 from tests.reference_models import FRAGILE, write_fragile_model
 from tritonstack.cli import main
-from tritonstack.client import TritonClient
-from tritonstack.serve import TritonServer
+from tritonstack.client import ClientError, TritonClient
+from tritonstack.export.repository import build_config, write_version
+from tritonstack.formats import Format
+from tritonstack.serve import TritonServer, free_port
 from tritonstack.serve.admin import is_loopback
 from tritonstack.serve.repository_check import model_problem
 from tritonstack.serve.server import LOAD_ALL
 
 X = np.ones((1, 4), np.float32)
+SERVE_START_S = 60.0
+# Detection takes two supervision checks (0.5 s apart); unloading a model whose stub is dead and
+# loading it again took 2.5-9 s on the 2-core machine (the new stub imports torch).
+STUB_RESTART_S = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +288,206 @@ write_fragile_model(Path({str(repo)!r}), Path({str(tmp_path)!r}))
     assert versions or not (model_dir / "config.pbtxt").exists(), "a config without a version"
     assert main(["serve", "--repo", str(repo)]) == 2
     assert f"  {FRAGILE.name}: no config.pbtxt (an interrupted export?)" in capsys.readouterr().err
+
+
+class Serve:
+    """`tritonstack serve` in a child process; its output lines are collected as they come."""
+
+    def __init__(self, repo: Path, log: Path, *flags: str) -> None:
+        self.grpc_port, self.http_port = free_port(), free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "tritonstack.cli",
+            "serve",
+            "--repo",
+            str(repo),
+            "--log-file",
+            str(log),
+        ]
+        ports = ["--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port)]
+        self.process = subprocess.Popen(
+            [*command, *ports, *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if re.search(pattern, line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r} within {timeout} s; got {self.seen}")
+
+    def drain(self, seconds: float) -> list[str]:
+        time.sleep(seconds)
+        new = []
+        while not self.lines.empty():
+            new.append(self.lines.get())
+        self.seen += new
+        return new
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def triton_pid(self) -> int:
+        (pid,) = [p for p, (ppid, _pgrp, _state) in _processes().items() if ppid == self.process.pid]
+        return pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+@pytest.fixture()
+def serve_factory(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
+    started: list[Serve] = []
+
+    def start(repo: Path, *flags: str) -> Serve:
+        started.append(Serve(repo, tmp_path / f"triton-{len(started)}.log", *flags))
+        return started[-1]
+
+    yield start
+    for serve in started:
+        serve.stop()
+
+
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, state letter) of every process."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        found[int(stat.parent.name)] = (int(ppid), int(pgrp), state)
+    return found
+
+
+@pytest.mark.server  # `tritonstack serve` in a child process
+def test_watch_names_a_broken_model_once_as_it_happens(tmp_path: Path, repo: Path, serve_factory) -> None:
+    live = tmp_path / "live"
+    write_fragile_model(live, tmp_path)
+    serve = serve_factory(live, "--watch")
+    serve.wait_for("^Triton ready", SERVE_START_S)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a TorchScript archive")
+    config = build_config(FRAGILE.renamed("late"), Format.TORCHSCRIPT)
+    write_version(live, "late", config, {"model.pt": junk})
+    serve.wait_for(r"^late: cannot be loaded: .*", 30)
+    assert not [line for line in serve.drain(3) if line.startswith("late")], "reported more than once"
+    write_version(live, "late", config, {"model.pt": repo / FRAGILE.name / "1" / "model.pt"})
+    serve.wait_for("^late: loaded$", 30)
+    with TritonClient(serve.url) as triton:
+        np.testing.assert_array_equal(triton.infer("late", {"x": X})["y"], 2 * X)
+    (live / "late" / "config.pbtxt").write_text("not a config")
+    serve.wait_for(r"^late: cannot be loaded: .*config\.pbtxt is not a valid Triton model config: ", 30)
+
+
+class Tripler(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 3.0
+
+
+@pytest.mark.server  # `tritonstack serve` in a child process
+def test_watch_serves_a_new_version_without_a_failed_request(tmp_path: Path, serve_factory) -> None:
+    """The supervisor's rescan (explicit model control) replaces Triton's polling: a version
+    published under traffic takes over with no request failing."""
+    live = tmp_path / "live"
+    write_fragile_model(live, tmp_path)
+    serve = serve_factory(live, "--watch")
+    serve.wait_for("^Triton ready", SERVE_START_S)
+    answers: list[float] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with TritonClient(serve.url, timeout=10) as triton:
+            while not stop.is_set():
+                try:
+                    answers.append(float(triton.infer(FRAGILE.name, {"x": X})["y"][0, 0]))
+                except ClientError as exc:
+                    errors.append(str(exc))
+
+    tripler = tmp_path / "tripler.pt"
+    torch.jit.script(Tripler()).save(str(tripler))  # type: ignore[no-untyped-call]
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        write_version(live, FRAGILE.name, build_config(FRAGILE, Format.TORCHSCRIPT), {"model.pt": tripler})
+        serve.wait_for(f"^{FRAGILE.name}: loaded$", 30)
+        deadline = time.monotonic() + 10
+        while answers[-1:] != [3.0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join()
+    print(f"{len(answers)} requests across the reload, {len(errors)} failed")
+    assert not errors, errors[:3]
+    assert answers[0] == 2.0 and answers[-1] == 3.0
+    switched = answers.index(3.0)
+    assert set(answers[:switched]) == {2.0} and set(answers[switched:]) == {3.0}
+
+
+# -- D4: supervision -----------------------------------------------------------------------------
+
+
+@pytest.mark.server  # `tritonstack serve` in a child process
+def test_a_killed_stub_is_replaced_and_a_killed_triton_ends_serve(repo: Path, serve_factory) -> None:
+    serve = serve_factory(repo)
+    serve.wait_for("^Triton ready", SERVE_START_S)
+    triton = serve.triton_pid()
+    (stub,) = [p for p, (_ppid, pgrp, _state) in _processes().items() if pgrp == triton and p != triton]
+    region = Path("/dev/shm") / Path(f"/proc/{stub}/cmdline").read_bytes().split(b"\0")[2].decode()
+    assert region.exists()
+    with TritonClient(serve.url, timeout=5) as client, grpcclient.InferenceServerClient(serve.url) as raw:
+        os.kill(stub, signal.SIGKILL)
+        killed = time.monotonic()
+        deadline = killed + STUB_RESTART_S
+        while raw.is_model_ready(FRAGILE.name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert time.monotonic() < deadline, "the model stayed READY with a dead backend process"
+        while not raw.is_model_ready(FRAGILE.name) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        np.testing.assert_array_equal(client.infer(FRAGILE.name, {"x": X})["y"], 2 * X)
+        print(f"model not ready, then answering again {time.monotonic() - killed:.1f} s after the kill")
+    serve.wait_for(f"^{FRAGILE.name}: its backend process died; reloading the model$", 5)
+    serve.wait_for(rf"^{FRAGILE.name}: reloaded in \d+\.\d s$", 5)
+
+    regions = [
+        Path("/dev/shm") / Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[2].decode()
+        for p, (_ppid, pgrp, state) in _processes().items()
+        if pgrp == triton and p != triton and state != "Z"
+    ]
+    os.kill(triton, signal.SIGKILL)
+    killed = time.monotonic()
+    assert serve.process.wait(15) == 2
+    print(f"serve ended {time.monotonic() - killed:.1f} s after Triton was killed")
+    serve.wait_for(r"^tritonstack serve: error: Triton exited unexpectedly \(killed by signal 9\)", 5)
+    assert serve.drain(0) == []
+    live = [p for p, (_ppid, pgrp, state) in _processes().items() if pgrp == triton and state != "Z"]
+    assert live == [], "backend processes outlived Triton"
+    assert regions and not [r for r in [region, *regions] if r.exists()], "shared memory left behind"

@@ -144,6 +144,8 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from tritonstack.serve import TritonServer
+    from tritonstack.serve.server import LOAD_ALL
+    from tritonstack.serve.supervise import Supervisor
 
     if not 0 <= args.drain_grace <= 3600:
         raise UsageError(f"--drain-grace {args.drain_grace:g}: give seconds from 0 to 3600")
@@ -154,21 +156,27 @@ def _serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         log_path=args.log_file,
-        model_control_mode="poll" if args.watch else "none",
-        extra_args=manage_commands.WATCH_ARGS if args.watch else (),
+        # Explicit: the only mode in which Triton reloads a model on request (serve/supervise.py);
+        # with --watch the supervisor loads the repository's models and rescans it.
+        model_control_mode="explicit",
+        extra_args=() if args.watch else (LOAD_ALL,),
         tls=_tls(args),
         open_admin_apis=args.open_admin_apis,
         drain_grace=args.drain_grace,
     )
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # while starting
     with server:
-        # From here signals are taken by sigwait, so a second one only cuts the grace short.
+        # From here signals are taken by sigtimedwait (the supervisor between its checks, then the
+        # grace), so a second one only cuts the grace short.
         signal.pthread_sigmask(signal.SIG_BLOCK, DRAIN_SIGNALS)
+        supervisor = Supervisor(server, watch=args.watch, report=lambda line: print(line, flush=True))
+        if args.watch:
+            supervisor.check()  # loads the models, naming those that fail
         print(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}, log {server.log_path}")
         if server.admin_closed:
             print("Admin APIs (model repository, shared memory, trace, logging) are closed beyond loopback")
         print("Ctrl-C stops it; SIGTERM drains it first (--drain-grace).", flush=True)
-        grace = args.drain_grace if signal.sigwait(DRAIN_SIGNALS) == signal.SIGTERM else 0.0
+        grace = args.drain_grace if supervisor.run_until(DRAIN_SIGNALS) == signal.SIGTERM else 0.0
         started = time.monotonic()
         print(
             f"Draining: not ready, serving {grace:g} s more, then finishing the requests in flight"
