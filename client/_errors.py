@@ -59,6 +59,12 @@ def to_client_error(
             "retry once it is back, or give several urls",
             model,
         )
+    if status == "RESOURCE_EXHAUSTED" and "larger than max" in message:
+        return InvalidInput(
+            f"{subject}: message over the size limit ({message}) — send smaller batches, or raise the "
+            "client's max_message_bytes= if the server accepts more",
+            model,
+        )
     if status == "UNAVAILABLE":
         return ServerUnavailable(
             f"Triton at {url} is unreachable ({message}) — start it with `tritonstack serve` or check --url",

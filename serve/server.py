@@ -324,6 +324,8 @@ class TritonServer:
             # grace, and up to a second more (Triton counts whole seconds).
             f"--exit-timeout-secs={IN_FLIGHT_TIMEOUT_S + math.ceil(self.drain_grace) + 1}",
             "--log-verbose=0",
+            # Pooled request objects keep the capacity of the largest request they held.
+            "--grpc-infer-allocation-pool-size=0",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *(self.tls.args() if self.tls else ()),
             *(closed_admin_args() if self.admin_closed else ()),

@@ -250,6 +250,14 @@ ERRORS = [
         ClientError,
         ["refused an admin call", "beyond loopback", "--open-admin-apis"],
     ),
+    # gRPC's own size limit, on either side: too big a batch, not an outage.
+    (
+        "StatusCode.RESOURCE_EXHAUSTED",
+        "Sent message larger than max (1073741857 vs. 67108864)",
+        True,
+        InvalidInput,
+        ["size limit", "max_message_bytes="],
+    ),
 ]
 
 

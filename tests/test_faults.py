@@ -7,6 +7,8 @@
   once; an export killed before it finishes leaves no config without a version;
 - D4: a killed backend stub makes its model not ready and is replaced within seconds; a killed
   Triton ends `serve` with one line and leaves no process or shared memory region behind;
+- message size: the client caps what it sends and accepts; Triton keeps no pooled copy of a huge
+  request it refused.
 """
 
 from __future__ import annotations
@@ -39,13 +41,14 @@ from tritonclient.utils import InferenceServerException
 from tests.conftest import ServerFactory
 from tests.reference_models import FRAGILE, write_fragile_model
 from tritonstack.cli import main
-from tritonstack.client import ClientError, TritonClient
+from tritonstack.client import ClientError, InvalidInput, TritonClient
 from tritonstack.export.repository import build_config, write_version
 from tritonstack.formats import Format
 from tritonstack.serve import TritonServer, free_port
 from tritonstack.serve.admin import is_loopback
 from tritonstack.serve.repository_check import model_problem
 from tritonstack.serve.server import LOAD_ALL
+from tritonstack.spec import ModelSpec, TensorSpec
 
 X = np.ones((1, 4), np.float32)
 SERVE_START_S = 60.0
@@ -491,3 +494,59 @@ def test_a_killed_stub_is_replaced_and_a_killed_triton_ends_serve(repo: Path, se
     live = [p for p, (_ppid, pgrp, state) in _processes().items() if pgrp == triton and state != "Z"]
     assert live == [], "backend processes outlived Triton"
     assert regions and not [r for r in [region, *regions] if r.exists()], "shared memory left behind"
+
+
+# -- message size ----------------------------------------------------------------------------------
+
+
+WIDE = ModelSpec(
+    "wide", (TensorSpec("x", "float32", (1024,)),), (TensorSpec("y", "float32", (1024,)),), max_batch_size=8
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, triton_server_factory: ServerFactory) -> TritonServer:
+    """The fragile model, and `wide` (triples its input), whose full batch is 32 KiB."""
+    root = tmp_path_factory.mktemp("size")
+    write_fragile_model(root / "repo", root)
+    torch.jit.script(Tripler()).save(str(root / "tripler.pt"))  # type: ignore[no-untyped-call]
+    write_version(
+        root / "repo", WIDE.name, build_config(WIDE, Format.TORCHSCRIPT), {"model.pt": root / "tripler.pt"}
+    )
+    return triton_server_factory(root / "repo")
+
+
+def test_the_client_caps_what_it_sends(server: TritonServer) -> None:
+    one, full = (np.ones((n, 1024), np.float32) for n in (1, WIDE.max_batch_size))
+    with TritonClient(server.grpc_url, max_message_bytes=full.nbytes // 2) as small:
+        np.testing.assert_array_equal(small.infer(WIDE.name, {"x": one})["y"], 3 * one)
+        with pytest.raises(InvalidInput, match="size limit .*Sent message larger than max"):
+            small.infer(WIDE.name, {"x": full})
+    with TritonClient(server.grpc_url) as default:
+        np.testing.assert_array_equal(default.infer(WIDE.name, {"x": full})["y"], 3 * full)
+
+
+def _rss_bytes(pid: int) -> int:
+    (line,) = [
+        line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS")
+    ]
+    return int(line.split()[1]) * 1024
+
+
+def test_triton_keeps_no_copy_of_huge_requests(server: TritonServer) -> None:
+    """Requests far over the model's batch limit, from a client without our cap: Triton refuses
+    them, and afterwards holds less memory than they took together (0-110 MiB more for two of
+    128 MiB; with its default request pool it kept 352-370 MiB). What it needs while it reads one is
+    not capped: see the README's message size paragraph."""
+    assert server.pid is not None
+    huge = np.ones((8 * 2**20, 4), np.float32)  # 128 MiB
+    tensor = grpcclient.InferInput("x", list(huge.shape), "FP32")
+    tensor.set_data_from_numpy(huge)
+    before = _rss_bytes(server.pid)
+    with grpcclient.InferenceServerClient(server.grpc_url) as raw:
+        for _ in range(2):
+            with pytest.raises(InferenceServerException, match="batch-size must be <= 8"):
+                raw.infer(FRAGILE.name, [tensor], client_timeout=120)
+    retained = _rss_bytes(server.pid) - before
+    print(f"Triton kept {retained / 2**20:.0f} MiB after refusing 2 x {huge.nbytes / 2**20:.0f} MiB")
+    assert retained < 2 * huge.nbytes
