@@ -42,6 +42,7 @@ from tritonstack.serve import stub_site
 from tritonstack.serve.admin import closed_admin_args, is_loopback
 from tritonstack.serve.backend_dir import backend_directory
 from tritonstack.serve.binary import TritonInstall, find_triton
+from tritonstack.serve.health import HealthEndpoint
 from tritonstack.serve.repository_check import repository_problems
 from tritonstack.serve.tls import Tls
 
@@ -92,7 +93,8 @@ class TritonServer:
     """A `tritonserver` child process serving `repository`; a context manager.
 
     Ports left as None are picked free. gRPC and metrics bind only `host` (loopback by default);
-    HTTP binds loopback unless `host` is a loopback address itself. The log (Triton's stdout and
+    HTTP binds loopback unless `host` is a loopback address itself, and then `http_port` on `host`
+    answers health probes only (`health_url`, serve/health.py). The log (Triton's stdout and
     stderr) goes to `log_path`, default a kept file in a temporary directory.
 
     `tls` serves gRPC over TLS (mutual TLS with `Tls(mutual=True)`); readiness is checked over
@@ -137,6 +139,7 @@ class TritonServer:
         self.shm_prefix = f"tritonstack_{secrets.token_hex(6)}_"
         self._process: subprocess.Popen[bytes] | None = None
         self._held: http.client.HTTPConnection | None = None
+        self._health: HealthEndpoint | None = None
         self._log_start = 0
 
     # -- addresses -------------------------------------------------------------------------------
@@ -147,7 +150,13 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
+        """Triton's HTTP endpoint (loopback when `host` is not)."""
         return f"{self.http_host}:{self._port('http')}"
+
+    @property
+    def health_url(self) -> str:
+        """Where load balancers probe `/v2/health/ready`: on `host`, whatever `http_url` is."""
+        return f"{self._client_host}:{self._port('health')}" if self.admin_closed else self.http_url
 
     @property
     def metrics_url(self) -> str:
@@ -280,6 +289,9 @@ class TritonServer:
         held, self._held = self._held, None
         if held is not None:
             held.close()  # Triton notices within a second
+        health, self._health = self._health, None
+        if health is not None:
+            health.close()
         process, self._process = self._process, None
         if process is None:
             return
@@ -300,6 +312,16 @@ class TritonServer:
 
     def _launch(self, install: TritonInstall) -> None:
         self._ports = {name: port or free_port(self.host) for name, port in self._requested.items()}
+        if self.admin_closed:  # the HTTP port on `host` answers probes; Triton's HTTP takes another
+            self._ports["health"] = self._ports["http"]
+            self._ports["http"] = free_port(self.http_host)
+            try:
+                self._health = HealthEndpoint(self.host, self._ports["health"], self.http_url)
+            except OSError as exc:
+                raise PortInUse(
+                    f"http port {self._ports['health']} on {self.host} is in use ({exc.strerror}): pass "
+                    "another --http-port, or omit it to pick a free one"
+                ) from exc
         backends = backend_directory(install)
         args = [
             str(install.server),

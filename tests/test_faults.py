@@ -132,12 +132,37 @@ def test_beyond_loopback_every_grpc_admin_api_is_closed(
             GRPC_ADMIN_CALLS[call](anyone)
 
 
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 @pytest.mark.parametrize("path", HTTP_ADMIN_PATHS)
-def test_beyond_loopback_http_does_not_listen(exposed: TritonServer, address: str, path: str) -> None:
+def test_beyond_loopback_http_answers_health_probes_only(exposed: TritonServer, address: str, path: str):
+    """Triton's HTTP endpoint is not reachable from the network; the HTTP port there refuses
+    every admin path."""
     assert exposed.http_url.startswith("127.0.0.1:")
-    url = f"http://{address}:{_port(exposed.http_url)}/v2/{path}"
     with pytest.raises(urllib.error.URLError, match="Connection refused"):
-        urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, data=b"{}", timeout=5)
+        DIRECT.open(f"http://{address}:{_port(exposed.http_url)}/v2/{path}", data=b"{}", timeout=5)
+    with pytest.raises(urllib.error.HTTPError, match="403") as refused:
+        DIRECT.open(f"http://{address}:{_port(exposed.health_url)}/v2/{path}", data=b"{}", timeout=5)
+    assert b"answers only /v2/health/live and /v2/health/ready" in refused.value.read()
+
+
+def test_beyond_loopback_http_readiness_follows_triton(repo: Path, triton_server_factory, address: str):
+    """Load balancers probe readiness on the server's address: ready once Triton is, not ready
+    from the moment it drains (while gRPC still answers, serve's --drain-grace)."""
+    server = triton_server_factory(repo, host="0.0.0.0", drain_grace=30)
+    ready = f"http://{address}:{_port(server.health_url)}/v2/health/ready"
+    with DIRECT.open(ready, timeout=5) as answer:
+        assert answer.status == 200
+    server.begin_drain()
+    deadline = time.monotonic() + 5
+    with pytest.raises(urllib.error.HTTPError, match="503"):
+        while time.monotonic() < deadline:  # Triton stops taking HTTP connections within moments
+            DIRECT.open(ready, timeout=5).close()
+            time.sleep(0.1)
+    with TritonClient(f"{address}:{_port(server.grpc_url)}") as triton:
+        np.testing.assert_array_equal(triton.infer(FRAGILE.name, {"x": X})["y"], 2 * X)
+    server.stop()
 
 
 def test_beyond_loopback_serving_apis_stay_open(exposed: TritonServer, address: str) -> None:

@@ -174,7 +174,10 @@ def _serve(args: argparse.Namespace) -> int:
             supervisor.check()  # loads the models, naming those that fail
         print(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}, log {server.log_path}")
         if server.admin_closed:
-            print("Admin APIs (model repository, shared memory, trace, logging) are closed beyond loopback")
+            print(
+                "Admin APIs (model repository, shared memory, trace, logging) are closed beyond loopback; "
+                f"HTTP there answers health probes only, at {server.health_url}"
+            )
         print("Ctrl-C stops it; SIGTERM drains it first (--drain-grace).", flush=True)
         grace = args.drain_grace if supervisor.run_until(DRAIN_SIGNALS) == signal.SIGTERM else 0.0
         started = time.monotonic()
