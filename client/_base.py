@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2, service_pb2
 
 from tritonstack.client._endpoints import (
@@ -33,18 +32,9 @@ from tritonstack.errors import ClientError, InvalidArgument, ModelNotFound, Serv
 from tritonstack.spec import Array, ModelSpec, production_version
 
 DEFAULT_URL = "127.0.0.1:8001"
-
-# Each server's channel: tritonclient's defaults (unlimited messages; its keepalive values are
-# gRPC's own), plus a cap on the reconnect backoff: a channel that found the server down retries
-# after up to 2 minutes by default, so a restarted server would go unnoticed that long. And a
-# connection of its own: gRPC shares one per address between channels with the same arguments,
-# so a new client would inherit another client's backoff after a restart and fail at once.
-_CHANNEL_ARGS: list[tuple[str, Any]] = [
-    ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
-    ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.use_local_subchannel_pool", 1),
-]
+# The largest request or response a client sends or accepts (tritonclient's default is 2 GiB,
+# Triton's own limit); the reference models' largest batch is well under 1 MiB.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20
 POLL_INTERVAL_S = 0.1
 # Triton's words for a region it does not know (NOT_FOUND or INVALID_ARGUMENT, by release); an
 # inference's message names no kind of region, a status call's names "system" or "cuda".
@@ -101,6 +91,21 @@ class Prepared:
         return read_outputs(response, self.wanted, contents, self.output_offsets)
 
 
+def channel_args(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Each server's channel: messages capped at `max_message_bytes` both ways (gRPC refuses a
+    larger request before sending it); a cap on the reconnect backoff: a channel that found the
+    server down retries after up to 2 minutes by default, so a restarted server would go unnoticed
+    that long. And a connection of its own: gRPC shares one per address between channels with the
+    same arguments, so a new client would inherit another client's backoff after a restart and
+    fail at once."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+
+
 def tls_options(
     ssl: bool, root_certificates: str | None, private_key: str | None, certificate_chain: str | None
 ) -> dict[str, Any]:
@@ -138,7 +143,8 @@ class ClientBase:
     verifying the server against `root_certificates` (a PEM file; default: the system's); a server
     requiring client certificates (mutual TLS) needs `private_key` and `certificate_chain` (PEM
     files) and closes the connection of a client without them, which fails as
-    `ServerUnavailable`. `headers` go with every call (e.g. a server's admin key);
+    `ServerUnavailable`. `headers` go with every call. Requests and responses are capped at
+    `max_message_bytes` (a larger request is refused as `InvalidInput` before it is sent);
     `use_shared_memory` passes tensors through shared memory (same host, one url only): True or
     "system" for system shared memory, "cuda" for memory on GPU `cuda_device` (needs
     cuda-bindings: `pip install 'tritonstack[cuda]'`). Specs are cached for the client's
@@ -164,6 +170,7 @@ class ClientBase:
         headers: Mapping[str, str] | None = None,
         use_shared_memory: bool | ShmKind = False,
         cuda_device: int = 0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         tls = tls_options(ssl, root_certificates, private_key, certificate_chain)
         urls = endpoint_urls(url)
@@ -176,7 +183,8 @@ class ClientBase:
         self._specs: dict[tuple[str, str], ModelSpec] = {}
         self._production: dict[str, str] = {}  # model -> version for unversioned requests
         self._shm = shm_pool(use_shared_memory, cuda_device)
-        self._endpoints = Endpoints([self._open(u, channel_args=_CHANNEL_ARGS, **tls) for u in urls])
+        options = channel_args(max_message_bytes)
+        self._endpoints = Endpoints([self._open(u, channel_args=options, **tls) for u in urls])
 
     def _open(self, url: str, **connect: Any) -> Endpoint:
         """The server at `url`: tritonclient's client (both take these keyword arguments) and

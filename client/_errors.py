@@ -46,8 +46,9 @@ def to_client_error(
     # no outage, and retrying cannot help.
     if "protocol is restricted" in message:
         return ClientError(
-            f"{subject}: Triton at {url} refused an admin call ({message}) — pass the server's admin "
-            "key as headers= (printed by `tritonstack serve`)",
+            f"{subject}: Triton at {url} refused an admin call ({message}) — `tritonstack serve` "
+            "closes admin APIs beyond loopback: call it on a loopback-bound server, or serve with "
+            "--open-admin-apis on a trusted network",
             model,
         )
     # Triton stops its gRPC service last on SIGTERM, after its models unloaded, cancelling the
@@ -56,6 +57,12 @@ def to_client_error(
         return ServerUnavailable(
             f"{subject}: Triton at {url} cancelled the call while shutting down ({message}) — "
             "retry once it is back, or give several urls",
+            model,
+        )
+    if status == "RESOURCE_EXHAUSTED" and "larger than max" in message:
+        return InvalidInput(
+            f"{subject}: message over the size limit ({message}) — send smaller batches, or raise the "
+            "client's max_message_bytes= if the server accepts more",
             model,
         )
     if status == "UNAVAILABLE":

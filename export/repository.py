@@ -141,8 +141,15 @@ def _stage_and_publish(
                 _place(Path(src), version_tmp / name, move, moved)
             for name, src in extra_files.items():
                 replace_file(model_dir / name, Path(src).read_bytes())
-            write_config(model_dir / CONFIG_NAME, config)
-            return _publish(version_tmp, model_dir, version, overwrite)
+            # A new model gets its config last: an export killed before then leaves no config
+            # without a version, which Triton would wait on instead of refusing.
+            new_model = not (model_dir / CONFIG_NAME).exists()
+            if not new_model:
+                write_config(model_dir / CONFIG_NAME, config)
+            target = _publish(version_tmp, model_dir, version, overwrite)
+            if new_model:
+                write_config(model_dir / CONFIG_NAME, config)
+            return target
         except BaseException:
             for src, dst in reversed(moved):  # while the staging directory still exists
                 with contextlib.suppress(OSError):

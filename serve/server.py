@@ -3,7 +3,8 @@
 `TritonServer` starts it on loopback (free ports unless given), waits until the server and every
 model in the repository are ready, and turns the ways this fails into one-line errors: a busy
 port (`PortInUse`), a model that does not load (`ModelLoadError`, quoting Triton's reason), or a
-process that dies or hangs (`ServeError` with the log's tail). `begin_drain()` then `stop()` stop
+process that dies or hangs (`ServeError` with the log's tail). Models whose layout Triton cannot
+load (serve/repository_check.py) are refused before it starts. `begin_drain()` then `stop()` stop
 it gracefully. `ExternalServer` is the same surface for a server someone else runs.
 """
 
@@ -18,6 +19,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,9 +39,12 @@ from tritonclient.utils import InferenceServerException
 import tritonstack
 from tritonstack.errors import ModelLoadError, PortInUse, ServeError
 from tritonstack.serve import stub_site
+from tritonstack.serve.admin import closed_admin_args, is_loopback
 from tritonstack.serve.backend_dir import backend_directory
 from tritonstack.serve.binary import TritonInstall, find_triton
-from tritonstack.serve.tls import AdminKey, Tls, is_loopback
+from tritonstack.serve.health import HealthEndpoint
+from tritonstack.serve.repository_check import repository_problems
+from tritonstack.serve.tls import Tls
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,9 @@ _ALL_STARTED = "Started Metrics Service"
 _PR_SET_PDEATHSIG = 1
 # How long Triton waits on SIGTERM for the requests in flight to finish and its models to unload.
 IN_FLIGHT_TIMEOUT_S = 10
+# In explicit model control, the flag that loads every model at startup, as modes none and poll do.
+LOAD_ALL = "--load-model=*"
+_SHM_DIR = Path("/dev/shm")
 # The readiness probe talks to Triton on this host: never through a proxy from the environment.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -84,13 +92,15 @@ def _die_with_parent() -> None:
 class TritonServer:
     """A `tritonserver` child process serving `repository`; a context manager.
 
-    Ports left as None are picked free. Binds only `host` (loopback by default). The log
-    (Triton's stdout and stderr) goes to `log_path`, default a kept file in a temporary directory.
+    Ports left as None are picked free. gRPC and metrics bind only `host` (loopback by default);
+    HTTP binds loopback unless `host` is a loopback address itself, and then `http_port` on `host`
+    answers health probes only (`health_url`, serve/health.py). The log (Triton's stdout and
+    stderr) goes to `log_path`, default a kept file in a temporary directory.
 
     `tls` serves gRPC over TLS (mutual TLS with `Tls(mutual=True)`); readiness is checked over
-    HTTP, which needs no client certificate. Bound to anything but loopback, the admin protocols
-    (model repository, shared memory) answer only requests carrying `admin_key` (generated when
-    not given; `server.admin_key.headers` is what clients pass), unless `open_admin_apis`.
+    HTTP, which needs no client certificate. Bound to anything but loopback, gRPC refuses the
+    admin protocols (serve/admin.py) unless `open_admin_apis`. The Python backend's shared memory
+    regions carry `shm_prefix`, so `stop()` removes those of a server that was killed.
 
     `drain_grace` is the longest time between `begin_drain()` and `stop()`: while not ready,
     Triton keeps answering gRPC requests that long at most.
@@ -110,7 +120,6 @@ class TritonServer:
         startup_timeout: float = 120.0,
         install: TritonInstall | None = None,
         tls: Tls | None = None,
-        admin_key: AdminKey | None = None,
         open_admin_apis: bool = False,
         drain_grace: float = 0.0,
     ) -> None:
@@ -124,10 +133,13 @@ class TritonServer:
         self.startup_timeout = startup_timeout
         self._install = install
         self.tls = tls
-        self.admin_key = None if open_admin_apis else admin_key or (None if is_loopback(host) else AdminKey())
+        self.admin_closed = not open_admin_apis and not is_loopback(host)
+        self.http_host = host if is_loopback(host) else "127.0.0.1"
         self.drain_grace = drain_grace
+        self.shm_prefix = f"tritonstack_{secrets.token_hex(6)}_"
         self._process: subprocess.Popen[bytes] | None = None
         self._held: http.client.HTTPConnection | None = None
+        self._health: HealthEndpoint | None = None
         self._log_start = 0
 
     # -- addresses -------------------------------------------------------------------------------
@@ -138,7 +150,13 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        return f"{self._client_host}:{self._port('http')}"
+        """Triton's HTTP endpoint (loopback when `host` is not)."""
+        return f"{self.http_host}:{self._port('http')}"
+
+    @property
+    def health_url(self) -> str:
+        """Where load balancers probe `/v2/health/ready`: on `host`, whatever `http_url` is."""
+        return f"{self._client_host}:{self._port('health')}" if self.admin_closed else self.http_url
 
     @property
     def metrics_url(self) -> str:
@@ -153,6 +171,11 @@ class TritonServer:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
+
+    def exit_code(self) -> int | None:
+        """Triton's exit code (negative: the signal) once it has exited; None while it runs or
+        when it was not started."""
+        return self._process.poll() if self._process else None
 
     def log_tail(self, n: int = 40) -> str:
         """The last `n` lines Triton wrote in this run (an existing log file is appended to)."""
@@ -195,6 +218,13 @@ class TritonServer:
             raise ServeError(
                 f"cannot bind host {self.host!r} ({exc.strerror or exc}): pass an address of this machine"
             ) from exc
+        if self.model_control_mode != "explicit" or LOAD_ALL in self.extra_args:
+            problems = repository_problems(self.repository)
+            if problems:
+                raise ModelLoadError(
+                    f"{_models(problems)} in {self.repository} cannot be loaded; Triton was not started:"
+                    + per_model_lines(problems)
+                )
         for name, port in self._requested.items():
             if port is not None and not 0 < port < 65536:
                 raise ServeError(f"{name} port {port} is out of range: pass 1-65535 to --{name}-port")
@@ -259,6 +289,9 @@ class TritonServer:
         held, self._held = self._held, None
         if held is not None:
             held.close()  # Triton notices within a second
+        health, self._health = self._health, None
+        if health is not None:
+            health.close()
         process, self._process = self._process, None
         if process is None:
             return
@@ -273,10 +306,22 @@ class TritonServer:
                 process.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)  # stubs of a killed server
+        for region in _SHM_DIR.glob(f"{self.shm_prefix}*"):  # what a killed server's stubs left
+            region.unlink(missing_ok=True)
         log.info("Triton stopped (exit code %s)", process.returncode)
 
     def _launch(self, install: TritonInstall) -> None:
         self._ports = {name: port or free_port(self.host) for name, port in self._requested.items()}
+        if self.admin_closed:  # the HTTP port on `host` answers probes; Triton's HTTP takes another
+            self._ports["health"] = self._ports["http"]
+            self._ports["http"] = free_port(self.http_host)
+            try:
+                self._health = HealthEndpoint(self.host, self._ports["health"], self.http_url)
+            except OSError as exc:
+                raise PortInUse(
+                    f"http port {self._ports['health']} on {self.host} is in use ({exc.strerror}): pass "
+                    "another --http-port, or omit it to pick a free one"
+                ) from exc
         backends = backend_directory(install)
         args = [
             str(install.server),
@@ -285,7 +330,7 @@ class TritonServer:
             f"--model-control-mode={self.model_control_mode}",
             f"--grpc-address={self.host}",
             f"--grpc-port={self._ports['grpc']}",
-            f"--http-address={self.host}",
+            f"--http-address={self.http_host}",
             f"--http-port={self._ports['http']}",
             f"--metrics-address={self.host}",
             f"--metrics-port={self._ports['metrics']}",
@@ -301,8 +346,11 @@ class TritonServer:
             # grace, and up to a second more (Triton counts whole seconds).
             f"--exit-timeout-secs={IN_FLIGHT_TIMEOUT_S + math.ceil(self.drain_grace) + 1}",
             "--log-verbose=0",
+            # Pooled request objects keep the capacity of the largest request they held.
+            "--grpc-infer-allocation-pool-size=0",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *(self.tls.args() if self.tls else ()),
-            *(self.admin_key.args() if self.admin_key else ()),
+            *(closed_admin_args() if self.admin_closed else ()),
             *self.extra_args,
         ]
         env = dict(os.environ)
@@ -354,10 +402,15 @@ class TritonServer:
         index = json.loads(answer)
         failed = {m["name"]: m.get("reason", "") for m in index if m.get("state") == "UNAVAILABLE"}
         if failed:
-            raise ModelLoadError(_load_failure_message(failed, self.log_path))
+            raise self._load_failure(failed)
         # No state: not asked for (explicit mode) or added after startup; Triton will not load it now.
         pending = [m for m in index if m.get("state", "") not in ("READY", "")]
         return not pending and self._http("health/ready") is not None
+
+    def _load_failure(self, failed: dict[str, str]) -> ModelLoadError:
+        return ModelLoadError(
+            f"Triton could not load {_models(failed)} (log {self.log_path}):" + per_model_lines(failed)
+        )
 
     def _http(self, path: str, body: bytes | None = None) -> bytes | None:
         """Triton's answer to GET `/v2/<path>` (POST with a body), or None without one: not up yet,
@@ -380,15 +433,22 @@ class TritonServer:
             )
         failed = dict(_LOAD_FAILURE.findall(tail))
         if failed:
-            raise ModelLoadError(_load_failure_message(failed, self.log_path))
+            raise self._load_failure(failed)
         raise ServeError(f"{what}; log {self.log_path}, last lines:\n{tail}")
 
 
-def _load_failure_message(failed: dict[str, str], log_path: Path) -> str:
-    # Python backend reasons carry a traceback (escaped as "\\n" in the log): the first line says it.
-    firsts = {name: reason.replace("\\n", "\n").strip().split("\n")[0] for name, reason in failed.items()}
-    reasons = "; ".join(f"{name}: {reason or 'no reason given'}" for name, reason in sorted(firsts.items()))
-    return f"Triton could not load {', '.join(sorted(failed))} ({reasons}); log {log_path}"
+def per_model_lines(failed: dict[str, str]) -> str:
+    """One line per model and its reason, each starting a new line."""
+    return "".join(f"\n  {name}: {first_reason_line(reason)}" for name, reason in sorted(failed.items()))
+
+
+def _models(names: dict[str, str]) -> str:
+    return f"{len(names)} model{'s' if len(names) > 1 else ''}"
+
+
+def first_reason_line(reason: str) -> str:
+    """Python backend reasons carry a traceback (escaped as "\\n" in the log): the first line says it."""
+    return reason.replace("\\n", "\n").strip().split("\n")[0] or "no reason given"
 
 
 def _stub_python_path() -> list[str]:

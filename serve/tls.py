@@ -1,29 +1,15 @@
-"""Transport security and admin-API protection for the embedded Triton.
+"""Transport security for the embedded Triton.
 
 `Tls` turns certificate files into Triton's `--grpc-use-ssl` flags, and with `mutual` into
 `--grpc-use-ssl-mutual`: only clients presenting a certificate signed by `root_cert` are served.
-`AdminKey` restricts the
-gRPC protocols that change or expose the server (loading and unloading models, registering
-shared memory) to requests carrying a header with a secret value, through Triton's
-`--grpc-restricted-protocol`: a server reachable from other hosts should not let anyone on the
-network swap its models or map memory into it.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tritonstack.errors import UsageError
-
-# Protocols anyone able to reach the port could abuse: model-repository loads/unloads models
-# (and, with explicit control, any file layout on the server's disk), shared-memory registers
-# regions by key. Inference, health, metadata and statistics stay open.
-ADMIN_PROTOCOLS = ("model-repository", "shared-memory")
-ADMIN_HEADER = "tritonstack-admin-key"
-_TRITON_HEADER_PREFIX = "triton-grpc-protocol-"
 
 
 @dataclass(frozen=True)
@@ -55,30 +41,3 @@ class Tls:
         if self.mutual:
             args.append("--grpc-use-ssl-mutual=true")
         return args
-
-
-@dataclass(frozen=True)
-class AdminKey:
-    """A secret that admin requests carry in the `header` header; generated unless given."""
-
-    value: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
-    header: str = ADMIN_HEADER
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """What a client passes as `headers=` to reach the restricted protocols (Triton expects
-        the header under its own prefix)."""
-        return {_TRITON_HEADER_PREFIX + self.header: self.value}
-
-    def args(self) -> list[str]:
-        return [f"--grpc-restricted-protocol={','.join(ADMIN_PROTOCOLS)}:{self.header}={self.value}"]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` binds loopback only (`localhost`, 127.0.0.0/8, ::1); "" and 0.0.0.0 do not."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

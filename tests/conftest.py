@@ -32,6 +32,9 @@ import pytest
 from tritonstack.serve import TritonServer
 
 ServerFactory = Callable[..., TritonServer]
+# Triton's own repository polling, every second (model_control_mode="poll"); `serve --watch`
+# rescans with explicit model control instead (serve/supervise.py).
+POLL_ARGS = ("--repository-poll-secs=1",)
 SERVER_FIXTURE = "triton_server_factory"
 
 

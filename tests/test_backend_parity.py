@@ -84,7 +84,12 @@ def test_models_the_native_backends_refuse_are_refused(
     with pytest.raises(ModelLoadError) as err:
         triton_server_factory(repo)
     message = str(err.value)
-    assert "could not load double_onnx, interop_torchscript, plan_on_cpu" in message
+    assert "Triton could not load 3 models" in message
+    assert [line.split(":")[0] for line in message.splitlines()[1:]] == [
+        "  double_onnx",
+        "  interop_torchscript",
+        "  plan_on_cpu",
+    ]
     assert "configuration expects datatype TYPE_FP32 for 'y', model provides TYPE_FP64" in message
     assert "parameter INTER_OP_THREAD_COUNT would abort Triton 24.10" in message
     assert "TensorRT backend supports only GPU device" in message

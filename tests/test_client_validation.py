@@ -241,14 +241,22 @@ ERRORS = [
     ("StatusCode.INTERNAL", "onnx runtime error 6", True, InferenceFailed, ["inference failed", "error 6"]),
     ("StatusCode.INTERNAL", "onnx runtime error 6", False, ClientError, ["error 6"]),
     (None, "got unexpected datatype", True, InferenceFailed, ["got unexpected datatype"]),
-    # Not an unknown model, not an outage: a region the server forgot, or an admin key missing.
+    # Not an unknown model, not an outage: a region the server forgot, or an admin API closed.
     ("StatusCode.NOT_FOUND", "Unable to find shared memory region: 'r'", True, ClientError, ["region: 'r'"]),
     (
         "StatusCode.UNAVAILABLE",
         "This protocol is restricted, expecting header 'triton-grpc-protocol-k'",
         False,
         ClientError,
-        ["admin key", "headers="],
+        ["refused an admin call", "beyond loopback", "--open-admin-apis"],
+    ),
+    # gRPC's own size limit, on either side: too big a batch, not an outage.
+    (
+        "StatusCode.RESOURCE_EXHAUSTED",
+        "Sent message larger than max (1073741857 vs. 67108864)",
+        True,
+        InvalidInput,
+        ["size limit", "max_message_bytes="],
     ),
 ]
 

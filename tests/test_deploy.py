@@ -22,11 +22,11 @@ from tritonstack.errors import UsageError
 from tritonstack.export.deployment import DeploymentOptions, Device
 from tritonstack.export.repository import build_config, write_config
 from tritonstack.formats import Format
+from tritonstack.serve.admin import ADMIN_HEADER
 from tritonstack.serve.deploy import gpus, kserve, kubernetes
 from tritonstack.serve.deploy.container import ADMIN_KEY_ENV
 from tritonstack.serve.deploy.location import RepositoryLocation, S3Endpoint
 from tritonstack.serve.deploy.options import DeployOptions, ModelControl
-from tritonstack.serve.tls import ADMIN_HEADER
 from tritonstack.spec import CONFIG_NAME, ModelSpec, TensorSpec
 
 SPEC = ModelSpec(

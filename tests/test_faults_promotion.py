@@ -1,5 +1,5 @@
 """Issue 17, D1: clients follow a promotion. Two versions exported, v1 promoted to production,
-`serve --watch`, unversioned requests in a loop from the sync and the asyncio client, then v2
+Triton polling the repository, unversioned requests in a loop from the sync and the asyncio client, then v2
 promoted: Triton unloads v1, and each client, finding the production version it cached gone,
 reads the model's config again and retries. No request may fail."""
 
@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ServerFactory
+from tests.conftest import POLL_ARGS, ServerFactory
 from tritonstack import recsys
 from tritonstack.cli import main
-from tritonstack.cli.manage import WATCH_ARGS
 from tritonstack.client import AsyncTritonClient, TritonClient
 from tritonstack.export.checkpoint import LoadedModel, load_model
 from tritonstack.export.pipeline import export_to_repository
@@ -94,7 +93,7 @@ def test_clients_follow_a_promotion_without_failing(
     models = _export_two_versions(tmp_path)
     repo = tmp_path / "repo"
     assert main(["models", "promote", MODEL, "1", "--status", "production", "--repo", str(repo)]) == 0
-    server = triton_server_factory(repo, model_control_mode="poll", extra_args=WATCH_ARGS)  # serve --watch
+    server = triton_server_factory(repo, model_control_mode="poll", extra_args=POLL_ARGS)
     inputs = models[0].spec.random_inputs(4)
     want = {1: _outputs(models[0], inputs), 2: _outputs(models[1], inputs)}
     assert not np.allclose(want[1], want[2])

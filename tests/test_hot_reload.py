@@ -1,4 +1,4 @@
-"""Hot reload (`serve --watch`: Triton polls the repository every second): a version exported
+"""Hot reload under Triton's own polling (every second): a version exported
 while requests flow is picked up with zero failed requests, and hidden staging directories are
 never seen by Triton (nothing is staged at the repository's top level, which Triton polls even
 for hidden names)."""
@@ -14,9 +14,8 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 
-from tests.conftest import ServerFactory
+from tests.conftest import POLL_ARGS, ServerFactory
 from tritonstack import recsys
-from tritonstack.cli.manage import WATCH_ARGS
 from tritonstack.export.checkpoint import LoadedModel, load_model
 from tritonstack.export.pipeline import export_to_repository
 from tritonstack.formats import Format
@@ -56,7 +55,7 @@ def test_new_version_is_served_without_restart_or_failures(
     old, new = _model(tmp_path, 0), _model(tmp_path, 1)
     repo = tmp_path / "repo"
     export_to_repository(old, [Format.ONNX], repo)
-    server = triton_server_factory(repo, model_control_mode="poll", extra_args=WATCH_ARGS)
+    server = triton_server_factory(repo, model_control_mode="poll", extra_args=POLL_ARGS)
     feeds = old.spec.random_inputs(4)
     want = {"1": _expected(old, feeds), "2": _expected(new, feeds)}
     seen: list[str] = []

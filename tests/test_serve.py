@@ -231,7 +231,7 @@ def test_broken_model_is_named_with_triton_reason(tmp_path: Path) -> None:
     )
     server = TritonServer(tmp_path / "repo", log_path=tmp_path / "log")
     with pytest.raises(
-        ModelLoadError, match=r"could not load broken_onnx \(broken_onnx: .*Protobuf parsing failed"
+        ModelLoadError, match=r"could not load 1 model \(log .*\):\n  broken_onnx: .*Protobuf parsing failed"
     ):
         server.start()
     assert server.pid is None

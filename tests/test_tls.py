@@ -1,8 +1,7 @@
-"""TLS and admin-API protection on the real embedded Triton: a throwaway CA signs a server and a
+"""TLS on the real embedded Triton: a throwaway CA signs a server and a
 client certificate (openssl CLI); clients that trust the CA connect, others are refused. Under
 mutual TLS only clients presenting a certificate from that CA are served. `tritonstack infer`
-takes the same options. A server bound beyond loopback answers admin protocols only with the
-generated key."""
+takes the same options."""
 
 from __future__ import annotations
 
@@ -20,10 +19,10 @@ import pytest
 from tests.conftest import ServerFactory
 from tests.reference_models import FRAGILE, write_fragile_model
 from tritonstack.cli import main
-from tritonstack.client import AsyncTritonClient, ClientError, ServerUnavailable, TritonClient
+from tritonstack.client import AsyncTritonClient, ServerUnavailable, TritonClient
 from tritonstack.errors import UsageError
 from tritonstack.serve import TritonServer
-from tritonstack.serve.tls import AdminKey, Tls, is_loopback
+from tritonstack.serve.tls import Tls
 
 pytestmark = pytest.mark.skipif(
     shutil.which("openssl") is None, reason="needs the openssl CLI to make certificates"
@@ -189,57 +188,6 @@ def test_mutual_tls_options() -> None:
         Tls(Path(__file__), Path("nope.key"))
     mutual = Tls(Path(__file__), Path(__file__), root_cert=Path(__file__), mutual=True).args()
     assert mutual[-2:] == [f"--grpc-root-cert={__file__}", "--grpc-use-ssl-mutual=true"]
-
-
-def test_beyond_loopback_admin_protocols_need_the_key(
-    repo: Path, triton_server_factory: ServerFactory, capsys: pytest.CaptureFixture[str]
-) -> None:
-    server = triton_server_factory(
-        repo, host="0.0.0.0", model_control_mode="explicit", extra_args=["--load-model=*"]
-    )
-    try:
-        assert server.admin_key is not None
-        with TritonClient(server.grpc_url) as anyone:
-            np.testing.assert_array_equal(
-                anyone.infer(FRAGILE.name, {"x": X})["y"], 2 * X
-            )  # inference is open
-            with pytest.raises(ClientError, match="refused an admin call .*restricted.*headers=") as err:
-                anyone.unload_model(FRAGILE.name)
-            assert not isinstance(err.value, ServerUnavailable)  # refused at once, not retried
-        with TritonClient(server.grpc_url, headers=server.admin_key.headers) as admin:
-            admin.unload_model(FRAGILE.name)
-            admin.load_model(FRAGILE.name)
-            assert [m.state for m in admin.list_models()] == ["READY"]
-            np.testing.assert_array_equal(admin.infer(FRAGILE.name, {"x": X})["y"], 2 * X)
-        # `infer --shm` registers a shared memory region: an admin protocol.
-        shm = ["infer", FRAGILE.name, "--url", server.grpc_url, "--shm", "--input", "x=[[1, 2, 3, 4]]"]
-        assert main(shm) == 2
-        assert "refused an admin call" in capsys.readouterr().err
-        assert main([*shm, "--admin-key", server.admin_key.value]) == 0
-        assert capsys.readouterr().out.splitlines() == ["y: float32 [1, 4]", "[[2. 4. 6. 8.]]"]
-    finally:
-        server.stop()
-
-
-def test_admin_key_policy() -> None:
-    assert TritonServer(".").admin_key is None  # loopback: nothing to protect from
-    assert TritonServer(".", host="0.0.0.0").admin_key is not None
-    assert TritonServer(".", host="0.0.0.0", open_admin_apis=True).admin_key is None
-    key = AdminKey("s3cret")
-    assert key.args() == [
-        "--grpc-restricted-protocol=model-repository,shared-memory:tritonstack-admin-key=s3cret"
-    ]
-    assert "s3cret" not in repr(key)
-    assert key.headers == {"triton-grpc-protocol-tritonstack-admin-key": "s3cret"}
-    assert AdminKey().value != AdminKey().value
-    assert [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "", "10.0.0.5")] == [
-        True,
-        True,
-        True,
-        False,
-        False,
-        False,
-    ]
 
 
 def test_serve_cli_tls_needs_cert_and_key(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

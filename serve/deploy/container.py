@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tritonstack.serve.admin import ADMIN_HEADER, ADMIN_PROTOCOLS
 from tritonstack.serve.deploy.location import PVC_MOUNT
 from tritonstack.serve.deploy.manifest import Manifest
 from tritonstack.serve.deploy.options import TRITON_UID, DeployOptions
-from tritonstack.serve.tls import ADMIN_HEADER, ADMIN_PROTOCOLS
 
-ADMIN_APIS = (*ADMIN_PROTOCOLS, "logging", "trace")
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
 ADMIN_KEY_ITEM = "key"  # the admin Secret's key that holds the value
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -67,7 +66,7 @@ def triton_args(options: DeployOptions, repository: str, ports: Ports, control: 
         args.append(f"--repository-poll-secs={options.poll_secs}")
     elif control == "explicit":
         args.append("--load-model=*")
-    restricted = f"{','.join(ADMIN_APIS)}:{ADMIN_HEADER}=$({ADMIN_KEY_ENV})"
+    restricted = f"{','.join(ADMIN_PROTOCOLS)}:{ADMIN_HEADER}=$({ADMIN_KEY_ENV})"
     return [
         *args,
         "--strict-readiness=true",

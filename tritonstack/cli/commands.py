@@ -129,8 +129,8 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--open-admin-apis",
         action="store_true",
-        help="bound beyond loopback, leave model loading and shared memory open to anyone (default: "
-        "they need a generated key, printed at start)",
+        help="bound beyond loopback, open gRPC's admin APIs (model repository, shared memory, trace, "
+        "logging) to anyone who can reach the port (default: closed there)",
     )
     p.add_argument(
         "--drain-grace",
@@ -144,6 +144,8 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from tritonstack.serve import TritonServer
+    from tritonstack.serve.server import LOAD_ALL
+    from tritonstack.serve.supervise import Supervisor
 
     if not 0 <= args.drain_grace <= 3600:
         raise UsageError(f"--drain-grace {args.drain_grace:g}: give seconds from 0 to 3600")
@@ -154,25 +156,30 @@ def _serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         log_path=args.log_file,
-        model_control_mode="poll" if args.watch else "none",
-        extra_args=manage_commands.WATCH_ARGS if args.watch else (),
+        # Explicit: the only mode in which Triton reloads a model on request (serve/supervise.py);
+        # with --watch the supervisor loads the repository's models and rescans it.
+        model_control_mode="explicit",
+        extra_args=() if args.watch else (LOAD_ALL,),
         tls=_tls(args),
         open_admin_apis=args.open_admin_apis,
         drain_grace=args.drain_grace,
     )
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # while starting
     with server:
-        # From here signals are taken by sigwait, so a second one only cuts the grace short.
+        # From here signals are taken by sigtimedwait (the supervisor between its checks, then the
+        # grace), so a second one only cuts the grace short.
         signal.pthread_sigmask(signal.SIG_BLOCK, DRAIN_SIGNALS)
+        supervisor = Supervisor(server, watch=args.watch, report=lambda line: print(line, flush=True))
+        if args.watch:
+            supervisor.check()  # loads the models, naming those that fail
         print(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}, log {server.log_path}")
-        if server.admin_key is not None:  # printed once, here only
-            ((header, value),) = server.admin_key.headers.items()
+        if server.admin_closed:
             print(
-                f"Admin gRPC (model repository, shared memory) needs the header {header}: {value} "
-                "(tritonstack infer --admin-key)"
+                "Admin APIs (model repository, shared memory, trace, logging) are closed beyond loopback; "
+                f"HTTP there answers health probes only, at {server.health_url}"
             )
         print("Ctrl-C stops it; SIGTERM drains it first (--drain-grace).", flush=True)
-        grace = args.drain_grace if signal.sigwait(DRAIN_SIGNALS) == signal.SIGTERM else 0.0
+        grace = args.drain_grace if supervisor.run_until(DRAIN_SIGNALS) == signal.SIGTERM else 0.0
         started = time.monotonic()
         print(
             f"Draining: not ready, serving {grace:g} s more, then finishing the requests in flight"
@@ -235,16 +242,10 @@ def _add_infer(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--certificate-chain", metavar="PEM", help="client certificate that goes with --private-key"
     )
-    p.add_argument(
-        "--admin-key",
-        metavar="KEY",
-        help="the key `tritonstack serve` prints when bound beyond loopback (--shm needs it there)",
-    )
 
 
 def _infer(args: argparse.Namespace) -> int:
     from tritonstack.client import TritonClient
-    from tritonstack.serve.tls import AdminKey
 
     if args.random is not None and args.random < 1:
         raise UsageError(f"--random {args.random}: the batch size must be at least 1")
@@ -256,7 +257,6 @@ def _infer(args: argparse.Namespace) -> int:
         root_certificates=args.root_certificates,
         private_key=args.private_key,
         certificate_chain=args.certificate_chain,
-        headers=AdminKey(args.admin_key).headers if args.admin_key else None,
         use_shared_memory=args.shm or False,
         cuda_device=args.cuda_device,
     ) as triton:

@@ -10,10 +10,6 @@ from pathlib import Path
 
 from tritonstack.cli import options as cli_options
 
-# `serve --watch`: Triton rescans the repository every second and loads new versions. Versions
-# are published by one rename (export.repository), so a scan never sees half of one.
-WATCH_ARGS = ("--repository-poll-secs=1",)
-
 
 def add_export_all(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoints", type=Path, help="folder searched for checkpoints (files and checkpoint-N/)")
