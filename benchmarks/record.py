@@ -1,4 +1,5 @@
-"""The latest benchmark summary of each measured version, written into its metadata.json so
+"""The latest benchmark summary of each measured version, recorded in its metadata (the
+repository's state file, outside the model directories: recording reloads nothing) so
 `tritonstack models` shows the latency next to the version."""
 
 from __future__ import annotations
@@ -7,21 +8,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tritonstack.export.metadata import read_metadata, write_metadata
 from tritonstack.export.pipeline import repository_name
+from tritonstack.export.state import read_metadata, update_metadata
 from tritonstack.formats import Format
 
 
 def record_in_metadata(results: Mapping[str, Any], repo: Path, results_path: Path) -> list[Path]:
     """For every model version measured at concurrency 1, its smallest batch's p50 and p99; returns
-    the version folders updated (versions without metadata.json are left as they are)."""
+    the version folders recorded (versions without metadata are left as they are)."""
     updated = []
     for cell in _summary_cells(results["cells"]):
         version_dir = repo / repository_name(cell["model"], Format(cell["format"])) / str(cell["version"])
         meta = read_metadata(version_dir)
         if meta is None:
             continue
-        meta["benchmark"] = {
+        benchmark = {
             "p50_ms": cell["latency_ms"]["p50"],
             "p99_ms": cell["latency_ms"]["p99"],
             "batch_size": cell["batch_size"],
@@ -30,7 +31,7 @@ def record_in_metadata(results: Mapping[str, Any], repo: Path, results_path: Pat
             "results": str(results_path),
             "git_commit": results["environment"].get("git_commit"),
         }
-        write_metadata(version_dir, meta)
+        update_metadata(version_dir, benchmark=benchmark)
         updated.append(version_dir)
     return updated
 

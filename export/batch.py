@@ -1,7 +1,7 @@
 """Export every checkpoint under a folder, each as the next version of its model.
 
 A checkpoint already exported with the same options (same source sha256 and options record in
-some version's `metadata.json`) is skipped unless forced; a failure is recorded and the batch
+some version's metadata) is skipped unless forced; a failure is recorded and the batch
 goes on.
 """
 
@@ -16,8 +16,9 @@ from tritonstack.errors import first_line
 from tritonstack.export.checkpoint import ModelSource, load_model, resolve_checkpoint
 from tritonstack.export.deployment import DeploymentOptions
 from tritonstack.export.formats import ExportOptions
-from tritonstack.export.metadata import file_sha256, options_record, read_metadata
+from tritonstack.export.metadata import file_sha256, options_record
 from tritonstack.export.pipeline import ExportResult, export_to_repository
+from tritonstack.export.state import read_metadata
 from tritonstack.formats import Format
 from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE
 
@@ -62,7 +63,7 @@ def exported_version(repo: Path, source_sha256: str, record: dict[str, object]) 
     """A version directory already holding this checkpoint exported with these options."""
     for version_dir in sorted(Path(repo).glob("*/[0-9]*")):
         meta = read_metadata(version_dir) if version_dir.is_dir() else None
-        if meta and meta["source"]["sha256"] == source_sha256 and meta["options"] == record:
+        if meta and meta.get("source", {}).get("sha256") == source_sha256 and meta.get("options") == record:
             return version_dir
     return None
 

@@ -49,6 +49,16 @@ class DeploymentOptions:
         name="--ort-trt-workspace-bytes",
         metavar="BYTES",
     )
+    # ONNX Runtime names a cached engine after the graph's name and tensor names, not its weights:
+    # our ONNX exports name each graph after its content (export/onnx.py), so one folder serves
+    # every model and version. Never a version directory (a write there reloads the version).
+    trt_engine_cache: str = option(
+        "/tmp/tritonstack_ort_trt_engines",
+        "where ONNX Runtime's TensorRT accelerator keeps built engines, a path on the serving machine "
+        "outside the model repository (empty: no cache, engines are rebuilt at every load)",
+        name="--ort-trt-engine-cache",
+        metavar="DIR",
+    )
     warmup_batch_sizes: tuple[int, ...] = option(
         (1,), "batch sizes of the warm-up requests in config.pbtxt, comma-separated", metavar="N,N"
     )
@@ -84,6 +94,11 @@ class DeploymentOptions:
             raise UsageError("--warmup-batch-sizes must be positive")
         if self.trt_workspace_bytes < 1:
             raise UsageError(f"--ort-trt-workspace-bytes must be positive, got {self.trt_workspace_bytes}")
+        if self.trt_engine_cache and not self.trt_engine_cache.startswith("/"):
+            raise UsageError(
+                f"--ort-trt-engine-cache {self.trt_engine_cache!r}: give an absolute path on the serving "
+                "machine (a relative one lands in tritonserver's working directory), or '' for no cache"
+            )
         if self.device is Device.CPU and self.ort_accelerator is not OrtAccelerator.NONE:
             raise UsageError(_ACCELERATOR_NEEDS_GPU)  # checked again once `auto` is resolved
 
@@ -134,7 +149,10 @@ def apply_deployment(
         if options.ort_accelerator is OrtAccelerator.TENSORRT:
             accelerator.parameters["precision_mode"] = "FP16" if options.trt_fp16 else "FP32"
             accelerator.parameters["max_workspace_size_bytes"] = str(options.trt_workspace_bytes)
-            accelerator.parameters["trt_engine_cache_enable"] = "1"
+            cache = options.trt_engine_cache
+            accelerator.parameters["trt_engine_cache_enable"] = "1" if cache else "0"
+            if cache:
+                accelerator.parameters["trt_engine_cache_path"] = cache
     for batch in options.warmup_batch_sizes:
         _add_warmup(config, spec, min(batch, spec.max_batch_size))
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from tritonstack.errors import UsageError
 from tritonstack.export.flags import nested, option
 from tritonstack.formats import Artifact, Format
+from tritonstack.releases import DEFAULT_RELEASE, TritonRelease, triton_release
 from tritonstack.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -38,7 +39,15 @@ class TensorRTOptions:
 class ExportOptions:
     """Options shared by every exporter."""
 
-    opset: int = option(20, "ONNX opset (17 or newer)", metavar="N")
+    triton_release: str = option(
+        DEFAULT_RELEASE,
+        "the NVIDIA Triton release (YY.MM) the artifacts must load in: its ONNX Runtime's highest "
+        "opset, its libtorch's TorchScript format, its TensorRT version",
+        metavar="YY.MM",
+    )
+    opset: int | None = option(
+        None, "ONNX opset, 17 or newer (default: the highest --triton-release loads)", metavar="N"
+    )
     example_batch_size: int = option(
         2, "batch size of the example inputs the exporters trace with (2 or more)", metavar="N"
     )
@@ -46,11 +55,27 @@ class ExportOptions:
     tensorrt: TensorRTOptions = nested(TensorRTOptions, prefix="tensorrt-")
 
     def __post_init__(self) -> None:
-        if self.opset < 17:
+        release = self.release  # an unknown release is a usage error here
+        if self.opset is not None and self.opset < 17:
             raise UsageError(f"--opset {self.opset}: ONNX opset too old, use 17 or newer")
+        if self.opset is not None and self.opset > release.max_opset:
+            raise UsageError(
+                f"--opset {self.opset}: Triton {release.name}'s ONNX Runtime {release.onnxruntime} loads "
+                f"opsets up to {release.max_opset}: use --opset {release.max_opset} or a later "
+                "--triton-release"
+            )
         if self.example_batch_size < 2:
             # torch.export specialises a dimension seen as 1, which would fix the batch axis.
             raise UsageError("--example-batch-size must be at least 2 so the batch axis stays dynamic")
+
+    @property
+    def release(self) -> TritonRelease:
+        return triton_release(self.triton_release)
+
+    @property
+    def resolved_opset(self) -> int:
+        """The opset ONNX exports use: `opset`, or the highest the target release loads."""
+        return self.opset if self.opset is not None else self.release.max_opset
 
 
 Exporter = Callable[["nn.Module", ModelSpec, Path, ExportOptions], Artifact]

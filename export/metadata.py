@@ -1,8 +1,5 @@
-"""`<model>/<version>/metadata.json`: where a version came from, how it was made and checked, and
-its place in the registry.
-
-It is staged with the artifact and published in the same rename, so a version never appears
-without it. Later writers (`models promote`, a benchmark) replace it atomically.
+"""A version's metadata: where it came from, how it was made and checked, and its place in the
+registry. Built here; stored outside the model directories by `export.state`.
 """
 
 from __future__ import annotations
@@ -12,23 +9,19 @@ import hashlib
 import json
 import platform
 import shlex
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata as dist
 from pathlib import Path
 from typing import Any
 
-from tritonstack.errors import RepositoryError
 from tritonstack.export.checkpoint import LoadedModel
 from tritonstack.export.custom import format_input
 from tritonstack.export.deployment import DeploymentOptions
 from tritonstack.export.flags import FORMATS, MAX_BATCH_SIZE, options_argv
 from tritonstack.export.formats import ExportOptions
-from tritonstack.export.repository import replace_file
 from tritonstack.export.verify import VerificationReport
-from tritonstack.formats import Format
+from tritonstack.formats import Artifact, Format
 
-METADATA_NAME = "metadata.json"
 _PACKAGES = ("torch", "onnx", "onnxruntime")
 
 
@@ -90,14 +83,14 @@ def build_metadata(
     options: dict[str, Any],
     command: str,
     report: VerificationReport,
-    artifact: Path,
+    artifact: Artifact,
     parameters: int,
 ) -> dict[str, Any]:
     return {
         "source": {"path": str(loaded.source), "sha256": source_sha256, **loaded.info},
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {"python": platform.python_version(), **{p: _version(p) for p in _PACKAGES}},
-        "opset": options["export"]["opset"],
+        "opset": artifact.details.get("opset"),  # the resolved one (ONNX and TensorRT)
         "options": options,
         "command": command,  # reproduces the artifact (export_command)
         "verification": {
@@ -106,30 +99,15 @@ def build_metadata(
             "diffs": [dataclasses.asdict(d) for d in report.diffs],
         },
         "artifact": {
-            "file": artifact.name,
-            "bytes": artifact.stat().st_size,
-            "sha256": file_sha256(artifact),
+            "file": artifact.path.name,
+            "bytes": artifact.size_bytes,
+            "sha256": file_sha256(artifact.path),
+            **artifact.details,  # the runtime it was built for (opset, TensorRT version, ...)
         },
         "parameters": parameters,
         "status": None,  # production | staging | ab-test, set by `tritonstack models promote`
         "benchmark": None,  # the latest benchmark summary, written by a benchmark run
     }
-
-
-def read_metadata(version_dir: Path) -> dict[str, Any] | None:
-    """The version's metadata, or None for a version exported before metadata existed."""
-    path = version_dir / METADATA_NAME
-    if not path.is_file():
-        return None
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RepositoryError(f"{path} is not readable JSON: {exc}") from exc
-    return data
-
-
-def write_metadata(version_dir: Path, data: Mapping[str, Any]) -> None:
-    replace_file(version_dir / METADATA_NAME, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
 def _version(package: str) -> str | None:

@@ -15,15 +15,9 @@ from tritonstack.export.checkpoint import LoadedModel
 from tritonstack.export.deployment import DeploymentOptions
 from tritonstack.export.embeddings import write_embeddings
 from tritonstack.export.formats import ExportOptions, exporter
-from tritonstack.export.metadata import (
-    METADATA_NAME,
-    build_metadata,
-    export_command,
-    file_sha256,
-    options_record,
-    write_metadata,
-)
+from tritonstack.export.metadata import build_metadata, export_command, file_sha256, options_record
 from tritonstack.export.repository import build_config, checked_name, write_version
+from tritonstack.export.state import record_export
 from tritonstack.export.verify import VerificationReport, check_model_outputs, tolerances, verify
 from tritonstack.formats import Format
 from tritonstack.runtimes.runners import TorchRunner, runner_for
@@ -40,7 +34,7 @@ class ExportResult:
     artifact_bytes: int
     parameters: int
     report: VerificationReport
-    metadata: dict[str, Any] = field(default_factory=dict)  # as written to metadata.json
+    metadata: dict[str, Any] = field(default_factory=dict)  # as recorded in the repository's state
 
 
 def repository_name(model: str, fmt: Format) -> str:
@@ -65,8 +59,9 @@ def export_to_repository(
     An artifact that fails verification never reaches the repository. A format that fails does
     not stop the others (TensorRT missing on a CPU machine must not cost the ONNX export); the
     failures are raised together, as one `ExportError`, once every format has been tried.
-    `metadata.json` (and with `embeddings`, a two-tower model's embedding tables) is published in
-    the same rename as the artifact.
+    With `embeddings`, a two-tower model's embedding tables are published in the same rename as
+    the artifact; the version's metadata goes to the repository's state file
+    (`export.state`) right after, outside the model directory Triton watches.
     """
     options = options or ExportOptions()
     deployment = deployment or DeploymentOptions()
@@ -149,9 +144,8 @@ def _export_one(
         config = build_config(loaded.spec.renamed(name), fmt, deployment)
         record = options_record(fmt, options, deployment, loaded.spec.max_batch_size)
         command = export_command(loaded, fmt, repo, options, deployment, embeddings=bool(extras))
-        metadata = build_metadata(loaded, source_sha256, record, command, report, artifact.path, parameters)
-        write_metadata(Path(tmp), metadata)
-        files = {fmt.filename: artifact.path, METADATA_NAME: Path(tmp) / METADATA_NAME}
+        metadata = build_metadata(loaded, source_sha256, record, command, report, artifact, parameters)
+        files = {fmt.filename: artifact.path}
         files.update({n: Path(shutil.copy(src, Path(tmp) / n)) for n, src in extras.items()})
         version_dir = write_version(
             repo,
@@ -162,4 +156,5 @@ def _export_one(
             overwrite=overwrite,
             move=True,
         )
+    record_export(version_dir, metadata)
     return ExportResult(name, fmt, int(version_dir.name), version_dir, size, parameters, report, metadata)

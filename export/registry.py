@@ -1,5 +1,6 @@
-"""The model registry kept in the repository itself: each version's status lives in its
-`metadata.json`, and `config.pbtxt`'s `version_policy` decides what Triton loads.
+"""The model registry kept in the repository itself: each version's status lives in the
+repository's state file (`export.state`, outside the model directories, so recording a status
+reloads nothing), and `config.pbtxt`'s `version_policy` decides what Triton loads.
 
 Triton routes a request without a version to the highest *loaded* version. Once any version has a
 status, the policy becomes `specific { versions: [...] }` listing exactly the production, staging
@@ -19,12 +20,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tritonstack.errors import RepositoryError, UsageError
-from tritonstack.export.metadata import read_metadata, write_metadata
+from tritonstack.errors import UsageError
 from tritonstack.export.repository import list_versions, write_config
+from tritonstack.export.state import forget_version, read_metadata, update_metadata
+from tritonstack.formats import Format
 from tritonstack.spec import CONFIG_NAME, PRODUCTION_VERSION_PARAMETER, production_version, read_config
 
 STATUSES = ("production", "staging", "ab-test")
+# A version without metadata (copied or written by hand) shows its config's format.
+_FORMAT_NAMES = {f.platform: f.value for f in Format}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +37,7 @@ class ModelVersion:
     version: int
     format: str
     size_bytes: int
-    latency_ms: float | None  # p50 of the latest benchmark summary in metadata.json
+    latency_ms: float | None  # p50 of the version's latest benchmark summary
     status: str | None
     notes: str
 
@@ -64,7 +68,7 @@ def _row(version_dir: Path, platform: str, served: list[int] | None, default: st
     version = int(version_dir.name)
     notes = []
     if not meta:
-        notes.append("no metadata.json")
+        notes.append("no metadata")
     if served is not None and version not in served:
         notes.append("not loaded")
     if default is not None:
@@ -76,7 +80,7 @@ def _row(version_dir: Path, platform: str, served: list[int] | None, default: st
     return ModelVersion(
         version_dir.parent.name,
         version,
-        meta.get("options", {}).get("format", platform),
+        meta.get("options", {}).get("format", _FORMAT_NAMES.get(platform, platform)),
         meta.get("artifact", {}).get("bytes", size),
         benchmark.get("p50_ms"),
         meta.get("status"),
@@ -108,7 +112,9 @@ def client_default_version(repo: Path, model: str) -> int | None:
 
 def promote(repo: Path, model: str, version: int, status: str) -> None:
     """Record `status` for the version (a previous production version loses its status) and
-    rewrite the version policy to serve exactly the versions that have a status."""
+    make the version policy serve exactly the versions that have a status. `config.pbtxt` is the
+    only file of the model directory that may change, and only when the policy or the
+    production version does (a status change that loads nothing new touches no model file)."""
     if status not in STATUSES:
         raise UsageError(f"unknown status {status!r}: choose from {', '.join(STATUSES)}")
     versions = list_versions(repo, model)
@@ -116,20 +122,20 @@ def promote(repo: Path, model: str, version: int, status: str) -> None:
         raise UsageError(f"{model} has no version {version}: it has {versions or 'none'}")
     for v in versions:
         version_dir = Path(repo) / model / str(v)
-        meta = read_metadata(version_dir)
-        if v == version and meta is None:
-            raise RepositoryError(f"{version_dir} has no metadata.json: re-export it to promote it")
-        if meta is not None and (v == version or (status == "production" and meta["status"] == status)):
-            write_metadata(version_dir, {**meta, "status": status if v == version else None})
+        meta = read_metadata(version_dir) or {}
+        if v == version or (status == "production" and meta.get("status") == status):
+            update_metadata(version_dir, status=status if v == version else None)
     _write_policy(repo, model)
 
 
 def _write_policy(repo: Path, model: str) -> None:
     """The versions with a status as the `specific` policy, and the production one as a parameter,
-    in one atomic replace of `config.pbtxt`."""
+    in one atomic replace of `config.pbtxt`; not written when they are already so (a rewrite
+    alone makes Triton re-read the model)."""
     rows = [r for r in list_registry(repo) if r.model == model and r.status in STATUSES]
     config_path = Path(repo) / model / CONFIG_NAME
     config = read_config(config_path)
+    before = config.SerializeToString(deterministic=True)
     config.ClearField("version_policy")
     config.version_policy.specific.versions.extend(r.version for r in rows)
     production = [r.version for r in rows if r.status == "production"]
@@ -137,7 +143,8 @@ def _write_policy(repo: Path, model: str) -> None:
         config.parameters[PRODUCTION_VERSION_PARAMETER].string_value = str(production[0])
     else:
         config.parameters.pop(PRODUCTION_VERSION_PARAMETER, None)
-    write_config(config_path, config)
+    if config.SerializeToString(deterministic=True) != before:
+        write_config(config_path, config)
 
 
 def prune_plan(repo: Path, model: str, keep: int) -> list[int]:
@@ -158,3 +165,4 @@ def remove_version(repo: Path, model: str, version: int) -> None:
     hidden = target.with_name(f".pruned-{version}-{os.getpid()}")
     os.rename(target, hidden)
     shutil.rmtree(hidden)
+    forget_version(target)

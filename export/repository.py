@@ -44,8 +44,11 @@ def build_config(spec: ModelSpec, fmt: Format, deployment: DeploymentOptions | N
 
 
 def write_config(path: Path | str, config: pb.ModelConfig) -> None:
-    """Write `config` as text, atomically: readers see the old file or the new one."""
-    replace_file(Path(path), text_format.MessageToString(config).encode())
+    """Write `config` as text, atomically: readers see the old file or the new one. The temporary
+    file is made in the repository's top level, not beside the config: Triton's poll counts any
+    other entry of a model directory as a change to every version of the model (a reload)."""
+    path = Path(path)
+    replace_file(path, text_format.MessageToString(config).encode(), staging=path.parent.parent)
 
 
 def list_versions(repo: Path | str, model_name: str) -> list[int]:
@@ -102,7 +105,7 @@ def write_version(
         if created_model_dir:
             shutil.rmtree(model_dir, ignore_errors=True)
         elif old_config is not None:
-            replace_file(config_path, old_config)
+            replace_file(config_path, old_config, staging=model_dir.parent)
         raise
     log.info("published %s", target)
     return target
@@ -202,9 +205,10 @@ def checked_name(name: str) -> str:
     return name
 
 
-def replace_file(path: Path, data: bytes) -> None:
-    """Write `path` through a hidden temporary file and `os.replace`: readers see old or new."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+def replace_file(path: Path, data: bytes, staging: Path | None = None) -> None:
+    """Write `path` through a hidden temporary file in `staging` (default: beside it, which must
+    be on the same file system) and `os.replace`: readers see old or new."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=staging or path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -33,11 +33,34 @@ def export(model: nn.Module, spec: ModelSpec, out_dir: Path, options: ExportOpti
     require_tensorrt()
     import tensorrt as trt
 
+    check_tensorrt_version(trt.__version__, options)
+
     with tempfile.TemporaryDirectory(prefix="onnx-for-trt-") as tmp:
         # TensorRT 10 takes FP16 as a builder flag over an FP32 graph; 11 takes the FP16 graph.
         graph_fp16 = options.fp16 and _strongly_typed(trt.__version__)
         onnx_artifact = onnx_exporter.export(model, spec, Path(tmp), replace(options, fp16=graph_fp16))
         return build_engine(onnx_artifact.path, spec, out_dir / Format.TENSORRT.filename, options)
+
+
+def check_tensorrt_version(installed: str, options: ExportOptions) -> None:
+    """Refuse, before any build, a plan the target release's TensorRT would not load: one built
+    by another TensorRT, unless built version-compatible by the same major version, no newer."""
+    release = options.release
+    if release.tensorrt_matches(installed):
+        return
+    if options.tensorrt.version_compatible and release.runs_version_compatible(installed):
+        return
+    hint = (
+        f"install tensorrt=={release.tensorrt}.*"
+        if options.tensorrt.version_compatible
+        else f"install tensorrt=={release.tensorrt}.*, or build with --tensorrt-version-compatible from "
+        f"TensorRT {release.tensorrt.split('.')[0]}.x up to {release.tensorrt} (the server then needs "
+        "--backend-config=tensorrt,version-compatible=true)"
+    )
+    raise ExportError(
+        f"TensorRT {installed} builds plans Triton {release.name}'s TensorRT {release.tensorrt} "
+        f"cannot load: {hint}"
+    )
 
 
 def build_engine(onnx_path: Path, spec: ModelSpec, plan_path: Path, options: ExportOptions) -> Artifact:
@@ -84,7 +107,13 @@ def build_engine(onnx_path: Path, spec: ModelSpec, plan_path: Path, options: Exp
     if cache_path:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         cache_path.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
-    details = {"tensorrt": trt.__version__, "fp16": options.fp16, "opt_batch_size": opt}
+    details = {
+        "tensorrt": trt.__version__,
+        "fp16": options.fp16,
+        "opt_batch_size": opt,
+        "version_compatible": trt_options.version_compatible,
+        "triton_release": options.triton_release,
+    }
     return Artifact(Format.TENSORRT, plan_path, spec, details)
 
 

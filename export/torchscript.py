@@ -1,5 +1,6 @@
 """PyTorch -> TorchScript by tracing; graph inputs keep `forward`'s argument names, which
-Triton's `pytorch_libtorch` backend matches against the config's input names."""
+Triton's `pytorch_libtorch` backend matches against the config's input names. The archive's
+format version must be one the target release's libtorch reads."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from tritonstack.export import _extra  # noqa: F401  (first: the 'export' extra,
 # isort: split
 
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -41,6 +43,29 @@ def export(model: nn.Module, spec: ModelSpec, out_dir: Path, options: ExportOpti
             f"{spec.name}: traced inputs are {names}, expected {spec.input_names}: "
             "name forward()'s arguments after the model's inputs"
         )
-    return Artifact(
-        Format.TORCHSCRIPT, path, spec, {"torch": torch.__version__, "method": "trace", "fp16": options.fp16}
-    )
+    release = options.release
+    version = archive_format_version(path)
+    if version > release.torchscript_max_format:
+        raise ExportError(
+            f"{spec.name}: torch {torch.__version__} wrote TorchScript format {version}, but Triton "
+            f"{release.name}'s libtorch {release.libtorch} reads up to {release.torchscript_max_format}: "
+            "export with an older torch or target a later --triton-release"
+        )
+    details = {
+        "torch": torch.__version__,
+        "method": "trace",
+        "fp16": options.fp16,
+        "torchscript_format": version,
+        "triton_release": release.name,
+    }
+    return Artifact(Format.TORCHSCRIPT, path, spec, details)
+
+
+def archive_format_version(path: Path) -> int:
+    """The format version a TorchScript archive records (`<archive>/version`), which libtorch
+    compares with the highest it reads before loading anything else."""
+    with zipfile.ZipFile(path) as archive:
+        name = next((n for n in archive.namelist() if n.count("/") == 1 and n.endswith("/version")), None)
+        if name is None:
+            raise ExportError(f"{path} is not a TorchScript archive: it records no format version")
+        return int(archive.read(name).decode().strip())

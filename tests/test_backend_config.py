@@ -161,6 +161,7 @@ def test_a_gpu_instance_as_the_backend_reads_it(fmt: Format, threads: tuple[int,
                     "precision_mode": "FP16",
                     "max_workspace_size_bytes": str(deployment.trt_workspace_bytes),
                     "trt_engine_cache_enable": "1",
+                    "trt_engine_cache_path": deployment.trt_engine_cache,
                 },
             )
         ]

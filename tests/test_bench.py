@@ -234,7 +234,7 @@ def test_files_and_compare_with_itself(
 
 @pytest.mark.server
 def test_latency_lands_in_the_registry(bench_run: tuple[Path, dict[str, Any]]) -> None:
-    """`tritonstack models` shows each measured version's batch-1 p50 from metadata.json."""
+    """`tritonstack models` shows each measured version's batch-1 p50 from its recorded metadata."""
     out, results = bench_run
     measured = {
         (c["model"], c["format"]): c["latency_ms"]["p50"]

@@ -1,4 +1,4 @@
-"""Every checkpoint form a training run leaves behind, partial loading, and metadata.json."""
+"""Every checkpoint form a training run leaves behind, partial loading, and each version's metadata."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from tritonstack import recsys
 from tritonstack.cli import main
 from tritonstack.errors import CheckpointError, InvalidArgument
 from tritonstack.export.checkpoint import ModelSource, load_model
-from tritonstack.export.metadata import file_sha256, read_metadata
+from tritonstack.export.metadata import file_sha256
 from tritonstack.export.pipeline import export_to_repository
+from tritonstack.export.state import read_metadata
 from tritonstack.formats import Format
 from tritonstack.recsys.train import train
+from tritonstack.releases import DEFAULT_RELEASE, triton_release
 
 ARCH = "dlrm"
 SOURCE = ModelSource(arch=ARCH, preset="tiny")
@@ -153,9 +155,10 @@ def test_allow_partial_on_the_command_line(
     assert read_metadata(tmp_path / "repo" / "dlrm_onnx" / "1") is not None
 
 
-def test_metadata_is_published_with_the_version(tmp_path: Path, trained: Path) -> None:
+def test_metadata_is_recorded_with_the_version_outside_it(tmp_path: Path, trained: Path) -> None:
     loaded = load_model(trained, max_batch_size=4)
     (result,) = export_to_repository(loaded, [Format.ONNX], tmp_path)
+    assert sorted(p.name for p in result.version_dir.iterdir()) == ["model.onnx"]
     meta = read_metadata(result.version_dir)
     assert meta is not None and meta == json.loads(json.dumps(result.metadata))
     assert meta["source"]["sha256"] == file_sha256(trained) and meta["source"]["epoch"] == 1
@@ -163,6 +166,10 @@ def test_metadata_is_published_with_the_version(tmp_path: Path, trained: Path) -
     assert meta["artifact"]["sha256"] == file_sha256(result.version_dir / "model.onnx")
     assert meta["artifact"]["bytes"] == result.artifact_bytes and meta["parameters"] == result.parameters
     assert {d["batch_size"] for d in meta["verification"]["diffs"]} == {1, 4}
-    assert meta["opset"] == 20 and meta["versions"]["onnxruntime"] and meta["exported_at"].endswith("+00:00")
+    release = triton_release(DEFAULT_RELEASE)
+    assert meta["opset"] == release.max_opset == meta["artifact"]["opset"]
+    assert meta["artifact"]["ir_version"] <= release.max_ir_version
+    assert meta["artifact"]["triton_release"] == DEFAULT_RELEASE and meta["versions"]["onnxruntime"]
+    assert meta["exported_at"].endswith("+00:00")
     assert meta["status"] is None and meta["benchmark"] is None
     assert meta["options"]["format"] == "onnx" and meta["options"]["max_batch_size"] == 4

@@ -27,8 +27,8 @@ from tritonstack.cli.options import (
 from tritonstack.export.deployment import DeploymentOptions, Device, OrtAccelerator
 from tritonstack.export.flags import flags_of, options_argv, read_options
 from tritonstack.export.formats import ExportOptions, TensorRTOptions
-from tritonstack.export.metadata import read_metadata
 from tritonstack.export.repository import list_versions
+from tritonstack.export.state import read_metadata
 from tritonstack.formats import DEFAULT_FORMATS, Format
 from tritonstack.recsys.train import train
 from tritonstack.spec import ModelSpec, TensorSpec
@@ -36,6 +36,7 @@ from tritonstack.spec import ModelSpec, TensorSpec
 EXPORT_COMMANDS = ("export", "export-all", "demo")
 # A value other than the default for every option field, so each flag is exercised.
 EXPORT_OPTIONS = ExportOptions(
+    triton_release="25.01",
     opset=18,
     example_batch_size=3,
     fp16=True,
@@ -53,6 +54,7 @@ DEPLOYMENT = DeploymentOptions(
     ort_accelerator=OrtAccelerator.TENSORRT,
     trt_fp16=True,
     trt_workspace_bytes=1 << 20,
+    trt_engine_cache="/var/cache/ort-engines",
     warmup_batch_sizes=(1, 4),
     max_queue_delay_us=50,
     intra_op_threads=2,

@@ -3,6 +3,8 @@ warm-up."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -35,6 +37,25 @@ def test_gpu_instances_and_tensorrt_accelerator() -> None:
     assert accelerator.name == "tensorrt"
     assert accelerator.parameters["precision_mode"] == "FP16"
     assert not _config(Format.TORCHSCRIPT, options).optimization.HasField("execution_accelerators")
+
+
+def test_ort_tensorrt_engine_cache_is_a_path_the_user_sets_never_the_version_directory() -> None:
+    """Without a path ONNX Runtime writes engines to tritonserver's working directory (lost on a
+    restart); our stand-in used to write them into the version directory (a reload trigger)."""
+    gpu = DeploymentOptions(device=Device.GPU, ort_accelerator=OrtAccelerator.TENSORRT)
+    default = _config(Format.ONNX, gpu)
+    [accelerator] = default.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.parameters["trt_engine_cache_enable"] == "1"
+    assert accelerator.parameters["trt_engine_cache_path"] == DeploymentOptions().trt_engine_cache
+    with pytest.raises(UsageError, match="absolute path"):
+        dataclasses.replace(gpu, trt_engine_cache="engines")
+    chosen = _config(Format.ONNX, dataclasses.replace(gpu, trt_engine_cache="/var/cache/engines"))
+    [accelerator] = chosen.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.parameters["trt_engine_cache_path"] == "/var/cache/engines"
+    off = _config(Format.ONNX, dataclasses.replace(gpu, trt_engine_cache=""))
+    [accelerator] = off.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.parameters["trt_engine_cache_enable"] == "0"
+    assert "trt_engine_cache_path" not in accelerator.parameters
 
 
 def test_warmup_uses_zero_ids_and_random_floats() -> None:

@@ -13,6 +13,7 @@ from tests.conftest import ServerFactory
 from tritonstack import recsys
 from tritonstack.cli import main
 from tritonstack.export.metadata import file_sha256
+from tritonstack.export.state import read_metadata
 from tritonstack.recsys.train import train
 
 pytestmark = pytest.mark.server
@@ -33,7 +34,7 @@ def test_served_score_is_the_dot_of_exported_embeddings(
     assert manifest["user"]["shape"] == [100, 8] == list(users.shape) and users.dtype == np.float32
     assert manifest["item"]["shape"] == [60, 8] == list(items.shape)
     assert manifest["checkpoint_sha256"] == file_sha256(checkpoint)
-    recorded = json.loads((version_dir / "metadata.json").read_text())["command"]
+    recorded = (read_metadata(version_dir) or {})["command"]
     assert "--export-embeddings" in recorded.split()  # the reproducing command writes them too
 
     user_ids, item_ids = np.array([0, 7, 42, 99]), np.array([59, 3, 0, 30])

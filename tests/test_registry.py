@@ -18,7 +18,6 @@ from tritonstack import recsys
 from tritonstack.cli import main
 from tritonstack.client import AsyncTritonClient, TritonClient
 from tritonstack.export.checkpoint import load_model
-from tritonstack.export.metadata import read_metadata, write_metadata
 from tritonstack.export.pipeline import export_to_repository
 from tritonstack.export.registry import (
     client_default_version,
@@ -27,6 +26,7 @@ from tritonstack.export.registry import (
     served_versions,
 )
 from tritonstack.export.repository import build_config, list_versions, write_version
+from tritonstack.export.state import update_metadata
 from tritonstack.formats import Format
 from tritonstack.recsys.train import train
 from tritonstack.spec import (
@@ -76,7 +76,7 @@ def distinct(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_list_table_and_json(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     version_dir = repo / MODEL / "2"
-    write_metadata(version_dir, {**(read_metadata(version_dir) or {}), "benchmark": {"p50_ms": 1.25}})
+    update_metadata(version_dir, benchmark={"p50_ms": 1.25})
     assert main(["models", "--repo", str(repo), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["model"], r["version"], r["format"]) for r in rows] == [(MODEL, v, "onnx") for v in (1, 2, 3)]
@@ -121,7 +121,7 @@ def test_a_new_export_keeps_the_policy_and_the_production_version(repo: Path, ex
     )
     assert list_versions(repo, MODEL) == [1, 2, 3, 4]
     assert served_versions(repo, MODEL) == [1] and client_default_version(repo, MODEL) == 1
-    assert next(r.notes for r in list_registry(repo) if r.version == 4) == "no metadata.json, not loaded"
+    assert next(r.notes for r in list_registry(repo) if r.version == 4) == "no metadata, not loaded"
 
 
 def test_prune_keeps_production_and_is_a_dry_run_by_default(

@@ -97,7 +97,7 @@ def handler(args: argparse.Namespace) -> int:
     names = ", ".join(p.name for p in written)
     console.print(f"{len(results['cells'])} cells ({unstable} not stable) -> {names} in {config.out}")
     recorded = record_in_metadata(results, config.repo, config.out / "results.json")
-    console.print(f"latency recorded in the metadata.json of {len(recorded)} model versions")
+    console.print(f"latency of {len(recorded)} model versions recorded in {config.repo}/tritonstack.json")
     return 0
 
 

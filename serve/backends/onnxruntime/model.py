@@ -6,8 +6,6 @@ import stub_site  # noqa: F401  (first: puts the project and virtualenv on sys.p
 
 # isort: split
 
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
 
@@ -25,7 +23,7 @@ class TritonPythonModel(BatchedModel):
         options.intra_op_num_threads, options.inter_op_num_threads = instance.threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         path = instance.path
-        session = ort.InferenceSession(str(path), options, providers=_providers(instance, path))
+        session = ort.InferenceSession(str(path), options, providers=_providers(instance))
         # As the native backend's ValidateOutputs: an output dtype other than the config's fails the load.
         check_dtypes(
             instance.spec, {o.name: _ORT_DTYPES.get(o.type, np.dtype(object)) for o in session.get_outputs()}
@@ -52,9 +50,11 @@ _ORT_DTYPES = {
 }  # fmt: skip
 
 
-def _providers(instance: Instance, path: Path) -> list[Provider]:
+def _providers(instance: Instance) -> list[Provider]:
     """CPU for CPU instances; on a GPU instance the CUDA provider, preceded by TensorRT when the
-    config asks for it (Triton's `gpu_execution_accelerator`) and this onnxruntime has it."""
+    config asks for it (Triton's `gpu_execution_accelerator`) and this onnxruntime has it. The
+    engine cache goes where the config says, as the native backend passes it (no path: ONNX
+    Runtime's default, the server's working directory), never into the version directory."""
     providers: list[Provider] = ["CPUExecutionProvider"]
     available = ort.get_available_providers()
     if instance.gpu_id is None or "CUDAExecutionProvider" not in available:
@@ -67,8 +67,9 @@ def _providers(instance: Instance, path: Path) -> list[Provider]:
                 "device_id": instance.gpu_id,
                 "trt_fp16_enable": str(params.get("precision_mode") == "FP16"),
                 "trt_max_workspace_size": params.get("max_workspace_size_bytes", str(1 << 30)),
-                "trt_engine_cache_enable": params.get("trt_engine_cache_enable", "1"),
-                "trt_engine_cache_path": str(path.parent),
+                "trt_engine_cache_enable": params.get("trt_engine_cache_enable", "0"),
             }
+            if "trt_engine_cache_path" in params:
+                trt["trt_engine_cache_path"] = params["trt_engine_cache_path"]
             providers.insert(0, ("TensorrtExecutionProvider", trt))
     return providers

@@ -1,0 +1,105 @@
+"""What tritonstack knows about each published version (how it was exported, its status, its
+latest benchmark), kept in one file at the top of the repository: `<repo>/tritonstack.json`.
+
+Nothing here is ever written inside a model directory. Triton (core r24.10, ModelTimestamp in
+model_repository_manager.cc) polls each model directory: a change to a version directory marks
+that version modified, and a change to any other entry of the model directory that is not
+`config.pbtxt` (a `<model>/tritonstack.json` sidecar, say) marks *every* version modified, so
+each would be reloaded. The repository's top level is different: Triton lists only its
+subdirectories as models and never looks at its files, so this file (with its lock and
+temporary files, all plain files there) can change while a model is served without reloading
+anything.
+
+Versions exported before this file existed keep their `<version>/metadata.json`: it is read,
+never written again (a write would reload the version); an entry here overrides its fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from tritonstack.errors import RepositoryError
+from tritonstack.export.repository import replace_file
+
+STATE_NAME = "tritonstack.json"
+# Inside a version directory: what exports wrote before STATE_NAME, read for migration only.
+LEGACY_METADATA_NAME = "metadata.json"
+_LOCK_NAME = ".tritonstack.lock"
+_FORMAT = 1
+
+
+def read_metadata(version_dir: Path) -> dict[str, Any] | None:
+    """The version's record: its legacy `metadata.json` (if any) updated by its entry in the
+    repository's state file; None when neither exists (a version exported by hand)."""
+    legacy = _read_json(version_dir / LEGACY_METADATA_NAME)
+    entry = _versions(_read_state(_repo_of(version_dir)), version_dir).get(version_dir.name)
+    if legacy is None and entry is None:
+        return None
+    return {**(legacy or {}), **(entry or {})}
+
+
+def record_export(version_dir: Path, metadata: Mapping[str, Any]) -> None:
+    """Record a newly published version: its entry becomes `metadata` (a re-used version number
+    keeps nothing of an earlier entry)."""
+    with _locked_state(_repo_of(version_dir)) as state:
+        _versions(state, version_dir, create=True)[version_dir.name] = dict(metadata)
+
+
+def update_metadata(version_dir: Path, **changes: Any) -> None:
+    """Set fields of the version's record (`status=...`, `benchmark=...`), read and written under
+    the repository's lock so concurrent writers (a benchmark, a promote) lose nothing."""
+    with _locked_state(_repo_of(version_dir)) as state:
+        versions = _versions(state, version_dir, create=True)
+        versions[version_dir.name] = {**versions.get(version_dir.name, {}), **changes}
+
+
+def forget_version(version_dir: Path) -> None:
+    """Drop the version's entry (the version was removed)."""
+    with _locked_state(_repo_of(version_dir)) as state:
+        _versions(state, version_dir).pop(version_dir.name, None)
+
+
+def _repo_of(version_dir: Path) -> Path:
+    return version_dir.parent.parent
+
+
+def _versions(state: dict[str, Any], version_dir: Path, create: bool = False) -> dict[str, Any]:
+    models: dict[str, Any] = state.setdefault("models", {}) if create else state.get("models", {})
+    model = version_dir.parent.name
+    if create:
+        versions: dict[str, Any] = models.setdefault(model, {})
+        return versions
+    return dict(models.get(model, {}))
+
+
+@contextlib.contextmanager
+def _locked_state(repo: Path) -> Iterator[dict[str, Any]]:
+    """The state, to change in place; written back atomically when the block ends, while no other
+    tritonstack process can read-modify-write it."""
+    repo.mkdir(parents=True, exist_ok=True)
+    with (repo / _LOCK_NAME).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = _read_state(repo)
+        yield state
+        state["format"] = _FORMAT
+        text = json.dumps(state, indent=2, sort_keys=True, default=str) + "\n"
+        replace_file(repo / STATE_NAME, text.encode())
+
+
+def _read_state(repo: Path) -> dict[str, Any]:
+    return _read_json(repo / STATE_NAME) or {}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RepositoryError(f"{path} is not readable JSON: {exc}") from exc
+    return data
