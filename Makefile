@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install -q -c constraints.txt -e ".[all,dev]"
 	# TensorRT's API types for mypy; --no-deps because its dependency pulls the TensorRT libraries.
 	$(BIN)/pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
+	# The ONNX Runtime of Triton 24.10, beside the project's (tests load exports in it: tests/test_releases.py).
+	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/runtimes/onnxruntime-1.19.2 onnxruntime==1.19.2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -26,7 +26,7 @@ from tritonstack.export.registry import (
     served_versions,
 )
 from tritonstack.export.repository import build_config, list_versions, write_version
-from tritonstack.export.state import update_metadata
+from tritonstack.export.state import read_metadata, record_export, update_metadata
 from tritonstack.formats import Format
 from tritonstack.recsys.train import train
 from tritonstack.spec import (
@@ -54,9 +54,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = recsys.get_architecture("dlrm").preset("tiny")
     train("dlrm", config, steps=3, batch_size=32, lr=1e-3, seed=0, checkpoint_path=root / "dlrm.pt")
     export_to_repository(load_model(root / "dlrm.pt", max_batch_size=4), [Format.ONNX], root / "repo")
+    metadata = read_metadata(root / "repo" / MODEL / "1") or {}
     for version in (2, 3):
         shutil.copytree(root / "repo" / MODEL / "1", root / "repo" / MODEL / f".tmp{version}")
         os.rename(root / "repo" / MODEL / f".tmp{version}", root / "repo" / MODEL / str(version))
+        record_export(root / "repo" / MODEL / str(version), metadata)  # as an export records it
     return root / "repo"
 
 
