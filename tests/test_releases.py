@@ -27,6 +27,7 @@ from tritonstack.export.torchscript import archive_format_version
 from tritonstack.formats import Format
 from tritonstack.recsys.train import train
 from tritonstack.releases import DEFAULT_RELEASE, RELEASES, triton_release
+from tritonstack.spec import Array
 
 RELEASE = triton_release(DEFAULT_RELEASE)
 # `make` installs the release's ONNX Runtime here (pip install --target), apart from the project's.
@@ -52,7 +53,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "repo"
 
 
-def _run_in_release_ort(path: Path, feeds: dict[str, np.ndarray]) -> subprocess.CompletedProcess[str]:
+def _run_in_release_ort(path: Path, feeds: dict[str, Array]) -> subprocess.CompletedProcess[str]:
     if not (RELEASE_ORT / "onnxruntime").is_dir():
         pytest.fail(f"ONNX Runtime {RELEASE.onnxruntime} is not at {RELEASE_ORT}: run make (it installs it)")
     payload = {k: {"data": v.tolist(), "dtype": str(v.dtype)} for k, v in feeds.items()}
