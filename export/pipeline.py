@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tritonstack.errors import ExportError
+from tritonstack.export.check_repo import Finding, Severity, check_version, thread_count_findings
 from tritonstack.export.checkpoint import LoadedModel
 from tritonstack.export.deployment import DeploymentOptions
 from tritonstack.export.embeddings import write_embeddings
@@ -21,6 +23,10 @@ from tritonstack.export.state import record_export
 from tritonstack.export.verify import VerificationReport, check_model_outputs, tolerances, verify
 from tritonstack.formats import Format
 from tritonstack.runtimes.runners import TorchRunner, runner_for
+from tritonstack.spec import CONFIG_NAME
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ class ExportResult:
     parameters: int
     report: VerificationReport
     metadata: dict[str, Any] = field(default_factory=dict)  # as recorded in the repository's state
+    warnings: tuple[Finding, ...] = ()  # check-repo's warnings on what was published
 
 
 def repository_name(model: str, fmt: Format) -> str:
@@ -112,6 +119,9 @@ def _export_all_formats(
             log.debug("%s failed", name, exc_info=exc)  # `--debug`: each failure's own traceback
             failures.append(exc)
             continue
+        if fmt is Format.TORCHSCRIPT:  # one thread count for the whole server: checked across models
+            shared = [f for f in thread_count_findings(repo) if f.path.parent.name == name]
+            result = dataclasses.replace(result, warnings=(*result.warnings, *shared))
         results.append(result)
         if on_done is not None:
             on_done(result)
@@ -145,6 +155,7 @@ def _export_one(
         record = options_record(fmt, options, deployment, loaded.spec.max_batch_size)
         command = export_command(loaded, fmt, repo, options, deployment, embeddings=bool(extras))
         metadata = build_metadata(loaded, source_sha256, record, command, report, artifact, parameters)
+        warnings = _check_before_publishing(config, Path(tmp), repo / name, options)
         files = {fmt.filename: artifact.path}
         files.update({n: Path(shutil.copy(src, Path(tmp) / n)) for n, src in extras.items()})
         version_dir = write_version(
@@ -157,4 +168,24 @@ def _export_one(
             move=True,
         )
     record_export(version_dir, metadata)
-    return ExportResult(name, fmt, int(version_dir.name), version_dir, size, parameters, report, metadata)
+    return ExportResult(
+        name, fmt, int(version_dir.name), version_dir, size, parameters, report, metadata, warnings
+    )
+
+
+def _check_before_publishing(
+    config: pb.ModelConfig, staged: Path, model_dir: Path, options: ExportOptions
+) -> tuple[Finding, ...]:
+    """check-repo's rules on the staged version: an error (what the target release would refuse)
+    stops the export before anything is published; warnings come back with the result."""
+    release = options.release
+    findings = [
+        dataclasses.replace(f, path=model_dir / "<new version>" / f.path.relative_to(staged))
+        if f.path.is_relative_to(staged)
+        else f
+        for f in check_version(config, staged, release, model_dir / CONFIG_NAME)
+    ]
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    if errors:
+        raise ExportError(f"{model_dir.name}: Triton {release.name} would not load it: {errors[0]}")
+    return tuple(findings)

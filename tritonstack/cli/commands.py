@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tritonstack.cli import bench as bench_cli
+from tritonstack.cli import check as check_cli
 from tritonstack.cli import manage as manage_commands
 from tritonstack.cli import options as cli_options
 from tritonstack.errors import UsageError
@@ -105,6 +106,8 @@ def _print_exported(r: ExportResult) -> None:
         f"{r.report.max_abs:.2e} vs PyTorch -> {r.version_dir}",
         flush=True,
     )
+    for warning in r.warnings:  # check-repo's, on what was just published
+        print(warning, flush=True)
 
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
@@ -438,6 +441,11 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler,
         manage_commands.add_models,
         manage_commands.models,
         "list a repository's versions with their status; promote or prune versions",
+    ),
+    "check-repo": (
+        check_cli.add_arguments,
+        check_cli.handler,
+        "check a model repository against what a Triton release's native backends load",
     ),
     "serve": (_add_serve, _serve, "serve a model repository with the embedded Triton"),
     "infer": (_add_infer, _infer, "send one request to a served model over gRPC"),
