@@ -139,6 +139,7 @@ def test_prune_keeps_production_and_is_a_dry_run_by_default(
     assert list_versions(repo, MODEL) == [1, 2, 3]
     assert main(["models", "prune", MODEL, "--keep", "1", "--yes", "--repo", str(repo)]) == 0
     assert list_versions(repo, MODEL) == [1, 3]
+    assert read_metadata(repo / MODEL / "2") is None  # its entry left the repository's state too
     assert not [p for p in (repo / MODEL).iterdir() if p.name.startswith(".pruned")]
 
 

@@ -10,8 +10,11 @@ another TensorRT (unless built version-compatible and loaded with the tensorrt b
 - `max_opset`, `max_ir_version`: the ONNX Runtime wheel of that exact version loading models
   stamped with opset 21/22 and IR 10/11 (both versions: opset 21 and IR 10 load, 22 and 11 are
   refused).
-- `libtorch`, `tensorrt`: NVIDIA's Deep Learning Frameworks support matrix (the pytorch backend is
-  built on the NGC PyTorch container of the same month).
+- `libtorch`: the NGC PyTorch build of the month, which the pytorch backend is built on (server
+  `build.py`: upstream container = the release): Triton's compatibility matrix lists torch
+  2.5.0a0+e000cf0ad9.nv24.10 and 2.6.0a0+ecf3bae40a.nv25.1.
+- `tensorrt`: NVIDIA's frameworks support matrix; 25.01's 10.8.0.43 is on Triton's
+  compatibility matrix, 24.10's 10.5.0 was not in what could be searched here (to confirm).
 - `torchscript_max_format`: `caffe2/serialize/versions.h` kMaxSupportedFileFormatVersion, 0xA since
   torch 1.x and still in the libtorch of both releases.
 - `interop_threads_safe`: pytorch_backend calls `at::set_num_interop_threads` per model load
