@@ -69,12 +69,12 @@ def _repo_of(version_dir: Path) -> Path:
 
 
 def _versions(state: dict[str, Any], version_dir: Path, create: bool = False) -> dict[str, Any]:
-    models: dict[str, Any] = state.setdefault("models", {}) if create else state.get("models", {})
+    """The model's entries in `state`, by version number (the state's own dict, to change in
+    place; with `create`, made when missing)."""
+    models: dict[str, Any] = state.setdefault("models", {})
     model = version_dir.parent.name
-    if create:
-        versions: dict[str, Any] = models.setdefault(model, {})
-        return versions
-    return dict(models.get(model, {}))
+    versions: dict[str, Any] = models.setdefault(model, {}) if create else models.get(model, {})
+    return versions
 
 
 @contextlib.contextmanager
