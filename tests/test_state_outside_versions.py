@@ -1,5 +1,7 @@
-"""Nothing tritonstack writes after publishing reloads a served model (`serve --watch`, Triton's
-poll every second): a benchmark's record step and status bookkeeping go to the repository's
+"""Nothing tritonstack writes after publishing reloads a served model, under `serve --watch`
+(its supervisor rescans the model directories and asks Triton to load what changed) and under
+Triton's own poll every second (how NVIDIA's container runs a polled repository, `deploy
+kubernetes`' default): a benchmark's record step and status bookkeeping go to the repository's
 state file; `models promote` changes `config.pbtxt` and no other file of the model directories.
 A file written beside the config instead (a per-model sidecar) reloads every version: the
 control that shows this test sees reloads at all."""
@@ -8,28 +10,29 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.conftest import ServerFactory
+from tests.conftest import POLL_ARGS, ServerFactory
+from tests.test_faults import SERVE_START_S, Serve
 from tritonstack import recsys
 from tritonstack.benchmarks.record import record_in_metadata
 from tritonstack.cli import main
-from tritonstack.cli.manage import WATCH_ARGS
 from tritonstack.export.checkpoint import load_model
 from tritonstack.export.pipeline import export_to_repository
 from tritonstack.export.registry import list_registry
 from tritonstack.export.state import LEGACY_METADATA_NAME, STATE_NAME, read_metadata
 from tritonstack.formats import Format
 from tritonstack.recsys.train import train
-from tritonstack.serve import TritonServer
 from tritonstack.spec import CONFIG_NAME, PRODUCTION_VERSION_PARAMETER, Array, read_config, wire_dtype
 
 pytestmark = pytest.mark.server
 ONNX, TORCHSCRIPT = "dlrm_onnx", "dlrm_torchscript"
-POLLS = 3.5  # seconds: more than three of Triton's polls (--repository-poll-secs=1)
+POLLS = 3.5  # seconds: more than three polls (Triton's --repository-poll-secs=1; serve's 0.5 s rescan)
 
 Tree = dict[str, tuple[int, int]]
 
@@ -43,12 +46,20 @@ def _tree(repo: Path) -> Tree:
     } | {model: ((repo / model).stat().st_mtime_ns, 0) for model in (ONNX, TORCHSCRIPT)}
 
 
-def _loads(server: TritonServer) -> list[str]:
+@dataclass(frozen=True)
+class Served:
+    """A Triton serving the repository: its gRPC address and its log."""
+
+    grpc_url: str
+    log_path: Path
+
+
+def _loads(server: Served) -> list[str]:
     """Triton's `loading: <model>:<version>` lines so far: a reload, or a config update in place."""
     return [line for line in server.log_path.read_text().splitlines() if "loading: " in line]
 
 
-def _served_requests(server: TritonServer, model: str) -> int:
+def _served_requests(server: Served, model: str) -> int:
     """Successful requests of the loaded model object: a reload starts a new one at zero."""
     client = grpcclient.InferenceServerClient(server.grpc_url)
     stats = client.get_inference_statistics(model, as_json=True)["model_stats"]
@@ -56,7 +67,7 @@ def _served_requests(server: TritonServer, model: str) -> int:
     return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
 
 
-def _infer(server: TritonServer, model: str, feeds: dict[str, Array], times: int) -> None:
+def _infer(server: Served, model: str, feeds: dict[str, Array], times: int) -> None:
     client = grpcclient.InferenceServerClient(server.grpc_url)
     inputs = []
     for name, value in feeds.items():
@@ -101,10 +112,29 @@ def repo(tmp_path: Path) -> Path:
     return repo
 
 
+@pytest.fixture(params=["serve --watch", "triton poll"])
+def serve(
+    request: pytest.FixtureRequest, tmp_path: Path, triton_server_factory: ServerFactory
+) -> Iterator[Callable[[Path], Served]]:
+    started: list[Serve] = []
+
+    def start(repo: Path) -> Served:
+        if request.param == "triton poll":
+            server = triton_server_factory(repo, model_control_mode="poll", extra_args=POLL_ARGS)
+            return Served(server.grpc_url, server.log_path)
+        started.append(Serve(repo, tmp_path / "triton.log", "--watch"))
+        started[-1].wait_for("^Triton ready", SERVE_START_S)
+        return Served(started[-1].url, tmp_path / "triton.log")
+
+    yield start
+    for process in started:
+        process.stop()
+
+
 def test_bench_record_and_status_reload_nothing_and_promote_changes_only_the_config(
-    repo: Path, triton_server_factory: ServerFactory
+    repo: Path, serve: Callable[[Path], Served]
 ) -> None:
-    server = triton_server_factory(repo, model_control_mode="poll", extra_args=WATCH_ARGS)
+    server = serve(repo)
     feeds = load_model(repo.parent / "dlrm.pt", max_batch_size=4).spec.random_inputs(2)
     for model in (ONNX, TORCHSCRIPT):
         _infer(server, model, feeds, 3)
