@@ -11,6 +11,7 @@ three native ones we export for (Python, ensembles) are skipped.
 from __future__ import annotations
 
 import enum
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tritonstack.errors import ExportError, UsageError
+from tritonstack.errors import ExportError, UsageError, first_line
 from tritonstack.export.embeddings import MANIFEST_NAME
 from tritonstack.export.native_rules import (
     NATIVE_PARAMETERS,
@@ -258,8 +259,15 @@ def _check_version_dir(
     expected = {artifact.name}
     if fmt is Format.ONNX:
         model = _load_onnx(artifact)
-        expected |= _external_data_files(model)
-        findings += _check_onnx(model, artifact, config, release)
+        if model is None:
+            findings.append(
+                _error(
+                    artifact, "not an ONNX model: it does not parse", "export it again (or replace the file)"
+                )
+            )
+        else:
+            expected |= _external_data_files(model)
+            findings += _check_onnx(model, artifact, config, release)
     elif fmt is Format.TORCHSCRIPT:
         findings += _check_torchscript(artifact, config, release)
     else:
@@ -287,13 +295,15 @@ def _check_contents(version_dir: Path, expected: set[str]) -> Iterator[Finding]:
             )
 
 
-def _load_onnx(path: Path) -> onnx.ModelProto:
+def _load_onnx(path: Path) -> onnx.ModelProto | None:
+    """The model's graph (weights stored outside it are not read), or None when it does not parse."""
     import onnx
+    from google.protobuf.message import DecodeError
 
     try:
         return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ExportError(f"{path} is not an ONNX model: {exc}") from exc
+    except (DecodeError, OSError, ValueError):
+        return None
 
 
 def _external_data_files(model: onnx.ModelProto) -> set[str]:
@@ -390,7 +400,7 @@ def _check_torchscript(path: Path, config: pb.ModelConfig, release: TritonReleas
 
     try:
         version = archive_format_version(path)
-    except (ExportError, OSError, ValueError) as exc:
+    except (ExportError, OSError, ValueError, zipfile.BadZipFile) as exc:
         yield _error(
             path, f"not a TorchScript archive libtorch reads: {exc}", "save the model with torch.jit.save"
         )
@@ -403,7 +413,13 @@ def _check_torchscript(path: Path, config: pb.ModelConfig, release: TritonReleas
             "save it with an older torch",
         )
         return
-    module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+    except RuntimeError as exc:
+        yield _error(
+            path, f"libtorch cannot load it: {first_line(exc)}", "save the model with torch.jit.save"
+        )
+        return
     schema = module.forward.schema
     arguments = [a.name for a in schema.arguments[1:]]
     inputs = [t.name for t in config.input]

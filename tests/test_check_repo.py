@@ -262,6 +262,14 @@ def test_torchscript_archive_format_newer_than_the_release_libtorch(tmp_path: Pa
     _only(tmp_path, Severity.ERROR, "TorchScript format 11", "reads up to 10")
 
 
+def test_artifacts_that_do_not_parse_are_findings_not_a_crash(tmp_path: Path) -> None:
+    (write_onnx_model(tmp_path) / "model.onnx").write_bytes(b"\x00garbage")
+    (write_torchscript_model(tmp_path) / "model.pt").write_bytes(b"garbage")
+    onnx_finding, torchscript_finding = _findings(tmp_path)
+    assert "not an ONNX model" in str(onnx_finding) and onnx_finding.severity is Severity.ERROR
+    assert "not a TorchScript archive" in str(torchscript_finding)
+
+
 def test_files_in_a_version_directory_other_than_the_artifact(tmp_path: Path) -> None:
     version_dir = write_onnx_model(tmp_path)
     (version_dir / "metadata.json").write_text("{}")

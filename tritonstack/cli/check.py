@@ -1,7 +1,8 @@
 """`tritonstack check-repo REPO [--triton-release YY.MM]`: lint a model repository against what
 the native backends of a Triton release load. One line per finding (file, problem, fix) on
 stdout, a summary on stderr; exit 0 without errors (warnings alone pass), 1 with errors, 2 for a
-usage error (no such repository, an unknown release)."""
+usage error (no such repository, an unknown release), as linters do; a crash of the checker
+itself is a bug and prints its traceback (the CLI's rule)."""
 
 from __future__ import annotations
 
