@@ -1,6 +1,6 @@
 """`export`, `export-all` and `demo` fill the API's option dataclasses from one flag group; the
-defaults are the fields'; `metadata.json` records the `tritonstack export` command that reproduces
-a version, and that command parses back to the same options."""
+defaults are the fields'; a version's metadata records the `tritonstack export` command that
+reproduces it, and that command parses back to the same options."""
 
 from __future__ import annotations
 
