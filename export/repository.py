@@ -206,14 +206,21 @@ def checked_name(name: str) -> str:
 
 
 def replace_file(path: Path, data: bytes, staging: Path | None = None) -> None:
-    """Write `path` through a hidden temporary file in `staging` (default: beside it, which must
-    be on the same file system) and `os.replace`: readers see old or new."""
+    """Write `path` through a hidden temporary file in `staging` (default: beside it) and
+    `os.replace`: readers see old or new. A `staging` on another file system than `path` (a model
+    directory linked from elsewhere) falls back to beside it."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=staging or path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if exc.errno != errno.EXDEV or staging is None:
+            raise
+        replace_file(path, data)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

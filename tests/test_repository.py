@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,40 @@ def test_config_round_trips_through_text_format(tmp_path: Path) -> None:
     assert read_config(path) == config
     assert 'platform: "onnxruntime_onnx"' in path.read_text()
     assert _entries(tmp_path) == ["config.pbtxt"]
+
+
+def test_a_config_is_staged_outside_its_model_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Triton's poll takes any entry of a model directory other than config.pbtxt for a change
+    to every version: the temporary file of a config rewrite is made at the repository's top."""
+    model_dir = tmp_path / "repo" / "m"
+    model_dir.mkdir(parents=True)
+    staged: list[str] = []
+    mkstemp = tempfile.mkstemp
+
+    def recording_mkstemp(prefix: str, dir: Path) -> tuple[int, str]:
+        fd, name = mkstemp(prefix=prefix, dir=dir)
+        staged.append(name)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", recording_mkstemp)
+    write_config(model_dir / "config.pbtxt", build_config(SPEC, Format.ONNX))
+    assert [Path(name).parent for name in staged] == [tmp_path / "repo"]
+    assert _entries(model_dir) == ["config.pbtxt"] and _entries(tmp_path / "repo") == ["m"]
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs a second file system (/dev/shm)")
+def test_a_model_directory_on_another_file_system_still_gets_its_config(tmp_path: Path) -> None:
+    elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        (tmp_path / "repo").mkdir()
+        (tmp_path / "repo" / "m").symlink_to(elsewhere)
+        write_config(tmp_path / "repo" / "m" / "config.pbtxt", build_config(SPEC, Format.ONNX))
+        assert read_config(elsewhere / "config.pbtxt").platform == Format.ONNX.platform
+        assert _entries(tmp_path / "repo") == ["m"] and _entries(elsewhere) == ["config.pbtxt"]
+    finally:
+        shutil.rmtree(elsewhere)
 
 
 def test_read_config_reports_a_broken_file(tmp_path: Path) -> None:
