@@ -6,9 +6,9 @@ model_repository_manager.cc) polls each model directory: a change to a version d
 that version modified, and a change to any other entry of the model directory that is not
 `config.pbtxt` (a `<model>/tritonstack.json` sidecar, say) marks *every* version modified, so
 each would be reloaded. The repository's top level is different: Triton lists only its
-subdirectories as models and never looks at its files, so this file (with its lock and
-temporary files, all plain files there) can change while a model is served without reloading
-anything.
+subdirectories as models and never looks at its files, so this file (and its temporary file
+while it is replaced) can change while a model is served without reloading anything. Writers
+lock the repository directory itself (flock), so concurrent ones lose nothing.
 
 Versions exported before this file existed keep their `<version>/metadata.json`: it is read,
 never written again (a write would reload the version); an entry here overrides its fields.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,6 @@ from tritonstack.export.repository import replace_file
 STATE_NAME = "tritonstack.json"
 # Inside a version directory: what exports wrote before STATE_NAME, read for migration only.
 LEGACY_METADATA_NAME = "metadata.json"
-_LOCK_NAME = ".tritonstack.lock"
 _FORMAT = 1
 
 
@@ -82,13 +82,17 @@ def _locked_state(repo: Path) -> Iterator[dict[str, Any]]:
     """The state, to change in place; written back atomically when the block ends, while no other
     tritonstack process can read-modify-write it."""
     repo.mkdir(parents=True, exist_ok=True)
-    with (repo / _LOCK_NAME).open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # The lock is on the repository directory itself: no lock file to leave behind.
+    fd = os.open(repo, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         state = _read_state(repo)
         yield state
         state["format"] = _FORMAT
         text = json.dumps(state, indent=2, sort_keys=True, default=str) + "\n"
         replace_file(repo / STATE_NAME, text.encode())
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _read_state(repo: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +26,11 @@ from tritonstack.cli import main
 from tritonstack.export.checkpoint import load_model
 from tritonstack.export.pipeline import export_to_repository
 from tritonstack.export.registry import list_registry
-from tritonstack.export.state import LEGACY_METADATA_NAME, STATE_NAME, read_metadata
+from tritonstack.export.state import LEGACY_METADATA_NAME, STATE_NAME, read_metadata, update_metadata
 from tritonstack.formats import Format
 from tritonstack.recsys.train import train
 from tritonstack.spec import CONFIG_NAME, PRODUCTION_VERSION_PARAMETER, Array, read_config, wire_dtype
 
-pytestmark = pytest.mark.server
 ONNX, TORCHSCRIPT = "dlrm_onnx", "dlrm_torchscript"
 POLLS = 3.5  # seconds: more than three polls (Triton's --repository-poll-secs=1; serve's 0.5 s rescan)
 
@@ -131,6 +131,7 @@ def serve(
         process.stop()
 
 
+@pytest.mark.server
 def test_bench_record_and_status_reload_nothing_and_promote_changes_only_the_config(
     repo: Path, serve: Callable[[Path], Served]
 ) -> None:
@@ -193,3 +194,20 @@ def test_legacy_metadata_is_read_and_never_written(tmp_path: Path) -> None:
     meta = read_metadata(version_dir)
     assert meta is not None and meta["status"] == "staging" and meta["benchmark"]["p50_ms"] == 1.5
     assert meta["options"] == {"format": "onnx"}
+
+
+def _record_many(repo: Path, writer: int, count: int) -> None:
+    for i in range(count):
+        update_metadata(repo / ONNX / str(writer * count + i + 1), benchmark={"writer": writer})
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    """Four processes recording at once (a benchmark and promotes, say): every entry survives,
+    because each read-modify-write holds the repository's lock."""
+    writers, count = 4, 25
+    with ProcessPoolExecutor(writers) as pool:
+        for done in [pool.submit(_record_many, tmp_path, w, count) for w in range(writers)]:
+            done.result()
+    versions = json.loads((tmp_path / STATE_NAME).read_text())["models"][ONNX]
+    assert sorted(map(int, versions)) == list(range(1, writers * count + 1))
+    assert [p.name for p in tmp_path.iterdir()] == [STATE_NAME]  # no lock or temporary file left
