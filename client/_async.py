@@ -28,7 +28,7 @@ from tritonstack.client._base import (
 from tritonstack.client._endpoints import Endpoint, ServerMethod, client_method
 from tritonstack.client._errors import translate_errors
 from tritonstack.client._retry import Deadline
-from tritonstack.client._wire import generated_stub, metadata, triton_error
+from tritonstack.client._wire import metadata, triton_error, wire_stub
 from tritonstack.errors import ClientError, DeadlineExceeded, ModelNotFound, ServerUnavailable
 from tritonstack.spec import Array, ModelSpec
 
@@ -47,7 +47,7 @@ class AsyncTritonClient(ClientBase):
 
     def _open(self, url: str, **connect: Any) -> Endpoint:
         client = aioclient.InferenceServerClient(url=url, **connect)
-        return Endpoint(url, client, functools.partial(_model_infer, generated_stub(client)))
+        return Endpoint(url, client, functools.partial(_model_infer, wire_stub(client)))
 
     async def __aenter__(self) -> AsyncTritonClient:
         return self

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tritonclient.grpc import model_config_pb2, service_pb2
+from tritonclient.grpc import model_config_pb2
 
 from tritonstack.client._endpoints import (
     INFER,
@@ -27,7 +27,13 @@ from tritonstack.client._region import Region
 from tritonstack.client._retry import DEFAULT_RETRY, Deadline, RetryPolicy, checked_timeout
 from tritonstack.client._shm import ShmKind, ShmPool, aligned, shm_pool
 from tritonstack.client._validation import check_outputs, check_request
-from tritonstack.client._wire import infer_request, place_in_region, read_outputs
+from tritonstack.client._wire import (
+    decode_response,
+    encode_request,
+    infer_request,
+    place_in_region,
+    read_outputs,
+)
 from tritonstack.errors import ClientError, InvalidArgument, ModelNotFound, ServerUnavailable
 from tritonstack.spec import Array, ModelSpec, production_version
 
@@ -77,18 +83,18 @@ class InferRequest:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A checked request as the wire takes it, and the output names to read back; with shared
-    memory, the region it holds and where each output lands in it."""
+    """A checked request as the wire takes it (a serialized `ModelInferRequest`), and the output
+    names to read back; with shared memory, the region it holds and where each output lands in it."""
 
-    request: service_pb2.ModelInferRequest
+    request: bytes
     wanted: Sequence[str]
     region: Region | None = None
     output_offsets: dict[str, int] = field(default_factory=dict)
 
-    def parse(self, response: service_pb2.ModelInferResponse) -> dict[str, Array]:
+    def parse(self, response: bytes) -> dict[str, Array]:
         # The region is read once for all its outputs: for CUDA, that is one device-to-host copy.
         contents = self.region.contents() if self.region is not None and self.output_offsets else None
-        return read_outputs(response, self.wanted, contents, self.output_offsets)
+        return read_outputs(decode_response(response), self.wanted, contents, self.output_offsets)
 
 
 def channel_args(max_message_bytes: int) -> list[tuple[str, Any]]:
@@ -188,8 +194,9 @@ class ClientBase:
 
     def _open(self, url: str, **connect: Any) -> Endpoint:
         """The server at `url`: tritonclient's client (both take these keyword arguments) and
-        ModelInfer through the generated stub on its channel, which takes `client_timeout` and
-        `headers` as tritonclient does and raises gRPC failures as tritonclient's."""
+        ModelInfer on its channel (`client/_wire.py`: a serialized request in, the response's
+        bytes out), which takes `client_timeout` and `headers` as tritonclient does and raises
+        gRPC failures as tritonclient's."""
         raise NotImplementedError
 
     def _deadline(self, timeout: float | None) -> Deadline:
@@ -239,7 +246,8 @@ class ClientBase:
         if self._shm is not None:
             return self._prepare_shm(self._shm, spec, request, version)
         wanted = spec.output_names if request.outputs is None else request.outputs
-        return Prepared(infer_request(request.model, version, spec, request.inputs, request.outputs), wanted)
+        message = infer_request(request.model, version, spec, request.inputs, request.outputs)
+        return Prepared(encode_request(message, [request.inputs[t.name] for t in spec.inputs]), wanted)
 
     def _prepare_shm(self, pool: ShmPool, spec: ModelSpec, request: InferRequest, version: str) -> Prepared:
         """Inputs written to one region, outputs placed after them; an output with a variable
@@ -255,14 +263,14 @@ class ClientBase:
         offsets = _offsets([v.nbytes for v in values] + list(out_bytes.values()))
         region = pool.acquire(offsets[-1])
         region.write(values, offsets[: len(values)])
-        message = infer_request(request.model, version, spec, request.inputs, wanted, with_contents=False)
+        message = infer_request(request.model, version, spec, request.inputs, wanted)
         for tensor, value, offset in zip(message.inputs, values, offsets, strict=False):
             place_in_region(tensor, region.name, value.nbytes, offset)
         output_offsets = dict(zip(out_bytes, offsets[len(values) :], strict=False))
         for output in message.outputs:
             if output.name in output_offsets:
                 place_in_region(output, region.name, out_bytes[output.name], output_offsets[output.name])
-        return Prepared(message, wanted, region, output_offsets)
+        return Prepared(encode_request(message), wanted, region, output_offsets)
 
     def _release(self, prepared: Prepared) -> None:
         if self._shm is not None and prepared.region is not None:
