@@ -25,6 +25,7 @@ from tritonstack.client._base import (
     statuses,
     version_string,
 )
+from tritonstack.client._chunks import join_rows
 from tritonstack.client._endpoints import Endpoint, ServerMethod, client_method
 from tritonstack.client._errors import translate_errors
 from tritonstack.client._retry import Deadline
@@ -212,7 +213,15 @@ class AsyncTritonClient(ClientBase):
         return await self._infer_once(request, deadline)
 
     async def _infer_once(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
-        prepared = self._prepare(await self._spec(request.model, request.version, deadline), request)
+        spec = await self._spec(request.model, request.version, deadline)
+        return join_rows(
+            [await self._infer_chunk(spec, chunk, deadline) for chunk in self._chunks(spec, request)]
+        )
+
+    async def _infer_chunk(
+        self, spec: ModelSpec, request: InferRequest, deadline: Deadline
+    ) -> dict[str, Array]:
+        prepared = self._prepare(spec, request)
         steps = self._infer_steps(request, prepared)
         try:
             call = next(steps)

@@ -9,12 +9,13 @@ import math
 import os
 import re
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
+from tritonstack.client._chunks import message_rows, split_rows
 from tritonstack.client._endpoints import (
     INFER,
     Endpoint,
@@ -39,7 +40,8 @@ from tritonstack.spec import Array, ModelSpec, production_version
 
 DEFAULT_URL = "127.0.0.1:8001"
 # The largest request or response a client sends or accepts (tritonclient's default is 2 GiB,
-# Triton's own limit); the reference models' largest batch is well under 1 MiB.
+# Triton's own limit); a larger request goes in chunks that fit (client/_chunks.py): DLRM's batch of
+# 16384 takes 4.26 MB, one of 2 KiB rows 32 MiB.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20
 POLL_INTERVAL_S = 0.1
 # Triton's words for a region it does not know (NOT_FOUND or INVALID_ARGUMENT, by release); an
@@ -150,11 +152,13 @@ class ClientBase:
     requiring client certificates (mutual TLS) needs `private_key` and `certificate_chain` (PEM
     files) and closes the connection of a client without them, which fails as
     `ServerUnavailable`. `headers` go with every call. Requests and responses are capped at
-    `max_message_bytes` (a larger request is refused as `InvalidInput` before it is sent);
+    `max_message_bytes`: a larger request goes in chunks of rows that fit (client/_chunks.py),
+    and one whose single row cannot fit is refused as `InvalidInput` before it is sent;
     `use_shared_memory` passes tensors through shared memory (same host, one url only): True or
     "system" for system shared memory, "cuda" for memory on GPU `cuda_device` (needs
     cuda-bindings: `pip install 'tritonstack[cuda]'`). Specs are cached for the client's
-    lifetime: `load_model` drops the model's.
+    lifetime: `load_model` drops the model's. Through shared memory the messages carry no
+    tensors, and no request is split.
 
     `infer` without a version goes to the production version that `tritonstack models promote`
     records in the model's config, read with the spec (no extra round trip); Triton alone would
@@ -186,6 +190,7 @@ class ClientBase:
         self.timeout = checked_timeout(timeout)
         self.retry = retry
         self.headers = dict(headers) if headers else None
+        self.max_message_bytes = max_message_bytes
         self._specs: dict[tuple[str, str], ModelSpec] = {}
         self._production: dict[str, str] = {}  # model -> version for unversioned requests
         self._shm = shm_pool(use_shared_memory, cuda_device)
@@ -236,6 +241,19 @@ class ClientBase:
             return False
         self._forget(request.model)
         return True
+
+    def _chunks(self, spec: ModelSpec, request: InferRequest) -> list[InferRequest]:
+        """The request as sent: whole, or in chunks of rows when its message or response would
+        pass `max_message_bytes` (then the whole request is checked first)."""
+        values = request.inputs.values()
+        if self._shm is not None or not all(isinstance(v, np.ndarray) and v.ndim for v in values):
+            return [request]  # shared memory: small messages; not arrays: `_prepare` says why
+        wanted = spec.output_names if request.outputs is None else request.outputs
+        rows = message_rows(spec, request.inputs, wanted, self.max_message_bytes)
+        if len(next(iter(values))) <= rows:
+            return [request]
+        check_request(spec, request.inputs)
+        return [replace(request, inputs=part) for part in split_rows(request.inputs, rows)]
 
     def _prepare(self, spec: ModelSpec, request: InferRequest) -> Prepared:
         """Check the request against the spec (`InvalidInput` before any round trip) and build it."""

@@ -27,6 +27,7 @@ from tritonstack.client._base import (
     statuses,
     version_string,
 )
+from tritonstack.client._chunks import join_rows
 from tritonstack.client._endpoints import Endpoint, ServerMethod, client_method
 from tritonstack.client._errors import translate_errors
 from tritonstack.client._retry import Deadline
@@ -153,7 +154,8 @@ class TritonClient(ClientBase):
         """Run one request and return {output name: array} for every output, or those named.
 
         Inputs are checked against the cached spec first (`InvalidInput` before any round trip).
-        The arrays returned are read-only views of the response.
+        The arrays returned are read-only views of the response (joined copies when the request
+        went in chunks: `max_message_bytes`).
         """
         return self._infer(InferRequest(model, inputs, version, outputs), self._deadline(timeout))
 
@@ -208,7 +210,11 @@ class TritonClient(ClientBase):
         return self._infer_once(request, deadline)
 
     def _infer_once(self, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
-        prepared = self._prepare(self._spec(request.model, request.version, deadline), request)
+        spec = self._spec(request.model, request.version, deadline)
+        return join_rows([self._infer_chunk(spec, chunk, deadline) for chunk in self._chunks(spec, request)])
+
+    def _infer_chunk(self, spec: ModelSpec, request: InferRequest, deadline: Deadline) -> dict[str, Array]:
+        prepared = self._prepare(spec, request)
         steps = self._infer_steps(request, prepared)
         try:
             call = next(steps)

@@ -545,8 +545,11 @@ def test_the_client_caps_what_it_sends(server: TritonServer) -> None:
     one, full = (np.ones((n, 1024), np.float32) for n in (1, WIDE.max_batch_size))
     with TritonClient(server.grpc_url, max_message_bytes=full.nbytes // 2) as small:
         np.testing.assert_array_equal(small.infer(WIDE.name, {"x": one})["y"], 3 * one)
-        with pytest.raises(InvalidInput, match="size limit .*Sent message larger than max"):
-            small.infer(WIDE.name, {"x": full})
+        # over the cap: sent as requests of whole rows under it (client/_chunks.py)
+        np.testing.assert_array_equal(small.infer(WIDE.name, {"x": full})["y"], 3 * full)
+    with TritonClient(server.grpc_url, max_message_bytes=2 * one.nbytes - 1) as tiny:
+        with pytest.raises(InvalidInput, match="one row takes 4,096 bytes, more than .* max_message_bytes"):
+            tiny.infer(WIDE.name, {"x": one})
     with TritonClient(server.grpc_url) as default:
         np.testing.assert_array_equal(default.infer(WIDE.name, {"x": full})["y"], 3 * full)
 
