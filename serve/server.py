@@ -38,7 +38,7 @@ from tritonclient.utils import InferenceServerException
 
 import tritonstack
 from tritonstack.errors import ModelLoadError, PortInUse, ServeError
-from tritonstack.serve import stub_site
+from tritonstack.serve import shm_budget, stub_site
 from tritonstack.serve.admin import closed_admin_args, is_loopback
 from tritonstack.serve.backend_dir import backend_directory
 from tritonstack.serve.binary import TritonInstall, find_triton
@@ -225,6 +225,9 @@ class TritonServer:
                     f"{_models(problems)} in {self.repository} cannot be loaded; Triton was not started:"
                     + per_model_lines(problems)
                 )
+        shortfall = shm_budget.problem(self.repository, shm_budget.free_bytes())
+        if shortfall:
+            raise ServeError(shortfall)
         for name, port in self._requested.items():
             if port is not None and not 0 < port < 65536:
                 raise ServeError(f"{name} port {port} is out of range: pass 1-65535 to --{name}-port")
