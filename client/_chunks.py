@@ -26,7 +26,7 @@ def message_rows(
     """How many rows of (checked) `inputs` one request may carry so that it and its response
     (outputs with fixed dimensions; a variable one cannot be known before) fit in
     `max_message_bytes`; `InvalidInput` when not even one row does."""
-    sent = sum(value[0].nbytes for value in inputs.values())
+    sent = sum(value[:1].nbytes for value in inputs.values())
     returned = sum(
         math.prod(t.shape) * np.dtype(t.dtype).itemsize
         for t in spec.outputs
