@@ -6,6 +6,11 @@ concatenated along the batch axis, the model runs once, outputs are split back b
 batch size. As in Triton's native backends, a batched run that fails fails every request of the
 batch, and an output whose dtype differs from the config's is an error, never cast.
 A backend subclasses `BatchedModel` and implements `load`. Runs inside the Python backend's stub.
+
+Inputs reach the runtime as host arrays, or, for an instance whose `load` sets `on_device` (GPU
+instances: tritonstack/runtimes/device.py), as torch tensors where Triton put them, through
+DLPack; outputs go back as they come: arrays, or DLPack tensors left on the GPU. Requests are
+joined into one batch only when there are several.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from tritonstack.spec import (
 
 log = logging.getLogger(__name__)
 
-RunFn = Callable[[list[Array]], Sequence[Array]]
+# Host arrays in and out, or (`on_device`) torch tensors in, torch tensors or arrays out.
+RunFn = Callable[[list[Any]], Sequence[Any]]
 
 
 @dataclass(frozen=True)
@@ -93,15 +99,15 @@ def check_dtypes(spec: ModelSpec, model_dtypes: dict[str, np.dtype[Any]]) -> Non
             )
 
 
-def split_rows(outputs: Sequence[Array], sizes: list[int]) -> list[list[Array]]:
-    """Per-request outputs from batched ones: request i gets the next `sizes[i]` rows."""
+def split_rows(outputs: Sequence[Any], sizes: list[int]) -> list[list[Any]]:
+    """Per-request outputs from batched ones (arrays or torch tensors): request i gets the next
+    `sizes[i]` rows, as views."""
     total = sum(sizes)
     for out in outputs:
-        if out.shape[:1] != (total,):
-            raise ValueError(f"model returned {out.shape[:1]} rows for a batch of {total}")
-    bounds = np.cumsum(sizes)[:-1]
-    per_output = [np.split(out, bounds) for out in outputs]
-    return [list(parts) for parts in zip(*per_output, strict=True)]
+        if tuple(out.shape[:1]) != (total,):
+            raise ValueError(f"model returned {tuple(out.shape[:1])} rows for a batch of {total}")
+    starts = [0, *np.cumsum(sizes).tolist()]
+    return [[out[start:end] for out in outputs] for start, end in zip(starts, starts[1:], strict=False)]
 
 
 class BatchedModel:
@@ -109,9 +115,10 @@ class BatchedModel:
     serve and implement `load`."""
 
     format: Format
+    on_device = False  # set by `load`: the run function takes torch tensors where Triton put them
 
     def load(self, instance: Instance) -> RunFn:
-        """Load `instance.path`; return a function from input arrays (config order) to output arrays."""
+        """Load `instance.path`; return a function from inputs (config order) to outputs."""
         raise NotImplementedError
 
     def initialize(self, args: dict[str, str]) -> None:
@@ -121,7 +128,13 @@ class BatchedModel:
         spec = self._instance.spec
         self._output_dtypes = [np.dtype(t.dtype) for t in spec.outputs]
         self._run = self.load(self._instance)
-        log.info("%s: loaded %s", spec.name, self._instance.path)
+        self._feed: Callable[[Any], Any] = lambda tensor: tensor.as_numpy()
+        self._join: Callable[[Sequence[Any]], Any] = np.concatenate
+        if self.on_device:
+            from tritonstack.runtimes import device
+
+            self._feed, self._join = device.from_triton, device.join
+        log.info("%s: loaded %s%s", spec.name, self._instance.path, " (DLPack)" if self.on_device else "")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         feeds: list[list[Array] | Exception] = []
@@ -134,9 +147,7 @@ class BatchedModel:
         if not good:
             return [self._error(f) for f in feeds if isinstance(f, Exception)]
         try:
-            batch = (
-                good[0] if len(good) == 1 else [np.concatenate(parts) for parts in zip(*good, strict=True)]
-            )
+            batch = good[0] if len(good) == 1 else [self._join(parts) for parts in zip(*good, strict=True)]
             rows = iter(split_rows(self._outputs(batch), [f[0].shape[0] for f in good]))
         except Exception as exc:  # fails every request of the batch, as Triton's native backends do
             return [self._error(f if isinstance(f, Exception) else exc) for f in feeds]
@@ -145,36 +156,49 @@ class BatchedModel:
     def finalize(self) -> None:
         del self._run
 
-    def _inputs(self, request: Any) -> list[Array]:
+    def _inputs(self, request: Any) -> list[Any]:
         """The request's inputs in config order."""
         tensors = {tensor.name(): tensor for tensor in request.inputs()}
-        arrays = []
+        feeds = []
         for name in self._instance.spec.input_names:
             tensor = tensors.get(name)
             if tensor is None:
                 raise ValueError(f"missing input {name!r}")
-            arrays.append(tensor.as_numpy())
-        return arrays
+            feeds.append(self._feed(tensor))
+        return feeds
 
-    def _outputs(self, feeds: list[Array]) -> list[Array]:
-        outputs = [np.asarray(o) for o in self._run(feeds)]
+    def _outputs(self, feeds: list[Any]) -> list[Any]:
+        outputs = [
+            o if self.on_device and not isinstance(o, np.ndarray) else np.asarray(o) for o in self._run(feeds)
+        ]
         names = self._instance.spec.output_names
         for name, out, want in zip(names, outputs, self._output_dtypes, strict=True):
-            if out.dtype != want:
+            got = _dtype(out)
+            if got != want:
                 raise TypeError(
                     f"configuration expects datatype {_type_name(want)} for output {name!r}, "
-                    f"model provides {_type_name(out.dtype)}"
+                    f"model provides {_type_name(got)}"
                 )
         return outputs
 
-    def _response(self, outputs: list[Array]) -> Any:
+    def _response(self, outputs: list[Any]) -> Any:
         names = self._instance.spec.output_names
-        tensors = [self._pb.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(names, outputs, strict=True)]
+        tensors = [
+            self._pb.Tensor(n, np.ascontiguousarray(o))
+            if isinstance(o, np.ndarray)
+            else self._pb.Tensor.from_dlpack(n, o)  # rows of a contiguous tensor: contiguous
+            for n, o in zip(names, outputs, strict=True)
+        ]
         return self._pb.InferenceResponse(output_tensors=tensors)
 
     def _error(self, exc: Exception) -> Any:
         message = f"{self._instance.spec.name}: {type(exc).__name__}: {first_line(exc)}"
         return self._pb.InferenceResponse(error=self._pb.TritonError(message))
+
+
+def _dtype(value: Any) -> np.dtype[Any]:
+    """An array's dtype, or a torch tensor's as numpy names it (`torch.float32` -> float32)."""
+    return value.dtype if isinstance(value, np.ndarray) else np.dtype(str(value.dtype).removeprefix("torch."))
 
 
 def _type_name(dtype: np.dtype[Any]) -> str:

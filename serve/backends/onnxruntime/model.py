@@ -28,6 +28,14 @@ class TritonPythonModel(BatchedModel):
         check_dtypes(
             instance.spec, {o.name: _ORT_DTYPES.get(o.type, np.dtype(object)) for o in session.get_outputs()}
         )
+        if instance.gpu_id is not None and "CUDAExecutionProvider" in session.get_providers():
+            # Tensors stay where they are: DLPack and IO binding (tritonstack/runtimes/device.py).
+            import torch
+
+            from tritonstack.runtimes import device
+
+            self.on_device = True
+            return device.onnxruntime(session, instance.spec, torch.device("cuda", instance.gpu_id))
         names = instance.spec.input_names
         outputs = instance.spec.output_names
 

@@ -13,6 +13,7 @@ import stub_site  # noqa: F401  (first: puts the project and virtualenv on sys.p
 import torch
 
 from tritonstack.formats import Format
+from tritonstack.runtimes import device as on_device
 from tritonstack.runtimes.runners import output_tensors
 from tritonstack.serve.batching import BatchedModel, Instance, RunFn
 from tritonstack.spec import Array
@@ -33,6 +34,9 @@ class TritonPythonModel(BatchedModel):
         use_gpu = instance.gpu_id is not None and torch.cuda.is_available()
         device = torch.device(f"cuda:{instance.gpu_id}" if use_gpu else "cpu")
         module = torch.jit.load(str(instance.path), map_location=device).eval()  # type: ignore[no-untyped-call]
+        if use_gpu:  # tensors stay where they are: DLPack in and out (tritonstack/runtimes/device.py)
+            self.on_device = True
+            return on_device.torchscript(module, device)
 
         def run(feeds: list[Array]) -> list[Array]:
             with torch.inference_mode():

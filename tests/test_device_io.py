@@ -1,0 +1,158 @@
+"""Tensors handed to the runtime where they are (tritonstack/runtimes/device.py), as our backends'
+GPU instances run: in process on the CPU (and on CUDA where there is a GPU), and through the real
+Triton stub, whose DLPack plumbing (`torch.from_dlpack` of its input tensors, `Tensor.from_dlpack`
+of outputs, requests joined and split as torch tensors) is the same on a CPU instance."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import ServerFactory
+from tritonstack.client import InferRequest, TritonClient
+from tritonstack.export.formats import ExportOptions
+from tritonstack.export.onnx import export as export_onnx
+from tritonstack.export.repository import build_config, write_version
+from tritonstack.formats import Format
+from tritonstack.runtimes import device
+from tritonstack.serve.batching import split_rows
+from tritonstack.spec import Array, ModelSpec, TensorSpec
+
+SPEC = ModelSpec(
+    "mixed",
+    (TensorSpec("ids", "int64", (3,), high=10), TensorSpec("x", "float32", (4,))),
+    (TensorSpec("score", "float32", (2,)), TensorSpec("count", "int64", (1,))),
+    max_batch_size=64,
+)
+
+
+class Mixed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, ids: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lin(self.emb(ids).sum(1) + x), ids.sum(1, keepdim=True)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Mixed]:
+    root = tmp_path_factory.mktemp("device_io")
+    torch.manual_seed(0)
+    model = Mixed().eval()
+    scripted = root / "model.pt"
+    torch.jit.script(model).save(str(scripted))  # type: ignore[no-untyped-call]
+    onnx = export_onnx(model, SPEC, root, ExportOptions()).path
+    return scripted, onnx, model
+
+
+def _expected(model: Mixed, inputs: dict[str, Array]) -> list[Array]:
+    with torch.inference_mode():
+        return [t.numpy() for t in model(*(torch.from_numpy(inputs[n]) for n in SPEC.input_names))]
+
+
+def test_onnxruntime_binds_tensors_by_address(artifacts: tuple[Path, Path, Mixed]) -> None:
+    _, onnx, model = artifacts
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    run = device.onnxruntime(session, SPEC, torch.device("cpu"))
+    inputs = SPEC.random_inputs(5, seed=1)
+    x_strided = torch.from_numpy(np.asfortranarray(inputs["x"]))  # not contiguous: bound as a copy
+    outputs = run([torch.from_numpy(inputs["ids"]), x_strided])
+    assert all(isinstance(o, torch.Tensor) for o in outputs)
+    for got, want in zip(outputs, _expected(model, inputs), strict=True):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_torchscript_leaves_outputs_where_it_ran(artifacts: tuple[Path, Path, Mixed]) -> None:
+    scripted, _, model = artifacts
+    run = device.torchscript(torch.jit.load(str(scripted)).eval(), torch.device("cpu"))  # type: ignore[no-untyped-call]
+    inputs = SPEC.random_inputs(5, seed=2)
+    outputs = run([torch.from_numpy(inputs[n]) for n in SPEC.input_names])
+    for got, want in zip(outputs, _expected(model, inputs), strict=True):
+        assert got.is_contiguous()
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_joined_and_split_as_torch_tensors() -> None:
+    parts = [torch.arange(6).reshape(3, 2), torch.arange(6, 10).reshape(2, 2)]
+    joined = device.join(parts)
+    (first, second) = split_rows([joined], [3, 2])
+    assert torch.equal(first[0], parts[0]) and torch.equal(second[0], parts[1])
+    assert second[0].is_contiguous()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_torchscript_on_the_gpu_takes_host_or_device_inputs(artifacts: tuple[Path, Path, Mixed]) -> None:
+    scripted, _, model = artifacts
+    cuda = torch.device("cuda", 0)
+    run = device.torchscript(torch.jit.load(str(scripted), map_location=cuda).eval(), cuda)  # type: ignore[no-untyped-call]
+    inputs = SPEC.random_inputs(7, seed=3)
+    host = [torch.from_numpy(inputs[n]) for n in SPEC.input_names]
+    for feeds in (host, [t.to(cuda) for t in host], [host[0], host[1].to(cuda)]):
+        outputs = run(feeds)
+        assert all(o.is_cuda for o in outputs)
+        for got, want in zip(outputs, _expected(model, inputs), strict=True):
+            np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+# A Python-backend model that runs the TorchScript artifact through BatchedModel's DLPack path on
+# a CPU instance: the stub's tensors, the join of several requests, the split and the responses.
+_DLPACK_MODEL_PY = """import stub_site  # noqa: F401
+
+import torch
+
+from tritonstack.formats import Format
+from tritonstack.runtimes import device
+from tritonstack.serve.batching import BatchedModel
+
+
+class TritonPythonModel(BatchedModel):
+    format = Format.TORCHSCRIPT
+
+    def load(self, instance):
+        self.on_device = True
+        module = torch.jit.load(str(instance.path.with_name("model.pt"))).eval()
+        return device.torchscript(module, torch.device("cpu"))
+"""
+
+
+@pytest.fixture(scope="module")
+def url(
+    triton_server_factory: ServerFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+    artifacts: tuple[Path, Path, Mixed],
+) -> Iterator[str]:
+    repo = tmp_path_factory.mktemp("dlpack_repo")
+    config = build_config(SPEC, Format.TORCHSCRIPT)
+    config.ClearField("platform")
+    config.backend = "python"
+    config.ClearField("default_model_filename")  # the Python backend runs model.py, which loads model.pt
+    config.dynamic_batching.max_queue_delay_microseconds = 200_000  # requests sent together batch together
+    model_py = tmp_path_factory.mktemp("dlpack_model") / "model.py"
+    model_py.write_text(_DLPACK_MODEL_PY)
+    write_version(repo, SPEC.name, config, {"model.pt": artifacts[0], "model.py": model_py})
+    server = triton_server_factory(repo)
+    yield server.grpc_url
+    server.stop()
+
+
+@pytest.mark.server
+def test_requests_through_the_stubs_dlpack_path(url: str, artifacts: tuple[Path, Path, Mixed]) -> None:
+    model = artifacts[2]
+    requests = [SPEC.random_inputs(batch, seed=batch) for batch in (1, 3, 8, 2, 5, 4)]
+    with TritonClient(url, timeout=30) as triton:
+        results = triton.infer_many([InferRequest(SPEC.name, r) for r in requests], concurrency=6)
+        stats = triton.statistics(SPEC.name)["model_stats"][0]
+    for inputs, result in zip(requests, results, strict=True):
+        assert isinstance(result, dict)
+        for name, want in zip(SPEC.output_names, _expected(model, inputs), strict=True):
+            np.testing.assert_allclose(result[name], want, rtol=1e-6, atol=1e-6)
+    assert int(stats["execution_count"]) < len(requests)  # some requests ran joined in one batch
