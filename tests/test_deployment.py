@@ -131,3 +131,13 @@ def test_tensorrt_plans_only_on_gpu_instances(device: Device) -> None:
     assert "\n" not in str(err.value)
     [group] = _config(Format.TENSORRT, DeploymentOptions(device=Device.GPU)).instance_group
     assert group.kind == group.KIND_GPU
+
+
+@pytest.mark.parametrize("fmt", [Format.ONNX, Format.TORCHSCRIPT, Format.TENSORRT])
+@pytest.mark.parametrize("device", [Device.CPU, Device.GPU])
+def test_gpu_instances_of_the_stand_ins_take_inputs_on_the_gpu(fmt: Format, device: Device) -> None:
+    if fmt is Format.TENSORRT and device is Device.CPU:
+        return  # refused: plans load only on GPU instances
+    parameters = _config(fmt, DeploymentOptions(device=device)).parameters
+    on_gpu = device is Device.GPU and fmt is not Format.TENSORRT  # the TensorRT stand-in takes host arrays
+    assert (parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no") is on_gpu
