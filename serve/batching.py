@@ -130,10 +130,13 @@ class BatchedModel:
         self._run = self.load(self._instance)
         self._feed: Callable[[Any], Any] = lambda tensor: tensor.as_numpy()
         self._join: Callable[[Sequence[Any]], Any] = np.concatenate
-        if self.on_device:
+        if self.on_device or self._instance.gpu_id is not None:
             from tritonstack.runtimes import device
 
-            self._feed, self._join = device.from_triton, device.join
+            # A GPU instance may get inputs in GPU memory (FORCE_CPU_ONLY_INPUT_TENSORS=no).
+            self._feed = device.from_triton if self.on_device else device.to_host
+            if self.on_device:
+                self._join = device.join
         log.info("%s: loaded %s%s", spec.name, self._instance.path, " (DLPack)" if self.on_device else "")
 
     def execute(self, requests: list[Any]) -> list[Any]:

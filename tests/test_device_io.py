@@ -156,3 +156,9 @@ def test_requests_through_the_stubs_dlpack_path(url: str, artifacts: tuple[Path,
         for name, want in zip(SPEC.output_names, _expected(model, inputs), strict=True):
             np.testing.assert_allclose(result[name], want, rtol=1e-6, atol=1e-6)
     assert int(stats["execution_count"]) < len(requests)  # some requests ran joined in one batch
+
+
+def test_the_device_path_can_be_switched_off_for_a_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert device.enabled()
+    monkeypatch.setenv("TRITONSTACK_DEVICE_IO", "0")
+    assert not device.enabled()

@@ -11,6 +11,7 @@ binding, and writes each output of fixed shape into a torch tensor allocated for
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,21 @@ _NUMPY = {
     torch.float64: np.float64,
 }
 _TORCH = {np.dtype(n): t for t, n in _NUMPY.items()}
+
+
+def enabled() -> bool:
+    """Whether GPU instances take this path: `TRITONSTACK_DEVICE_IO=0` in the server's environment
+    keeps them on host arrays, to compare the two on a GPU. (CPU instances stay on host arrays:
+    through the real stub on the 2-core CPU the DLPack path measured slower, nothing to save.)"""
+    return os.environ.get("TRITONSTACK_DEVICE_IO", "1") != "0"
+
+
+def to_host(tensor: Any) -> Array:
+    """A Triton input as a host array, copied from the GPU if it is there."""
+    if tensor.is_cpu():
+        array: Array = tensor.as_numpy()
+        return array
+    return from_triton(tensor).cpu().numpy()
 
 
 def from_triton(tensor: Any) -> torch.Tensor:

@@ -34,8 +34,9 @@ class TritonPythonModel(BatchedModel):
 
             from tritonstack.runtimes import device
 
-            self.on_device = True
-            return device.onnxruntime(session, instance.spec, torch.device("cuda", instance.gpu_id))
+            if device.enabled():
+                self.on_device = True
+                return device.onnxruntime(session, instance.spec, torch.device("cuda", instance.gpu_id))
         names = instance.spec.input_names
         outputs = instance.spec.output_names
 

@@ -34,7 +34,7 @@ class TritonPythonModel(BatchedModel):
         use_gpu = instance.gpu_id is not None and torch.cuda.is_available()
         device = torch.device(f"cuda:{instance.gpu_id}" if use_gpu else "cpu")
         module = torch.jit.load(str(instance.path), map_location=device).eval()  # type: ignore[no-untyped-call]
-        if use_gpu:  # tensors stay where they are: DLPack in and out (tritonstack/runtimes/device.py)
+        if use_gpu and on_device.enabled():  # tensors stay where they are (tritonstack/runtimes/device.py)
             self.on_device = True
             return on_device.torchscript(module, device)
 
