@@ -82,7 +82,7 @@ _LATENCY_COLUMNS = {
 DATA_ROWS = 4096
 _POINTERS = 2**24
 _UNSTABLE = "Failed to obtain stable measurement"
-_PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.]+) infer/sec")
+_PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.eE+-]+) infer/sec")  # 6.92218e+06 at big batches
 
 SharedMemory = Literal["none", "system", "cuda"]
 
@@ -255,10 +255,10 @@ def run(
         output = _perf_analyzer(analyzer, argv)
         stable = output.returncode == 0
         if not stable:
-            passes = _PASS.findall(output.stdout)
-            if _UNSTABLE not in output.stdout + output.stderr or not passes:
+            throughput = last_pass_throughput(output.stdout)
+            if _UNSTABLE not in output.stdout + output.stderr or throughput is None:
                 raise TritonstackError(f"perf_analyzer failed on {spec.name}: {_reason(output)}")
-            requests = float(passes[-1]) / batch_size * settings.measurement_interval_ms / 1000
+            requests = throughput / batch_size * settings.measurement_interval_ms / 1000
             argv += ["--request-count", str(max(10, math.ceil(requests * settings.max_trials)))]
             output = _perf_analyzer(analyzer, argv)
             if output.returncode != 0:
@@ -274,6 +274,12 @@ def run(
         "command": " ".join(argv[1:]),
         "csv": row,
     }
+
+
+def last_pass_throughput(output: str) -> float | None:
+    """Samples/s of the last window perf_analyzer printed (`-v`), None when it printed none."""
+    passes = _PASS.findall(output)
+    return float(passes[-1]) if passes else None
 
 
 def _perf_analyzer(analyzer: PerfAnalyzer, argv: list[str]) -> subprocess.CompletedProcess[str]:

@@ -112,3 +112,12 @@ def test_bench_cells_written_in_perf_analyzers_columns(tmp_path: Path) -> None:
     assert back["samples_per_s"] == pytest.approx(5114.44)
     assert row["Network+Server Send/Recv"] == 3000 - 275 - 22 - 927 - 307
     assert "Client Send" not in row  # not measured by the bench: left empty
+
+
+def test_the_last_windows_rate_is_read_in_either_notation() -> None:
+    output = (
+        "  Pass [1] throughput: 3798.92 infer/sec. Avg latency: 4184 usec (std 2931 usec). \n"
+        "  Pass [2] throughput: 6.92218e+06 infer/sec. Avg latency: 2358 usec (std 1636 usec). \n"
+    )
+    assert perf_analyzer.last_pass_throughput(output) == 6.92218e06
+    assert perf_analyzer.last_pass_throughput("no windows") is None
