@@ -262,33 +262,10 @@ class ClientBase:
             check_outputs(spec, request.outputs)
         version = self._routed_version(request)
         if self._shm is not None:
-            return self._prepare_shm(self._shm, spec, request, version)
+            return prepare_in_shared_memory(self._shm, spec, request, version)
         wanted = spec.output_names if request.outputs is None else request.outputs
         message = infer_request(request.model, version, spec, request.inputs, request.outputs)
         return Prepared(encode_request(message, [request.inputs[t.name] for t in spec.inputs]), wanted)
-
-    def _prepare_shm(self, pool: ShmPool, spec: ModelSpec, request: InferRequest, version: str) -> Prepared:
-        """Inputs written to one region, outputs placed after them; an output with a variable
-        dimension has no size to reserve and comes back in the response message instead."""
-        values = [np.ascontiguousarray(request.inputs[t.name]) for t in spec.inputs]
-        batch = values[0].shape[0]
-        wanted = spec.output_names if request.outputs is None else list(request.outputs)
-        out_bytes = {
-            t.name: batch * math.prod(t.shape) * np.dtype(t.dtype).itemsize
-            for t in spec.outputs
-            if t.name in wanted and -1 not in t.shape
-        }
-        offsets = _offsets([v.nbytes for v in values] + list(out_bytes.values()))
-        region = pool.acquire(offsets[-1])
-        region.write(values, offsets[: len(values)])
-        message = infer_request(request.model, version, spec, request.inputs, wanted)
-        for tensor, value, offset in zip(message.inputs, values, offsets, strict=False):
-            place_in_region(tensor, region.name, value.nbytes, offset)
-        output_offsets = dict(zip(out_bytes, offsets[len(values) :], strict=False))
-        for output in message.outputs:
-            if output.name in output_offsets:
-                place_in_region(output, region.name, out_bytes[output.name], output_offsets[output.name])
-        return Prepared(encode_request(message), wanted, region, output_offsets)
 
     def _release(self, prepared: Prepared) -> None:
         if self._shm is not None and prepared.region is not None:
@@ -371,6 +348,31 @@ class ClientBase:
             f"Triton at {self.url} did not answer within {timeout:g} s — start it with "
             "`tritonstack serve` or check --url"
         )
+
+
+def prepare_in_shared_memory(pool: ShmPool, spec: ModelSpec, request: InferRequest, version: str) -> Prepared:
+    """The (checked) request with its inputs written to one region of `pool`, outputs placed
+    after them; an output with a variable dimension has no size to reserve and comes back in the
+    response message instead."""
+    values = [np.ascontiguousarray(request.inputs[t.name]) for t in spec.inputs]
+    batch = values[0].shape[0]
+    wanted = spec.output_names if request.outputs is None else list(request.outputs)
+    out_bytes = {
+        t.name: batch * math.prod(t.shape) * np.dtype(t.dtype).itemsize
+        for t in spec.outputs
+        if t.name in wanted and -1 not in t.shape
+    }
+    offsets = _offsets([v.nbytes for v in values] + list(out_bytes.values()))
+    region = pool.acquire(offsets[-1])
+    region.write(values, offsets[: len(values)])
+    message = infer_request(request.model, version, spec, request.inputs, wanted)
+    for tensor, value, offset in zip(message.inputs, values, offsets, strict=False):
+        place_in_region(tensor, region.name, value.nbytes, offset)
+    output_offsets = dict(zip(out_bytes, offsets[len(values) :], strict=False))
+    for output in message.outputs:
+        if output.name in output_offsets:
+            place_in_region(output, region.name, out_bytes[output.name], output_offsets[output.name])
+    return Prepared(encode_request(message), wanted, region, output_offsets)
 
 
 def _offsets(sizes: list[int]) -> list[int]:
