@@ -61,7 +61,7 @@ def _expected(model: Mixed, inputs: dict[str, Array]) -> list[Array]:
 def test_onnxruntime_binds_tensors_by_address(artifacts: tuple[Path, Path, Mixed]) -> None:
     _, onnx, model = artifacts
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-    run = device.onnxruntime(session, SPEC, torch.device("cpu"))
+    run = device.onnxruntime_on_device(session, SPEC, torch.device("cpu"))
     inputs = SPEC.random_inputs(5, seed=1)
     x_strided = torch.from_numpy(np.asfortranarray(inputs["x"]))  # not contiguous: bound as a copy
     outputs = run([torch.from_numpy(inputs["ids"]), x_strided])
@@ -72,7 +72,7 @@ def test_onnxruntime_binds_tensors_by_address(artifacts: tuple[Path, Path, Mixed
 
 def test_torchscript_leaves_outputs_where_it_ran(artifacts: tuple[Path, Path, Mixed]) -> None:
     scripted, _, model = artifacts
-    run = device.torchscript(torch.jit.load(str(scripted)).eval(), torch.device("cpu"))  # type: ignore[no-untyped-call]
+    run = device.torchscript_on_device(torch.jit.load(str(scripted)).eval(), torch.device("cpu"))  # type: ignore[no-untyped-call]
     inputs = SPEC.random_inputs(5, seed=2)
     outputs = run([torch.from_numpy(inputs[n]) for n in SPEC.input_names])
     for got, want in zip(outputs, _expected(model, inputs), strict=True):
@@ -93,7 +93,7 @@ def test_joined_and_split_as_torch_tensors() -> None:
 def test_torchscript_on_the_gpu_takes_host_or_device_inputs(artifacts: tuple[Path, Path, Mixed]) -> None:
     scripted, _, model = artifacts
     cuda = torch.device("cuda", 0)
-    run = device.torchscript(torch.jit.load(str(scripted), map_location=cuda).eval(), cuda)  # type: ignore[no-untyped-call]
+    run = device.torchscript_on_device(torch.jit.load(str(scripted), map_location=cuda).eval(), cuda)  # type: ignore[no-untyped-call]
     inputs = SPEC.random_inputs(7, seed=3)
     host = [torch.from_numpy(inputs[n]) for n in SPEC.input_names]
     for feeds in (host, [t.to(cuda) for t in host], [host[0], host[1].to(cuda)]):
@@ -120,7 +120,7 @@ class TritonPythonModel(BatchedModel):
     def load(self, instance):
         self.on_device = True
         module = torch.jit.load(str(instance.path.with_name("model.pt"))).eval()
-        return device.torchscript(module, torch.device("cpu"))
+        return device.torchscript_on_device(module, torch.device("cpu"))
 """
 
 

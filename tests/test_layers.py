@@ -34,6 +34,7 @@ BACKEND_IMPORTS = {
     "tritonstack.serve.batching",
     "tritonstack.runtimes.tensorrt",
     "tritonstack.runtimes.runners",  # pytorch: what forward may return, the exporter's rule too
+    "tritonstack.runtimes.device",  # GPU instances: tensors where Triton put them (DLPack)
 }
 
 

@@ -63,7 +63,7 @@ def join(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([part.to(device) for part in parts])
 
 
-def torchscript(module: torch.nn.Module, device: torch.device) -> DeviceRunFn:
+def torchscript_on_device(module: torch.nn.Module, device: torch.device) -> DeviceRunFn:
     """`module` on `device`; inputs moved there if they are elsewhere, outputs left there."""
 
     def run(feeds: list[torch.Tensor]) -> list[Any]:
@@ -74,7 +74,7 @@ def torchscript(module: torch.nn.Module, device: torch.device) -> DeviceRunFn:
     return run
 
 
-def onnxruntime(session: Any, spec: ModelSpec, device: torch.device) -> DeviceRunFn:
+def onnxruntime_on_device(session: Any, spec: ModelSpec, device: torch.device) -> DeviceRunFn:
     """`session` (an ONNX Runtime InferenceSession) through IO binding: inputs bound where they
     are, each output of known shape written into a tensor on `device`; one whose shape is not
     known before the run (a variable dimension) comes back as a host array."""

@@ -32,11 +32,11 @@ class TritonPythonModel(BatchedModel):
             # Tensors stay where they are: DLPack and IO binding (tritonstack/runtimes/device.py).
             import torch
 
-            from tritonstack.runtimes import device
+            from tritonstack.runtimes.device import enabled, onnxruntime_on_device
 
-            if device.enabled():
+            if enabled():
                 self.on_device = True
-                return device.onnxruntime(session, instance.spec, torch.device("cuda", instance.gpu_id))
+                return onnxruntime_on_device(session, instance.spec, torch.device("cuda", instance.gpu_id))
         names = instance.spec.input_names
         outputs = instance.spec.output_names
 

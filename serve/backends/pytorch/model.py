@@ -13,7 +13,8 @@ import stub_site  # noqa: F401  (first: puts the project and virtualenv on sys.p
 import torch
 
 from tritonstack.formats import Format
-from tritonstack.runtimes import device as on_device
+from tritonstack.runtimes.device import enabled as device_io_enabled
+from tritonstack.runtimes.device import torchscript_on_device
 from tritonstack.runtimes.runners import output_tensors
 from tritonstack.serve.batching import BatchedModel, Instance, RunFn
 from tritonstack.spec import Array
@@ -34,9 +35,9 @@ class TritonPythonModel(BatchedModel):
         use_gpu = instance.gpu_id is not None and torch.cuda.is_available()
         device = torch.device(f"cuda:{instance.gpu_id}" if use_gpu else "cpu")
         module = torch.jit.load(str(instance.path), map_location=device).eval()  # type: ignore[no-untyped-call]
-        if use_gpu and on_device.enabled():  # tensors stay where they are (tritonstack/runtimes/device.py)
+        if use_gpu and device_io_enabled():  # tensors stay where they are (tritonstack/runtimes/device.py)
             self.on_device = True
-            return on_device.torchscript(module, device)
+            return torchscript_on_device(module, device)
 
         def run(feeds: list[Array]) -> list[Array]:
             with torch.inference_mode():
