@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -102,6 +102,9 @@ class TritonServer:
     admin protocols (serve/admin.py) unless `open_admin_apis`. The Python backend's shared memory
     regions carry `shm_prefix`, so `stop()` removes those of a server that was killed.
 
+    `repository` is a folder, or a URL Triton reads itself (`serve.remote`: `s3://...`, with `env`
+    holding the credentials its S3 client reads).
+
     `drain_grace` is the longest time between `begin_drain()` and `stop()`: while not ready,
     Triton keeps answering gRPC requests that long at most.
     """
@@ -122,8 +125,11 @@ class TritonServer:
         tls: Tls | None = None,
         open_admin_apis: bool = False,
         drain_grace: float = 0.0,
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        self.repository = Path(repository).resolve()
+        # A URL (s3://...) is Triton's to read (serve.remote); anything else is a local folder.
+        self.repository: Path | str = repository if "://" in str(repository) else Path(repository).resolve()
+        self.env = dict(env or {})
         self.host = host
         self._requested = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
         self._ports: dict[str, int] = {}
@@ -210,7 +216,7 @@ class TritonServer:
         """Launch Triton and wait until it and every model are ready; raise a `ServeError` if not."""
         if self._process is not None:
             return self
-        if not self.repository.is_dir():
+        if isinstance(self.repository, Path) and not self.repository.is_dir():
             raise ServeError(f"model repository {self.repository} does not exist: export a model first")
         try:
             free_port(self.host)
@@ -361,6 +367,7 @@ class TritonServer:
             filter(None, [str(install.libs), env.get("LD_LIBRARY_PATH")])
         )
         env[stub_site.ENV_VAR] = os.pathsep.join(_stub_python_path())
+        env.update(self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log.debug("starting %s", " ".join(args))
         with self.log_path.open("ab") as log_file:

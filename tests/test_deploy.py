@@ -25,9 +25,9 @@ from tritonstack.formats import Format
 from tritonstack.serve.admin import ADMIN_HEADER
 from tritonstack.serve.deploy import gpus, kserve, kubernetes
 from tritonstack.serve.deploy.container import ADMIN_KEY_ENV
-from tritonstack.serve.deploy.location import RepositoryLocation, S3Endpoint
 from tritonstack.serve.deploy.options import DeployOptions, ModelControl
 from tritonstack.spec import CONFIG_NAME, ModelSpec, TensorSpec
+from tritonstack.storage.location import RepositoryLocation, S3Endpoint
 
 SPEC = ModelSpec(
     "m",

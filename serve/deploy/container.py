@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tritonstack.serve.admin import ADMIN_HEADER, ADMIN_PROTOCOLS
-from tritonstack.serve.deploy.location import PVC_MOUNT
 from tritonstack.serve.deploy.manifest import Manifest
 from tritonstack.serve.deploy.options import TRITON_UID, DeployOptions
+from tritonstack.storage.location import PVC_MOUNT
 
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
 ADMIN_KEY_ITEM = "key"  # the admin Secret's key that holds the value

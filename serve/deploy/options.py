@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from tritonstack.errors import UsageError
-from tritonstack.serve.deploy.location import RepositoryLocation, S3Endpoint
+from tritonstack.storage.location import RepositoryLocation, S3Endpoint
 
 # The NGC release whose Triton (2.51) is the one nvidia-pytriton 0.7.0 embeds, which every test
 # and benchmark here runs: the configs this project writes are checked against that version.

@@ -64,7 +64,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help=".pt/.pth/.bin, .safetensors, or a training output folder")
-    p.add_argument("--repo", type=Path, default=Path("triton_repo"), help="Triton model repository")
+    cli_options.add_repo_flag(p)
     p.add_argument("--name", help="model name (default: the architecture's); each format adds _<format>")
     p.add_argument("--version", type=int, help="version to write (default: the next free one)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
@@ -79,31 +79,37 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from tritonstack.export.checkpoint import load_model
+    from tritonstack.export.object_store import is_remote, open_repository
     from tritonstack.export.pipeline import export_to_repository
 
     group = cli_options.read_export_group(args)
     source = cli_options.read_model_source(args)
-    loaded = load_model(args.checkpoint, source, name=args.name, max_batch_size=group.max_batch_size)
-    # Each published format is reported as it lands: a later format's failure (TensorRT missing,
-    # say) still leaves the earlier ones exported, and the user sees which.
-    export_to_repository(
-        loaded,
-        group.formats,
-        args.repo,
-        options=group.options,
-        version=args.version,
-        overwrite=args.overwrite,
-        embeddings=args.export_embeddings,
-        deployment=group.deployment,
-        on_done=_print_exported,
-    )
+    if args.overwrite and is_remote(args.repo):
+        raise UsageError(f"--overwrite: replicas may be serving {args.repo}'s versions; export a new version")
+    with open_repository(args.repo, write=True) as repo:
+        loaded = load_model(args.checkpoint, source, name=args.name, max_batch_size=group.max_batch_size)
+        # Each published format is reported as it lands: a later format's failure (TensorRT missing,
+        # say) still leaves the earlier ones exported, and the user sees which.
+        export_to_repository(
+            loaded,
+            group.formats,
+            repo,
+            options=group.options,
+            version=args.version,
+            overwrite=args.overwrite,
+            embeddings=args.export_embeddings,
+            deployment=group.deployment,
+            on_done=lambda r: _print_exported(r, args.repo, repo),
+        )
     return 0
 
 
-def _print_exported(r: ExportResult) -> None:
+def _print_exported(r: ExportResult, repo_given: str, repo: Path) -> None:
+    where = f"{repo_given.rstrip('/')}/{r.version_dir.relative_to(repo).as_posix()}"
+    remote = " (published when every format is done)" if repo != Path(repo_given) else ""
     print(
         f"{r.model_name} v{r.version}: {r.artifact_bytes / 1e6:.1f} MB, max abs diff "
-        f"{r.report.max_abs:.2e} vs PyTorch -> {r.version_dir}",
+        f"{r.report.max_abs:.2e} vs PyTorch -> {where}{remote}",
         flush=True,
     )
     for warning in r.warnings:  # check-repo's, on what was just published
@@ -111,7 +117,12 @@ def _print_exported(r: ExportResult) -> None:
 
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", type=Path, default=Path("triton_repo"))
+    p.add_argument(
+        "--repo",
+        default="triton_repo",
+        help="Triton model repository: a folder, or s3://BUCKET/PREFIX (endpoint and credentials from "
+        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... or AWS_PROFILE)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--grpc-port", type=int, help="default: a free port")
     p.add_argument("--http-port", type=int, help="default: a free port")
@@ -147,13 +158,16 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from tritonstack.serve import TritonServer
+    from tritonstack.serve.remote import RemoteRepository
     from tritonstack.serve.server import LOAD_ALL
     from tritonstack.serve.supervise import Supervisor
 
     if not 0 <= args.drain_grace <= 3600:
         raise UsageError(f"--drain-grace {args.drain_grace:g}: give seconds from 0 to 3600")
+    remote = RemoteRepository.open(args.repo) if "://" in args.repo else None
     server = TritonServer(
-        args.repo,
+        remote.triton_path if remote else Path(args.repo),
+        env=remote.environment if remote else None,
         host=args.host,
         grpc_port=args.grpc_port,
         http_port=args.http_port,
@@ -392,10 +406,10 @@ def _deploy(args: argparse.Namespace) -> int:
     import dataclasses
 
     from tritonstack.serve.deploy import gpus, kserve, kubernetes
-    from tritonstack.serve.deploy.location import RepositoryLocation, S3Endpoint
     from tritonstack.serve.deploy.manifest import write_manifests
     from tritonstack.serve.deploy.options import DeployOptions, ModelControl
     from tritonstack.serve.deploy.steps import next_steps
+    from tritonstack.storage.location import RepositoryLocation, S3Endpoint
 
     given = {f.name: vars(args)[f.name] for f in dataclasses.fields(DeployOptions) if f.name in vars(args)}
     if "s3_endpoint" in given:

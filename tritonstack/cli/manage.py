@@ -13,7 +13,7 @@ from tritonstack.cli import options as cli_options
 
 def add_export_all(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoints", type=Path, help="folder searched for checkpoints (files and checkpoint-N/)")
-    p.add_argument("--repo", type=Path, default=Path("triton_repo"), help="Triton model repository")
+    cli_options.add_repo_flag(p)
     p.add_argument("--force", action="store_true", help="re-export checkpoints already exported")
     cli_options.add_source_flags(p)
     cli_options.add_flags(p, cli_options.export_flags())
@@ -24,17 +24,18 @@ def export_all(args: argparse.Namespace) -> int:
 
     from tritonstack.errors import UsageError
     from tritonstack.export.batch import export_all, find_checkpoints
+    from tritonstack.export.object_store import open_repository
 
     group = cli_options.read_export_group(args)
     source = cli_options.read_model_source(args)
     if not args.checkpoints.is_dir():
         raise UsageError(f"{args.checkpoints} is not a folder: give the folder holding the checkpoints")
-    with Progress(transient=True) as progress:
+    with open_repository(args.repo, write=True) as repo, Progress(transient=True) as progress:
         task = progress.add_task("exporting", total=len(find_checkpoints(args.checkpoints)))
         summary = export_all(
             args.checkpoints,
             group.formats,
-            args.repo,
+            repo,
             source=source,
             options=group.options,
             deployment=group.deployment,
@@ -57,7 +58,7 @@ def export_all(args: argparse.Namespace) -> int:
 
 
 def add_models(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", type=Path, default=Path("triton_repo"), help="Triton model repository")
+    cli_options.add_repo_flag(p)
     p.add_argument("--json", action="store_true", help="print the versions as JSON")
     p.set_defaults(action=_list_models)
     actions = p.add_subparsers(dest="models_action", metavar="ACTION")
@@ -72,15 +73,19 @@ def add_models(p: argparse.ArgumentParser) -> None:
     prune.add_argument("--yes", action="store_true", help="remove them (default: only list them)")
     prune.set_defaults(action=_prune)
     for sub in (promote, prune):
-        sub.add_argument("--repo", type=Path, default=argparse.SUPPRESS)
+        sub.add_argument("--repo", default=argparse.SUPPRESS)
 
 
 def models(args: argparse.Namespace) -> int:
     from tritonstack.errors import UsageError
+    from tritonstack.export.object_store import open_repository
 
-    if not args.repo.is_dir():
-        raise UsageError(f"no model repository at {args.repo}: pass --repo")
-    code: int = args.action(args)
+    # Listing and a dry-run prune change nothing: they publish nothing and take no lock.
+    write = args.action is _promote or (args.action is _prune and args.yes)
+    with open_repository(args.repo, write=write) as repo:
+        if not repo.is_dir():
+            raise UsageError(f"no model repository at {args.repo}: pass --repo")
+        code: int = args.action(argparse.Namespace(**{**vars(args), "repo": repo}))
     return code
 
 

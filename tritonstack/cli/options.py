@@ -117,3 +117,14 @@ def read_model_source(args: argparse.Namespace) -> ModelSource:
         custom = CustomArch(args.arch, tuple(parse_input(t) for t in args.input), tuple(args.output))
         return ModelSource(config=config, custom=custom, allow_partial=args.allow_partial)
     return ModelSource(arch=args.arch, preset=args.preset, config=config, allow_partial=args.allow_partial)
+
+
+def add_repo_flag(p: argparse.ArgumentParser) -> None:
+    """`--repo` of the commands that write or read a repository: a folder or `s3://BUCKET/PREFIX`
+    (kept as text: a Path would fold `s3://` into a local folder named `s3:`)."""
+    p.add_argument(
+        "--repo",
+        default="triton_repo",
+        help="Triton model repository: a folder, or s3://BUCKET/PREFIX (endpoint and credentials from "
+        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... or AWS_PROFILE)",
+    )

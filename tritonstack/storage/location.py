@@ -99,6 +99,20 @@ class RepositoryLocation:
             )
         return cls(scheme, "/".join(parts[:root_parts]), "/".join(path))
 
+    @classmethod
+    def parse_s3(cls, text: str) -> RepositoryLocation:
+        """A repository this machine publishes to or serves from: `s3://BUCKET/PREFIX`, its store's
+        endpoint set the standard way (AWS_ENDPOINT_URL)."""
+        scheme, _, rest = text.partition("://")
+        if scheme != "s3":
+            raise UsageError(f"--repo {text}: only s3:// repositories (S3 or S3-compatible stores) work here")
+        if ":" in rest.split("/")[0]:
+            raise UsageError(
+                f"--repo {text}: give the store's address as AWS_ENDPOINT_URL=http(s)://HOST:PORT and the "
+                "repository as s3://BUCKET/PREFIX"
+            )
+        return cls.parse(text)
+
     def __str__(self) -> str:
         return f"{self.scheme}://{'/'.join(filter(None, (self.root, self.path)))}"
 

@@ -1,0 +1,168 @@
+"""Publishing to a model repository on S3 (or an S3-compatible store) that replicas poll.
+
+Every command that changes the repository works on a local mirror through the same writer and
+registry as a local repository, then publishes the difference in an order a polling Triton can
+never catch half-done:
+
+1. a lock object (`.tritonstack-lock`, created with S3's conditional write `If-None-Match: *`)
+   makes publishers of one repository take turns, so each new version gets its own number and no
+   two publishers interleave their objects; a publisher that cannot take it within `LOCK_WAIT_S`
+   stops with one line naming the holder;
+2. a model that gains a version and serves "the latest" gets a config pinning what it serves now
+   (`version_policy: specific`), so the new version's directory is ignored while it fills;
+3. the version's objects (and changed metadata) are uploaded;
+4. `config.pbtxt` is written last: a new model appears, a pinned one gets its policy back and
+   loads the new version, a promotion takes effect;
+5. pruned versions' objects are deleted.
+
+The mirror holds each model's `config.pbtxt`, files beside it and every version's JSON files
+(metadata), never the artifacts: the registry reads sizes and statuses from `metadata.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import shlex
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from tritonstack.errors import RepositoryError
+from tritonstack.export.metadata import METADATA_NAME, write_metadata
+from tritonstack.spec import CONFIG_NAME
+from tritonstack.storage.location import RepositoryLocation
+from tritonstack.storage.s3 import Bucket, iter_files
+
+LOCK_KEY = ".tritonstack-lock"
+LOCK_WAIT_S = 120.0
+_LOCK_POLL_S = 0.5
+
+
+def is_remote(repo: str | Path) -> bool:
+    return "://" in str(repo)
+
+
+@contextlib.contextmanager
+def open_repository(repo: str | Path, *, write: bool) -> Iterator[Path]:
+    """The repository at `repo` as a local folder: itself, or for `s3://BUCKET/PREFIX` a mirror
+    that is published (`write=True`, under the lock) when the block ends without an error."""
+    if not is_remote(repo):
+        yield Path(repo)
+        return
+    bucket = Bucket(RepositoryLocation.parse_s3(str(repo)))
+    lock = _locked(bucket) if write else contextlib.nullcontext()
+    with lock, tempfile.TemporaryDirectory(prefix="tritonstack-s3-") as tmp:
+        mirror = Path(tmp) / "repo"
+        before = _fetch(bucket, mirror)
+        yield mirror
+        if write:
+            _publish(bucket, mirror, before)
+
+
+class _Fetched:
+    """What the mirror started from: its files' contents, and every remote version with its keys."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.versions: dict[tuple[str, int], list[str]] = {}
+
+
+def _fetch(bucket: Bucket, mirror: Path) -> _Fetched:
+    fetched = _Fetched()
+    mirror.mkdir()
+    for key in bucket.keys():
+        parts = key.split("/")
+        if len(parts) < 2 or any(p.startswith(".") for p in parts):
+            continue  # the lock and hidden objects are no part of any model
+        if len(parts) > 2 and parts[1].isdigit():
+            fetched.versions.setdefault((parts[0], int(parts[1])), []).append(key)
+            (mirror / parts[0] / parts[1]).mkdir(parents=True, exist_ok=True)
+            if not (len(parts) == 3 and key.endswith(".json")):
+                continue  # artifacts stay in the store
+        fetched.files[key] = bucket.read(key)
+        (mirror / key).parent.mkdir(parents=True, exist_ok=True)
+        (mirror / key).write_bytes(fetched.files[key])
+    return fetched
+
+
+def _publish(bucket: Bucket, mirror: Path, before: _Fetched) -> None:
+    after = dict(iter_files(mirror))
+    for key, path in after.items():
+        if key.endswith(f"/{METADATA_NAME}") and before.files.get(key) != path.read_bytes():
+            _name_repository(path, mirror, str(bucket.location))
+    changed = {key: path for key, path in after.items() if before.files.get(key) != path.read_bytes()}
+    new_versions = {
+        (parts[0], int(parts[1]))
+        for parts in (key.split("/") for key in changed)
+        if len(parts) > 2 and parts[1].isdigit() and (parts[0], int(parts[1])) not in before.versions
+    }
+    for model in sorted({model for model, _ in new_versions}):
+        _pin_served(bucket, model, before)
+    configs = [key for key in changed if key.endswith(f"/{CONFIG_NAME}")]
+    for key, path in changed.items():
+        if key not in configs:
+            bucket.upload(path, key)
+    for key in configs:
+        bucket.upload(changed[key], key)
+    removed = [keys for (model, v), keys in before.versions.items() if not (mirror / model / str(v)).is_dir()]
+    bucket.delete(sorted(key for keys in removed for key in keys))
+
+
+def _name_repository(metadata: Path, mirror: Path, url: str) -> None:
+    """The reproducing command exports into the store, not into this temporary mirror."""
+    meta = json.loads(metadata.read_text())
+    if isinstance(meta.get("command"), str):
+        mirror_flag = f"--repo {shlex.quote(str(mirror.absolute()))}"
+        meta["command"] = meta["command"].replace(mirror_flag, f"--repo {shlex.quote(url)}")
+        write_metadata(metadata.parent, meta)
+
+
+def _pin_served(bucket: Bucket, model: str, before: _Fetched) -> None:
+    """Rewrite the model's remote config to serve exactly what it serves now, by number, so a
+    version directory that is still filling is not picked as the latest."""
+    old = before.files.get(f"{model}/{CONFIG_NAME}")
+    if old is None:
+        return  # a new model: nothing loads it before its config.pbtxt, which is written last
+    config = text_format.Parse(old.decode(), pb.ModelConfig())
+    policy = config.version_policy
+    existing = sorted(v for m, v in before.versions if m == model)
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "specific":
+        return  # new versions load only once promoted
+    served = existing if kind == "all" else existing[-(policy.latest.num_versions or 1) :]
+    config.ClearField("version_policy")
+    config.version_policy.specific.versions.extend(served)
+    bucket.put(f"{model}/{CONFIG_NAME}", text_format.MessageToString(config).encode())
+
+
+@contextlib.contextmanager
+def _locked(bucket: Bucket) -> Iterator[None]:
+    owner = json.dumps(
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while not bucket.create(LOCK_KEY, owner.encode()):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(RepositoryError):
+                owner = bucket.read(LOCK_KEY).decode(errors="replace")
+            raise RepositoryError(
+                f"another publisher has held {bucket.location}/{LOCK_KEY} for over {LOCK_WAIT_S:.0f} s "
+                f"({owner}): retry when it is done, or delete that object if that publisher died"
+            )
+        time.sleep(_LOCK_POLL_S)
+    try:
+        yield
+    finally:
+        bucket.delete([LOCK_KEY])
