@@ -104,14 +104,16 @@ def _publish(bucket: Bucket, mirror: Path, before: _Fetched) -> None:
         for parts in (key.split("/") for key in changed)
         if len(parts) > 2 and parts[1].isdigit() and (parts[0], int(parts[1])) not in before.versions
     }
-    for model in sorted({model for model, _ in new_versions}):
-        _pin_served(bucket, model, before)
-    configs = [key for key in changed if key.endswith(f"/{CONFIG_NAME}")]
+    # A pinned config is written back even when the export left it unchanged.
+    pinned = [
+        f"{m}/{CONFIG_NAME}" for m in sorted({m for m, _ in new_versions}) if _pin_served(bucket, m, before)
+    ]
+    configs = sorted({*pinned, *(key for key in changed if key.endswith(f"/{CONFIG_NAME}"))})
     for key, path in changed.items():
         if key not in configs:
             bucket.upload(path, key)
     for key in configs:
-        bucket.upload(changed[key], key)
+        bucket.upload(after[key], key)
     removed = [keys for (model, v), keys in before.versions.items() if not (mirror / model / str(v)).is_dir()]
     bucket.delete(sorted(key for keys in removed for key in keys))
 
@@ -125,22 +127,23 @@ def _name_repository(metadata: Path, mirror: Path, url: str) -> None:
         write_metadata(metadata.parent, meta)
 
 
-def _pin_served(bucket: Bucket, model: str, before: _Fetched) -> None:
+def _pin_served(bucket: Bucket, model: str, before: _Fetched) -> bool:
     """Rewrite the model's remote config to serve exactly what it serves now, by number, so a
-    version directory that is still filling is not picked as the latest."""
+    version directory that is still filling is not picked as the latest; True if rewritten."""
     old = before.files.get(f"{model}/{CONFIG_NAME}")
     if old is None:
-        return  # a new model: nothing loads it before its config.pbtxt, which is written last
+        return False  # a new model: nothing loads it before its config.pbtxt, which is written last
     config = text_format.Parse(old.decode(), pb.ModelConfig())
     policy = config.version_policy
     existing = sorted(v for m, v in before.versions if m == model)
     kind = policy.WhichOneof("policy_choice")
     if kind == "specific":
-        return  # new versions load only once promoted
+        return False  # new versions load only once promoted
     served = existing if kind == "all" else existing[-(policy.latest.num_versions or 1) :]
     config.ClearField("version_policy")
     config.version_policy.specific.versions.extend(served)
     bucket.put(f"{model}/{CONFIG_NAME}", text_format.MessageToString(config).encode())
+    return True
 
 
 @contextlib.contextmanager
