@@ -192,3 +192,28 @@ def _sha256(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_export_all_publishes_each_checkpoint_once(
+    repo: str, checkpoints: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The second run finds what the first published (metadata.json read back from the store)."""
+    argv = [
+        "export-all",
+        str(checkpoints[0].parent),
+        "--repo",
+        repo,
+        "--formats",
+        "onnx",
+        "--max-batch-size",
+        "8",
+    ]
+    assert main(argv) == 0
+    assert "2 converted" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "0 converted, 2 skipped" in capsys.readouterr().out
+    keys = objects(BUCKET, _prefix(repo))
+    assert {k.removeprefix(_prefix(repo)) for k in keys if k.endswith("model.onnx")} == {
+        f"{MODEL}/1/model.onnx",
+        f"{MODEL}/2/model.onnx",
+    }
