@@ -53,7 +53,7 @@ def is_remote(repo: str | Path) -> bool:
 @contextlib.contextmanager
 def open_repository(repo: str | Path, *, write: bool) -> Iterator[Path]:
     """The repository at `repo` as a local folder: itself, or for `s3://BUCKET/PREFIX` a mirror
-    that is published (`write=True`, under the lock) when the block ends without an error."""
+    that is published when the block ends (`write=True`; the lock is held throughout)."""
     if not is_remote(repo):
         yield Path(repo)
         return
@@ -62,7 +62,14 @@ def open_repository(repo: str | Path, *, write: bool) -> Iterator[Path]:
     with lock, tempfile.TemporaryDirectory(prefix="tritonstack-s3-") as tmp:
         mirror = Path(tmp) / "repo"
         before = _fetch(bucket, mirror)
-        yield mirror
+        try:
+            yield mirror
+        except Exception:
+            # What the writer finished is whole (a failed format leaves the earlier ones), as in a
+            # local repository: publish it too.
+            if write:
+                _publish(bucket, mirror, before)
+            raise
         if write:
             _publish(bucket, mirror, before)
 

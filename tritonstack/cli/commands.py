@@ -106,7 +106,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _print_exported(r: ExportResult, repo_given: str, repo: Path) -> None:
     where = f"{repo_given.rstrip('/')}/{r.version_dir.relative_to(repo).as_posix()}"
-    remote = " (published when every format is done)" if repo != Path(repo_given) else ""
+    remote = " (uploaded when the command ends)" if repo != Path(repo_given) else ""
     print(
         f"{r.model_name} v{r.version}: {r.artifact_bytes / 1e6:.1f} MB, max abs diff "
         f"{r.report.max_abs:.2e} vs PyTorch -> {where}{remote}",
