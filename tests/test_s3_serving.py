@@ -9,6 +9,7 @@ within the poll interval plus the load time (printed: the measured convergence).
 
 from __future__ import annotations
 
+import datetime
 import signal
 import subprocess
 import sys
@@ -65,6 +66,7 @@ WORKERS = 4
 class Serve:
     process: subprocess.Popen[str]
     url: str
+    log: Path
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,7 @@ def start_serve(store: str, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
         log = tmp_path / f"triton-{len(started)}.log"
         command = [*CLI, "serve", "--repo", repo, "--grpc-port", str(port), "--log-file", str(log), *flags]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        started.append(Serve(process, f"127.0.0.1:{port}"))
+        started.append(Serve(process, f"127.0.0.1:{port}", log))
         assert process.stdout is not None and "Triton ready" in process.stdout.readline(), log.read_text()
         return started[-1]
 
@@ -218,6 +220,12 @@ def test_three_replicas_survive_a_kill_and_converge_on_a_new_version(
         f"surviving replica had v2 loaded and v1 unloaded {convergence:.2f} s after the config making v2 "
         f"visible landed (poll every {POLL_S:g} s)"
     )
+    assert visible.wall is not None
+    for replica in survivors:
+        seen, loaded = _load_times(replica.log, model, visible.wall)
+        print(f"{replica.url}: started loading v2 {seen:.2f} s after it became visible, loaded it in "
+              f"{loaded:.2f} s")  # fmt: skip
+        assert seen < 2 * POLL_S + 5  # the next poll: listing the bucket, downloading the model
     assert load.errors == [] and load.unmatched == 0
     assert after and set(after) == {2}
     assert any(t > killed_at for t, _ in load.answers)
@@ -232,6 +240,7 @@ class _VisibleAt:
         self._key = f"{repo.removeprefix(f's3://{BUCKET}/')}/{model}/config.pbtxt"
         self._pinned = threading.Event()
         self._at: float | None = None
+        self.wall: float | None = None  # the same moment, as time.time()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
 
@@ -243,7 +252,7 @@ class _VisibleAt:
             if "specific" in text:
                 self._pinned.set()
             elif self._pinned.is_set():
-                self._at = time.monotonic()
+                self._at, self.wall = time.monotonic(), time.time()
                 return
             time.sleep(0.02)
 
@@ -251,6 +260,27 @@ class _VisibleAt:
         self._thread.join(timeout=60)
         assert self._at is not None, "the store never showed the pinned config, then the final one"
         return self._at
+
+
+def _load_times(log: Path, model: str, visible: float) -> tuple[float, float]:
+    """From Triton's log: seconds from `visible` (time.time()) to "loading: MODEL:2", and from there
+    to version 2 loaded."""
+    stamps = {}
+    for line in log.read_text().splitlines():
+        for event, text in (
+            ("loading", f'"loading: {model}:2"'),
+            ("loaded", f"successfully loaded '{model}'"),
+        ):
+            if text in line:
+                stamps[event] = _log_time(line, visible)
+    return stamps["loading"] - visible, stamps["loaded"] - stamps["loading"]
+
+
+def _log_time(line: str, near: float) -> float:
+    """Triton's `I1129 17:03:04.438710 ...` as time.time(), on the local date of `near`."""
+    clock = datetime.datetime.strptime(line.split()[1], "%H:%M:%S.%f").time()
+    day = datetime.datetime.fromtimestamp(near).date()
+    return datetime.datetime.combine(day, clock).timestamp()
 
 
 def _wait_converged(replicas: list[Serve], model: str, timeout: float) -> float:
