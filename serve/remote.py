@@ -11,25 +11,41 @@ unreachable endpoint stops `serve` with one line instead of a Triton log.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from tritonstack.errors import ServeError
+from tritonstack.spec import CONFIG_NAME
 from tritonstack.storage.location import RepositoryLocation
 from tritonstack.storage.s3 import Bucket
 
 
-@dataclass(frozen=True)
 class RemoteRepository:
-    triton_path: str
-    environment: dict[str, str] = field(default_factory=dict)
+    """`s3://BUCKET/PREFIX` as Triton reads it (`triton_path`, `environment`) and as `serve --watch`
+    watches it (`models`)."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+        self.triton_path = bucket.location.triton_path(bucket.endpoint)
+        self.environment = bucket.credentials_environment()
 
     @classmethod
     def open(cls, url: str) -> RemoteRepository:
-        bucket = Bucket(RepositoryLocation.parse_s3(url))
-        models = {key.split("/")[0] for key in bucket.keys() if key.endswith("/config.pbtxt")}
-        if not models:
+        remote = cls(Bucket(RepositoryLocation.parse_s3(url)))
+        if not remote.models():
             raise ServeError(
-                f"{bucket.location} holds no model (no MODEL/config.pbtxt): publish one first with "
-                f"tritonstack export CHECKPOINT --repo {bucket.location}"
+                f"{remote.bucket.location} holds no model (no MODEL/config.pbtxt): publish one first "
+                f"with tritonstack export CHECKPOINT --repo {remote.bucket.location}"
             )
-        return cls(bucket.location.triton_path(bucket.endpoint), bucket.credentials_environment())
+        return remote
+
+    def models(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """Every model with a config (publishing writes a new model's config last) -> its objects'
+        keys and ETags: any upload or deletion under it changes that value."""
+        objects: dict[str, list[tuple[str, str]]] = {}
+        for key, etag in self.bucket.keys().items():
+            model, sep, rest = key.partition("/")
+            if sep and not model.startswith("."):
+                objects.setdefault(model, []).append((rest, etag))
+        return {
+            model: tuple(sorted(items))
+            for model, items in objects.items()
+            if any(rest == CONFIG_NAME for rest, _ in items)
+        }

@@ -224,7 +224,10 @@ class TritonServer:
             raise ServeError(
                 f"cannot bind host {self.host!r} ({exc.strerror or exc}): pass an address of this machine"
             ) from exc
-        if self.model_control_mode != "explicit" or LOAD_ALL in self.extra_args:
+        # A remote repository (Triton reads it) was checked by serve.remote.
+        if isinstance(self.repository, Path) and (
+            self.model_control_mode != "explicit" or LOAD_ALL in self.extra_args
+        ):
             problems = repository_problems(self.repository)
             if problems:
                 raise ModelLoadError(

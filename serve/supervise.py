@@ -23,7 +23,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from urllib.parse import quote
 
@@ -39,7 +39,8 @@ Signature = tuple[tuple[str, int, int], ...]
 
 class Supervisor:
     """Checks `server` every `interval` seconds and repairs what it can, saying so through
-    `report` (one line per event)."""
+    `report` (one line per event). A remote repository is watched through `listing`: model name ->
+    a value that changes whenever the model's objects do (`serve.remote`)."""
 
     def __init__(
         self,
@@ -48,6 +49,7 @@ class Supervisor:
         watch: bool,
         report: Callable[[str], None],
         interval: float = 0.5,
+        listing: Callable[[], Mapping[str, Hashable]] | None = None,
     ) -> None:
         if server.model_control_mode != "explicit":
             raise ServeError("supervising Triton needs model_control_mode='explicit' to reload models")
@@ -58,7 +60,8 @@ class Supervisor:
         self._stub_models: dict[int, str] = {}  # live stubs seen: pid -> model
         self._zombies: set[int] = set()  # dead stubs seen at the last check
         self._restarted: set[int] = set()  # dead stubs whose model was reloaded
-        self._signatures: dict[str, Signature] = {}  # watch: model -> its files at the last load
+        self._signatures: dict[str, Hashable] = {}  # watch: model -> its files at the last load
+        self.listing = listing
 
     def run_until(self, signals: Iterable[int]) -> int:
         """Check until one of `signals` (blocked by the caller) arrives, and return it; raise
@@ -108,19 +111,27 @@ class Supervisor:
                 self.report(f"{model}: cannot be reloaded: {error}")
 
     def _rescan(self) -> None:
-        repo = self.server.repository
-        present = {p.name: p for p in repo.iterdir() if p.is_dir()} if repo.is_dir() else {}
-        for name in sorted(self._signatures.keys() - present.keys()):
+        models = self._models()
+        for name in sorted(self._signatures.keys() - models.keys()):
             del self._signatures[name]
             error = self._control(name, "unload")
             self.report(f"{name}: removed from the repository; {error or 'unloaded'}")
-        for name, model_dir in sorted(present.items()):
-            signature = _signature(model_dir)
-            if signature is None or being_written(model_dir) or self._signatures.get(name) == signature:
+        for name, (signature, model_dir) in sorted(models.items()):
+            if signature is None or self._signatures.get(name) == signature:
                 continue
             self._signatures[name] = signature
-            problem = model_problem(model_dir) or self._control(name, "load")
+            problem = (model_dir and model_problem(model_dir)) or self._control(name, "load")
             self.report(f"{name}: cannot be loaded: {problem}" if problem else f"{name}: loaded")
+
+    def _models(self) -> dict[str, tuple[Hashable | None, Path | None]]:
+        """Each model in the repository: what its files look like (None while an export writes
+        it) and, in a local repository, its directory."""
+        if self.listing is not None:  # a remote repository: Triton reads it, we list it
+            return {name: (signature, None) for name, signature in self.listing().items()}
+        repo = self.server.repository
+        assert isinstance(repo, Path)
+        dirs = [p for p in repo.iterdir() if p.is_dir()] if repo.is_dir() else []
+        return {p.name: (None if being_written(p) else _signature(p), p) for p in dirs}
 
     def _control(self, model: str, action: str) -> str | None:
         """Ask Triton to `action` ("load" or "unload") `model`; its reason when it refuses."""

@@ -57,7 +57,7 @@ SCORER_SOURCE = ModelSource(
         ("p",),
     )
 )
-POLL_S = 1.0  # serve --watch (cli.manage.WATCH_ARGS)
+POLL_S = 0.5  # serve --watch rescans the repository this often (serve/supervise.py)
 REPLICAS = 3
 WORKERS = 4
 
@@ -102,7 +102,9 @@ def start_serve(store: str, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
         command = [*CLI, "serve", "--repo", repo, "--grpc-port", str(port), "--log-file", str(log), *flags]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         started.append(Serve(process, f"127.0.0.1:{port}", log))
-        assert process.stdout is not None and "Triton ready" in process.stdout.readline(), log.read_text()
+        assert process.stdout is not None
+        lines = iter(process.stdout.readline, "")  # with --watch, one line per model loaded comes first
+        assert any(line.startswith("Triton ready") for line in lines), log.read_text()
         return started[-1]
 
     try:
@@ -233,12 +235,12 @@ def test_three_replicas_survive_a_kill_and_converge_on_a_new_version(
 
 
 class _VisibleAt:
-    """Watches the store: when the config that makes version 2 loadable (policy back to latest
-    after the pin) lands."""
+    """Watches the store: when the config that makes version 2 loadable lands. Before it the
+    config pins version 1 (or version 2 has no artifact yet), so the first look at version 2's
+    artifact beside an unpinned config is that moment."""
 
     def __init__(self, model: str, repo: str) -> None:
-        self._key = f"{repo.removeprefix(f's3://{BUCKET}/')}/{model}/config.pbtxt"
-        self._pinned = threading.Event()
+        self._model = f"{repo.removeprefix(f's3://{BUCKET}/')}/{model}"
         self._at: float | None = None
         self.wall: float | None = None  # the same moment, as time.time()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -248,17 +250,16 @@ class _VisibleAt:
         client = boto3.client("s3")
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            text = client.get_object(Bucket=BUCKET, Key=self._key)["Body"].read().decode()
-            if "specific" in text:
-                self._pinned.set()
-            elif self._pinned.is_set():
+            config = client.get_object(Bucket=BUCKET, Key=f"{self._model}/config.pbtxt")["Body"].read()
+            listed = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{self._model}/2/").get("Contents", [])
+            if b"specific" not in config and any(o["Key"].endswith("model.onnx") for o in listed):
                 self._at, self.wall = time.monotonic(), time.time()
                 return
             time.sleep(0.02)
 
     def result(self) -> float:
         self._thread.join(timeout=60)
-        assert self._at is not None, "the store never showed the pinned config, then the final one"
+        assert self._at is not None, "version 2 never became visible in the store"
         return self._at
 
 

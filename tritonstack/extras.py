@@ -19,6 +19,7 @@ _EXPORT = ("torch", "onnx", "onnxscript", "onnxruntime", "safetensors")
 EXTRAS: dict[str, tuple[str, ...]] = {
     "export": _EXPORT,
     "bench": (*_EXPORT, "matplotlib"),
+    "s3": ("boto3",),
 }
 
 

@@ -186,7 +186,12 @@ def _serve(args: argparse.Namespace) -> int:
         # From here signals are taken by sigtimedwait (the supervisor between its checks, then the
         # grace), so a second one only cuts the grace short.
         signal.pthread_sigmask(signal.SIG_BLOCK, DRAIN_SIGNALS)
-        supervisor = Supervisor(server, watch=args.watch, report=lambda line: print(line, flush=True))
+        supervisor = Supervisor(
+            server,
+            watch=args.watch,
+            report=lambda line: print(line, flush=True),
+            listing=remote.models if remote else None,
+        )
         if args.watch:
             supervisor.check()  # loads the models, naming those that fail
         print(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}, log {server.log_path}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tritonstack.errors import RepositoryError, UsageError
+from tritonstack.extras import require
 from tritonstack.storage.location import RepositoryLocation, S3Endpoint
 
 if TYPE_CHECKING:
@@ -30,11 +31,10 @@ class Bucket:
     def __init__(self, location: RepositoryLocation) -> None:
         if location.scheme != "s3":
             raise UsageError(f"--repo {location}: only s3:// repositories can be published to or served here")
-        try:
-            import boto3
-            from botocore.config import Config
-        except ImportError:
-            raise UsageError(f"--repo {location} needs boto3: pip install 'tritonstack[s3]'") from None
+        require(f"--repo {location}", "s3")
+        import boto3
+        from botocore.config import Config
+
         self.location = location
         self.name = location.root
         self._prefix = f"{location.path}/" if location.path else ""
@@ -71,9 +71,9 @@ class Bucket:
             env["AWS_SESSION_TOKEN"] = frozen.token
         return env
 
-    def keys(self, under: str = "") -> dict[str, int]:
-        """Every key below `under` (relative to PREFIX), with its size in bytes."""
-        found: dict[str, int] = {}
+    def keys(self, under: str = "") -> dict[str, str]:
+        """Every key below `under` (relative to PREFIX), with its ETag (it changes with the content)."""
+        found: dict[str, str] = {}
 
         def walk() -> None:
             pages = self._client.get_paginator("list_objects_v2").paginate(
@@ -81,7 +81,7 @@ class Bucket:
             )
             for page in pages:
                 for item in page.get("Contents", ()):
-                    found[item["Key"][len(self._prefix) :]] = item["Size"]
+                    found[item["Key"][len(self._prefix) :]] = item["ETag"]
 
         self._call("list", walk)
         return found
