@@ -92,7 +92,7 @@ class Supervisor:
         members.pop(group, None)
         zombies = {pid for pid, state in members.items() if state == "Z"}
         for pid in members.keys() - zombies - self._stub_models.keys():
-            model = _stub_model(pid)
+            model = _stub_model(pid, downloaded=self.listing is not None)
             if model is not None:
                 self._stub_models[pid] = model
         # Triton reaps the stubs it stops within moments: a zombie seen twice died on its own.
@@ -163,15 +163,20 @@ def _process_group(group: int) -> dict[int, str]:
     return members
 
 
-def _stub_model(pid: int) -> str | None:
+def _stub_model(pid: int, downloaded: bool) -> str | None:
     """The model a Python backend stub serves: its first argument is the model's artifact,
-    `<repository>/<model>/<version>/<file>`. None for other processes."""
+    `<repository>/<model>/<version>/<file>`. None for other processes. From a remote repository
+    (`downloaded`) Triton runs each model from a temporary folder (`/tmp/folderXXXXXX/<version>/
+    <file>`); there the stub's ninth argument, the instance name `<model>_<group>_<instance>` under
+    Triton's default group names (the exporter names no group), tells the model."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return None
     if len(argv) < 2 or not argv[0].endswith(_STUB):
         return None
+    if downloaded and len(argv) > 8:
+        return os.fsdecode(argv[8]).rsplit("_", 2)[0]
     return Path(os.fsdecode(argv[1])).parent.parent.name
 
 

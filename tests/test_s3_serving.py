@@ -9,14 +9,16 @@ within the poll interval plus the load time (printed: the measured convergence).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -67,6 +69,17 @@ class Serve:
     process: subprocess.Popen[str]
     url: str
     log: Path
+    lines: list[str] = field(default_factory=list)  # what serve printed after "Triton ready"
+
+    def triton_pid(self) -> int:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return int(children[0])
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert time.monotonic() < deadline, f"serve never printed {text!r}: {self.lines}"
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +118,7 @@ def start_serve(store: str, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
         assert process.stdout is not None
         lines = iter(process.stdout.readline, "")  # with --watch, one line per model loaded comes first
         assert any(line.startswith("Triton ready") for line in lines), log.read_text()
+        threading.Thread(target=started[-1].lines.extend, args=(lines,), daemon=True).start()
         return started[-1]
 
     try:
@@ -158,6 +172,28 @@ def test_reference_and_custom_models_are_served_from_the_store(
                     assert ok, f"{name}_{fmt}.{output}: max abs diff {max_abs}"
 
 
+def test_a_killed_backend_process_of_a_downloaded_model_is_replaced(
+    checkpoints: dict[str, Path], start_serve: Callable[..., Serve]
+) -> None:
+    """Triton runs a model of a bucket from a temporary folder; serve still finds which model a
+    dead backend process served, and reloads it."""
+    repo, model = f"s3://{BUCKET}/stub", "dlrm_onnx"
+    _export(checkpoints["dlrm"], repo, "--formats", "onnx")
+    serve = start_serve(repo)
+    triton = serve.triton_pid()
+    time.sleep(1.0)  # the supervisor has seen the stub
+    stubs = [int(p) for p in Path(f"/proc/{triton}/task/{triton}/children").read_text().split()]
+    assert len(stubs) == 1 and b"/tmp/folder" in Path(f"/proc/{stubs[0]}/cmdline").read_bytes()
+    os.kill(stubs[0], signal.SIGKILL)
+    serve.wait_for(f"{model}: its backend process died; reloading the model", 10)
+    serve.wait_for(f"{model}: reloaded in", 60)
+    loaded = load_model(checkpoints["dlrm"])
+    feeds = loaded.spec.random_inputs(2, seed=3)
+    with TritonClient(serve.url, timeout=30) as triton_client:
+        got = triton_client.infer(model, feeds)["probability"]
+    assert compare("p", got, _pytorch(loaded, feeds)["probability"])[2]
+
+
 @dataclass
 class Load:
     answers: list[tuple[float, int]]  # (time, version whose PyTorch output it equals)
@@ -198,6 +234,7 @@ def test_three_replicas_survive_a_kill_and_converge_on_a_new_version(
             thread.start()
         try:
             time.sleep(1.5)
+            killed_triton = replicas[0].triton_pid()
             replicas[0].process.send_signal(signal.SIGKILL)
             killed_at = time.monotonic()
             survivors = replicas[1:]
@@ -211,6 +248,9 @@ def test_three_replicas_survive_a_kill_and_converge_on_a_new_version(
             done.set()
             for thread in workers:
                 thread.join()
+            # Triton died with serve; its backend processes outlive it (as they would not a pod).
+            with contextlib.suppress(ProcessLookupError, UnboundLocalError):
+                os.killpg(killed_triton, signal.SIGKILL)
 
     visible_at = visible.result()
     convergence = converged_at - visible_at
