@@ -15,8 +15,9 @@ never catch half-done:
    loads the new version, a promotion takes effect;
 5. pruned versions' objects are deleted.
 
-The mirror holds each model's `config.pbtxt`, files beside it and every version's JSON files
-(metadata), never the artifacts: the registry reads sizes and statuses from `metadata.json`.
+The mirror holds the repository's top-level files (`tritonstack.json`, the registry's state),
+each model's `config.pbtxt` and files beside it, and every version's JSON files (an older
+export's `metadata.json`), never the artifacts: the registry reads sizes and statuses from them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import RepositoryError
-from tritonstack.export.metadata import METADATA_NAME, write_metadata
+from tritonstack.export.state import read_metadata, update_metadata
 from tritonstack.spec import CONFIG_NAME
 from tritonstack.storage.location import RepositoryLocation
 from tritonstack.storage.s3 import Bucket, iter_files
@@ -87,8 +88,8 @@ def _fetch(bucket: Bucket, mirror: Path) -> _Fetched:
     mirror.mkdir()
     for key in bucket.keys():
         parts = key.split("/")
-        if len(parts) < 2 or any(p.startswith(".") for p in parts):
-            continue  # the lock and hidden objects are no part of any model
+        if any(p.startswith(".") for p in parts):
+            continue  # the lock and hidden objects are no part of the repository
         if len(parts) > 2 and parts[1].isdigit():
             fetched.versions.setdefault((parts[0], int(parts[1])), []).append(key)
             (mirror / parts[0] / parts[1]).mkdir(parents=True, exist_ok=True)
@@ -101,16 +102,15 @@ def _fetch(bucket: Bucket, mirror: Path) -> _Fetched:
 
 
 def _publish(bucket: Bucket, mirror: Path, before: _Fetched) -> None:
-    after = dict(iter_files(mirror))
-    for key, path in after.items():
-        if key.endswith(f"/{METADATA_NAME}") and before.files.get(key) != path.read_bytes():
-            _name_repository(path, mirror, str(bucket.location))
-    changed = {key: path for key, path in after.items() if before.files.get(key) != path.read_bytes()}
     new_versions = {
         (parts[0], int(parts[1]))
-        for parts in (key.split("/") for key in changed)
+        for parts in (key.split("/") for key, path in iter_files(mirror))
         if len(parts) > 2 and parts[1].isdigit() and (parts[0], int(parts[1])) not in before.versions
     }
+    for model, version in new_versions:
+        _name_repository(mirror / model / str(version), mirror, str(bucket.location))
+    after = dict(iter_files(mirror))
+    changed = {key: path for key, path in after.items() if before.files.get(key) != path.read_bytes()}
     # A pinned config is written back even when the export left it unchanged.
     pinned = [
         f"{m}/{CONFIG_NAME}" for m in sorted({m for m, _ in new_versions}) if _pin_served(bucket, m, before)
@@ -125,13 +125,12 @@ def _publish(bucket: Bucket, mirror: Path, before: _Fetched) -> None:
     bucket.delete(sorted(key for keys in removed for key in keys))
 
 
-def _name_repository(metadata: Path, mirror: Path, url: str) -> None:
+def _name_repository(version_dir: Path, mirror: Path, url: str) -> None:
     """The reproducing command exports into the store, not into this temporary mirror."""
-    meta = json.loads(metadata.read_text())
-    if isinstance(meta.get("command"), str):
+    command = (read_metadata(version_dir) or {}).get("command")
+    if isinstance(command, str):
         mirror_flag = f"--repo {shlex.quote(str(mirror.absolute()))}"
-        meta["command"] = meta["command"].replace(mirror_flag, f"--repo {shlex.quote(url)}")
-        write_metadata(metadata.parent, meta)
+        update_metadata(version_dir, command=command.replace(mirror_flag, f"--repo {shlex.quote(url)}"))
 
 
 def _pin_served(bucket: Bucket, model: str, before: _Fetched) -> bool:

@@ -234,7 +234,11 @@ class TritonServer:
                     f"{_models(problems)} in {self.repository} cannot be loaded; Triton was not started:"
                     + per_model_lines(problems)
                 )
-        shortfall = shm_budget.problem(self.repository, shm_budget.free_bytes())
+        shortfall = (
+            shm_budget.problem(self.repository, shm_budget.free_bytes())
+            if isinstance(self.repository, Path)
+            else None  # Triton downloads a remote repository's models: their sizes are not known here
+        )
         if shortfall:
             raise ServeError(shortfall)
         for name, port in self._requested.items():

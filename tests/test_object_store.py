@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import text_format
@@ -59,6 +60,14 @@ def _prefix(repo: str) -> str:
     return repo.removeprefix(f"s3://{BUCKET}/") + "/"
 
 
+def _state(repo: str) -> dict[str, Any]:
+    """The registry's record of each version, by model and version (tritonstack.json)."""
+    models: dict[str, Any] = json.loads(objects(BUCKET, _prefix(repo) + "tritonstack.json").popitem()[1])[
+        "models"
+    ]
+    return models
+
+
 def _config(repo: str) -> pb.ModelConfig:
     data = objects(BUCKET, _prefix(repo) + f"{MODEL}/config.pbtxt")[_prefix(repo) + f"{MODEL}/config.pbtxt"]
     return text_format.Parse(data.decode(), pb.ModelConfig())
@@ -71,8 +80,8 @@ def test_export_publishes_to_the_store_and_writes_no_local_folder(
     assert _export(checkpoints[0], repo) == 0
     assert list(tmp_path.iterdir()) == []  # before: a folder named `s3:`
     keys = {k.removeprefix(_prefix(repo)) for k in objects(BUCKET, _prefix(repo))}
-    assert keys == {f"{MODEL}/config.pbtxt", f"{MODEL}/1/model.onnx", f"{MODEL}/1/metadata.json"}
-    meta = json.loads(objects(BUCKET, _prefix(repo) + f"{MODEL}/1/metadata.json").popitem()[1])
+    assert keys == {"tritonstack.json", f"{MODEL}/config.pbtxt", f"{MODEL}/1/model.onnx"}
+    meta = _state(repo)[MODEL]["1"]
     assert f"--repo {repo} " in meta["command"]  # re-exports into the store, not a temporary mirror
     assert _export(checkpoints[1], repo) == 0
     assert f"{_prefix(repo)}{MODEL}/2/model.onnx" in objects(BUCKET, _prefix(repo))
@@ -130,7 +139,7 @@ def test_concurrent_publishers_get_distinct_whole_versions(repo: str, checkpoint
     store = objects(BUCKET, _prefix(repo))
     published = {}
     for version in ("1", "2"):
-        meta = json.loads(store[f"{_prefix(repo)}{MODEL}/{version}/metadata.json"])
+        meta = _state(repo)[MODEL][version]
         artifact = store[f"{_prefix(repo)}{MODEL}/{version}/model.onnx"]
         assert meta["artifact"]["bytes"] == len(artifact)
         published[version] = (meta["source"]["path"], _sha256(artifact), meta["artifact"]["sha256"])
@@ -197,7 +206,7 @@ def _sha256(data: bytes) -> str:
 def test_export_all_publishes_each_checkpoint_once(
     repo: str, checkpoints: list[Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The second run finds what the first published (metadata.json read back from the store)."""
+    """The second run finds what the first published (the state read back from the store)."""
     argv = [
         "export-all",
         str(checkpoints[0].parent),
