@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import RepositoryError
 from tritonstack.export.deployment import DeploymentOptions, apply_deployment
+from tritonstack.export.temporaries import temporary_directory, temporary_file
 from tritonstack.formats import Format
 from tritonstack.spec import CONFIG_NAME, PRODUCTION_VERSION_PARAMETER, ModelSpec, read_config
 
@@ -139,8 +139,8 @@ def _stage_and_publish(
     moved: list[tuple[Path, Path]] = []
     replaced: list[tuple[Path, bytes | None]] = []  # (path, its bytes before this call wrote it)
     config_path = model_dir / CONFIG_NAME
-    with tempfile.TemporaryDirectory(prefix=".staging-", dir=model_dir) as staging:
-        version_tmp = Path(staging) / "version"
+    with temporary_directory(".staging-", model_dir) as staging:
+        version_tmp = staging / "version"
         try:
             version_tmp.mkdir()
             for name, src in files.items():
@@ -225,19 +225,21 @@ def replace_file(path: Path, data: bytes, staging: Path | None = None) -> None:
     """Write `path` through a hidden temporary file in `staging` (default: beside it) and
     `os.replace`: readers see old or new. A `staging` on another file system than `path` (a model
     directory linked from elsewhere) falls back to beside it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=staging or path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if exc.errno != errno.EXDEV or staging is None:
+    with temporary_file(f".{path.name}-", staging or path.parent) as (fd, tmp):
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            if exc.errno != errno.EXDEV or staging is None:
+                raise
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
-        replace_file(path, data)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        else:
+            return
+    replace_file(path, data)

@@ -4,12 +4,16 @@ folders on any exit path (signals included)."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tritonstack.cli import main
 from tritonstack.errors import RepositoryError
 from tritonstack.export.repository import build_config, list_versions, write_version
 from tritonstack.formats import Format
@@ -70,3 +74,29 @@ def test_a_failed_export_of_a_new_model_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RepositoryError, match="does not exist"):
         write_version(repo, SPEC.name, build_config(SPEC, Format.ONNX), {"model.onnx": tmp_path / "missing"})
     assert list(repo.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_export_leaves_no_temporary_folders(
+    tmp_path: Path, signum: signal.Signals, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tritonstack export` signalled while it exports (into its temporary folder): it exits
+    128 + the signal, and neither the system's temporary folder nor the repository keeps any
+    of its temporaries."""
+    checkpoint, repo, tmp = tmp_path / "dlrm.pt", tmp_path / "repo", tmp_path / "tmp"
+    tmp.mkdir()
+    train = ["train", "--arch", "dlrm", "--preset", "tiny", "--steps", "1", "--out", str(checkpoint)]
+    assert main(train) == 0
+    command = [sys.executable, "-m", "tritonstack.cli", "export", str(checkpoint), "--repo", str(repo)]
+    with subprocess.Popen(command, env={**os.environ, "TMPDIR": str(tmp)}, stderr=subprocess.PIPE) as export:
+        _wait_for(lambda: any(_ours(p) and any(p.iterdir()) for p in tmp.iterdir()), timeout=120)
+        export.send_signal(signum)
+        _, stderr = export.communicate(timeout=60)
+    assert export.returncode == 128 + signum, stderr.decode()[-2000:]
+    assert [p.name for p in tmp.iterdir() if _ours(p)] == []
+    assert sorted(repo.rglob(".*")) == []  # no .staging-* or hidden config temporaries
+
+
+def _ours(path: Path) -> bool:
+    """The export's temporaries (libraries keep caches of their own there, e.g. torchinductor_*)."""
+    return path.name.startswith(("tritonstack-", "tmp"))

@@ -17,6 +17,7 @@ from tritonstack.cli import bench as bench_cli
 from tritonstack.cli import check as check_cli
 from tritonstack.cli import manage as manage_commands
 from tritonstack.cli import options as cli_options
+from tritonstack.cli.interrupt import ending_on_signal
 from tritonstack.errors import UsageError
 from tritonstack.export.flags import flags_of, read_options
 from tritonstack.spec import Array, TensorSpec
@@ -448,12 +449,12 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler,
     "train": (_add_train, _train, "train a reference model on synthetic data and save a checkpoint"),
     "export": (
         _add_export,
-        _export,
+        ending_on_signal(_export),
         "export a checkpoint to verified ONNX/TorchScript in a Triton repository",
     ),
     "export-all": (
         manage_commands.add_export_all,
-        manage_commands.export_all,
+        ending_on_signal(manage_commands.export_all),
         "export every checkpoint under a folder as the next version of its model",
     ),
     "models": (
