@@ -1,14 +1,18 @@
-"""Issue #17, D5 leftovers: a checkpoint path that never reaches a file (a symlink loop, a
-`latest` pointer naming itself or a chain of pointers back to the first) is one line, exit 2."""
+"""Issue #17, D5 leftovers, each one line and exit 2: a checkpoint path that never reaches a
+file (a symlink loop, a `latest` pointer naming itself or a chain of pointers back to the first);
+`infer` inputs that are not numbers (an object array, an id beyond 64 bits), refused before
+connecting, and fractional ids, refused rather than truncated."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tritonstack.cli import main
+from tritonstack.serve import free_port
 
 
 def _loop(tmp_path: Path) -> Path:
@@ -39,3 +43,26 @@ def test_a_checkpoint_that_leads_back_to_itself_is_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not repo.exists()
+
+
+def _object_npy(tmp_path: Path) -> str:
+    np.save(tmp_path / "objects.npy", np.array([{"id": 1}], dtype=object), allow_pickle=True)
+    return f"x={tmp_path / 'objects.npy'}"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (_object_npy, "holds Python objects, not numbers"),
+        (lambda _: f"x=[[{10**30}]]", "not an array of numbers (dtype object"),
+    ],
+    ids=["object npy", "id of 10**30"],
+)
+def test_an_input_that_is_not_numbers_is_refused_before_connecting(
+    tmp_path: Path, given, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused as read, before any connection: the URL is a closed port."""
+    closed = f"127.0.0.1:{free_port()}"
+    assert main(["infer", "m", "--url", closed, "--input", given(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
