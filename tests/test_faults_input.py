@@ -10,9 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tritonstack.cli import main
+from tritonstack.export.repository import build_config, write_version
+from tritonstack.formats import Format
 from tritonstack.serve import free_port
+from tritonstack.spec import ModelSpec, TensorSpec
 
 
 def _loop(tmp_path: Path) -> Path:
@@ -66,3 +70,33 @@ def test_an_input_that_is_not_numbers_is_refused_before_connecting(
     assert main(["infer", "m", "--url", closed, "--input", given(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+IDS = ModelSpec(
+    "ids_torchscript", (TensorSpec("ids", "int64", (4,), high=100),), (TensorSpec("y", "float32", (4,)),)
+)
+
+
+class _AsFloat(torch.nn.Module):
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return ids.float()
+
+
+@pytest.mark.server
+def test_fractional_ids_are_refused_not_truncated(
+    tmp_path: Path, triton_server_factory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.jit.script(_AsFloat()).save(str(tmp_path / "model.pt"))  # type: ignore[no-untyped-call]
+    write_version(
+        tmp_path / "repo",
+        IDS.name,
+        build_config(IDS, Format.TORCHSCRIPT),
+        {"model.pt": tmp_path / "model.pt"},
+    )
+    server = triton_server_factory(tmp_path / "repo")
+    infer = ["infer", IDS.name, "--url", server.grpc_url, "--input"]
+    assert main([*infer, "ids=[[0.7, 1, 2, 3]]"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ids must be whole numbers" in err, err
+    assert main([*infer, "ids=[[1.0, 2, 3, 4]]"]) == 0  # whole numbers written as floats are ids
+    assert "[[1. 2. 3. 4.]]" in capsys.readouterr().out
