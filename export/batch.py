@@ -18,7 +18,7 @@ from tritonstack.export.deployment import DeploymentOptions
 from tritonstack.export.formats import ExportOptions
 from tritonstack.export.metadata import file_sha256, options_record
 from tritonstack.export.pipeline import ExportResult, export_to_repository
-from tritonstack.export.state import read_metadata
+from tritonstack.export.state import MetadataError, read_metadata
 from tritonstack.formats import Format
 from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE
 
@@ -62,7 +62,11 @@ def _walk(folder: Path) -> Iterator[Path]:
 def exported_version(repo: Path, source_sha256: str, record: dict[str, object]) -> Path | None:
     """A version directory already holding this checkpoint exported with these options."""
     for version_dir in sorted(Path(repo).glob("*/[0-9]*")):
-        meta = read_metadata(version_dir) if version_dir.is_dir() else None
+        try:
+            meta = read_metadata(version_dir) if version_dir.is_dir() else None
+        except MetadataError as exc:  # that version alone: it is not taken as this export
+            log.warning("%s", exc)
+            continue
         if meta and meta.get("source", {}).get("sha256") == source_sha256 and meta.get("options") == record:
             return version_dir
     return None

@@ -96,10 +96,16 @@ def load_model(
     return LoadedModel(module.eval(), spec, arch, config, path, info, source)
 
 
-def resolve_checkpoint(path: Path) -> Path:
+def resolve_checkpoint(path: Path, _seen: frozenset[Path] = frozenset()) -> Path:
     """The weights file behind `path`: symlinks followed, a `latest` pointer file read, a
-    training output folder's model file picked."""
-    path = Path(path).resolve()
+    training output folder's model file picked. A symlink loop or a pointer chain that comes
+    back to itself is refused."""
+    try:
+        path = Path(path).resolve(strict=False)
+    except RuntimeError as exc:  # Python 3.10-3.12 raise it for a symlink loop
+        raise CheckpointError(f"{path} is a symlink loop: point it at a checkpoint") from exc
+    if path.is_symlink():  # Python 3.13 leaves a loop unresolved
+        raise CheckpointError(f"{path} is a symlink loop: point it at a checkpoint")
     if path.is_dir():
         return _weights_in_folder(path)
     if path.is_file() and not path.suffix and path.stat().st_size <= _POINTER_MAX_BYTES:
@@ -107,9 +113,11 @@ def resolve_checkpoint(path: Path) -> Path:
             head = f.read(4)
         if not head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
             target = path.parent / path.read_text(errors="replace").strip()
+            if path in _seen:
+                raise CheckpointError(f"{path} points back to itself: make it name a checkpoint")
             if not target.exists():
                 raise CheckpointError(f"{path} points to {target}, which does not exist")
-            return resolve_checkpoint(target)
+            return resolve_checkpoint(target, _seen | {path})  # a pointer to itself fails here next
     return path
 
 

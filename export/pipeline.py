@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from tritonstack.export.formats import ExportOptions, exporter
 from tritonstack.export.metadata import build_metadata, export_command, file_sha256, options_record
 from tritonstack.export.repository import build_config, checked_name, write_version
 from tritonstack.export.state import record_export
+from tritonstack.export.temporaries import temporary_directory
 from tritonstack.export.verify import VerificationReport, check_model_outputs, tolerances, verify
 from tritonstack.formats import Format
 from tritonstack.runtimes.runners import TorchRunner, runner_for
@@ -77,8 +77,8 @@ def export_to_repository(
     deployment.check(formats)  # what Triton would refuse is refused before any work
     check_model_outputs(loaded.module, loaded.spec)
     repo.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="tritonstack-embeddings-") as tmp:
-        extras = write_embeddings(loaded, Path(tmp)) if embeddings else {}
+    with temporary_directory("tritonstack-embeddings-") as tmp:
+        extras = write_embeddings(loaded, tmp) if embeddings else {}
         return _export_all_formats(
             loaded, formats, repo, options, deployment, version, overwrite, extras, on_done
         )
@@ -146,8 +146,8 @@ def _export_one(
     extras: Mapping[str, Path],
 ) -> ExportResult:
     parameters = sum(p.numel() for p in loaded.module.parameters())
-    with tempfile.TemporaryDirectory(prefix=f"tritonstack-{name}-") as tmp:
-        artifact = exporter(fmt)(loaded.module, loaded.spec, Path(tmp), options)
+    with temporary_directory(f"tritonstack-{name}-") as tmp:
+        artifact = exporter(fmt)(loaded.module, loaded.spec, tmp, options)
         atol, rtol = tolerances(options.fp16)
         report = verify(runner_for(artifact), reference, loaded.spec, atol=atol, rtol=rtol)
         size = artifact.size_bytes
@@ -155,9 +155,9 @@ def _export_one(
         record = options_record(fmt, options, deployment, loaded.spec.max_batch_size)
         command = export_command(loaded, fmt, repo, options, deployment, embeddings=bool(extras))
         metadata = build_metadata(loaded, source_sha256, record, command, report, artifact, parameters)
-        warnings = _check_before_publishing(config, Path(tmp), repo / name, options)
+        warnings = _check_before_publishing(config, tmp, repo / name, options)
         files = {fmt.filename: artifact.path}
-        files.update({n: Path(shutil.copy(src, Path(tmp) / n)) for n, src in extras.items()})
+        files.update({n: Path(shutil.copy(src, tmp / n)) for n, src in extras.items()})
         version_dir = write_version(
             repo,
             name,

@@ -22,7 +22,7 @@ from typing import Any
 
 from tritonstack.errors import UsageError
 from tritonstack.export.repository import list_versions, write_config
-from tritonstack.export.state import forget_version, read_metadata, update_metadata
+from tritonstack.export.state import MetadataError, forget_version, read_metadata, update_metadata
 from tritonstack.formats import Format
 from tritonstack.spec import CONFIG_NAME, PRODUCTION_VERSION_PARAMETER, production_version, read_config
 
@@ -40,6 +40,7 @@ class ModelVersion:
     latency_ms: float | None  # p50 of the version's latest benchmark summary
     status: str | None
     notes: str
+    readable: bool = True  # False: its metadata is unreadable (its status unknown: never pruned)
 
 
 def list_registry(repo: Path) -> list[ModelVersion]:
@@ -64,11 +65,17 @@ def _default_notes(repo: Path, model: str) -> dict[int | None, str]:
 
 
 def _row(version_dir: Path, platform: str, served: list[int] | None, default: str | None) -> ModelVersion:
-    meta = read_metadata(version_dir) or {}
     version = int(version_dir.name)
     notes = []
-    if not meta:
-        notes.append("no metadata")
+    try:
+        meta = read_metadata(version_dir) or {}
+    except MetadataError as exc:
+        meta, readable = {}, False
+        notes.append(f"unreadable metadata: {exc}")
+    else:
+        readable = True
+        if not meta:
+            notes.append("no metadata")
     if served is not None and version not in served:
         notes.append("not loaded")
     if default is not None:
@@ -85,6 +92,7 @@ def _row(version_dir: Path, platform: str, served: list[int] | None, default: st
         benchmark.get("p50_ms"),
         meta.get("status"),
         ", ".join(notes),
+        readable,
     )
 
 
@@ -122,7 +130,10 @@ def promote(repo: Path, model: str, version: int, status: str) -> None:
         raise UsageError(f"{model} has no version {version}: it has {versions or 'none'}")
     for v in versions:
         version_dir = Path(repo) / model / str(v)
-        meta = read_metadata(version_dir) or {}
+        try:
+            meta = read_metadata(version_dir) or {}
+        except MetadataError:  # its status unreadable: set only if it is the version promoted
+            meta = {}
         if v == version or (status == "production" and meta.get("status") == status):
             update_metadata(version_dir, status=status if v == version else None)
     _write_policy(repo, model)
@@ -149,14 +160,14 @@ def _write_policy(repo: Path, model: str) -> None:
 
 def prune_plan(repo: Path, model: str, keep: int) -> list[int]:
     """The versions `prune` removes: all but the newest `keep`, never one with a status (the
-    version policy names those, and production must stay)."""
+    version policy names those, and production must stay) nor one whose status is unreadable."""
     if keep < 1:
         raise UsageError(f"--keep must be at least 1, got {keep}")
     rows = [r for r in list_registry(repo) if r.model == model]
     if not rows:
         raise UsageError(f"no model {model!r} in {repo}")
     newest = {r.version for r in rows[-keep:]}
-    return [r.version for r in rows if r.version not in newest and r.status is None]
+    return [r.version for r in rows if r.version not in newest and r.status is None and r.readable]
 
 
 def remove_version(repo: Path, model: str, version: int) -> None:

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import RepositoryError
 from tritonstack.export.deployment import DeploymentOptions, apply_deployment
+from tritonstack.export.temporaries import temporary_directory, temporary_file
 from tritonstack.formats import Format
 from tritonstack.spec import CONFIG_NAME, PRODUCTION_VERSION_PARAMETER, ModelSpec, read_config
 
@@ -75,8 +75,8 @@ def write_version(
     `version=None` takes the next free number (1 for a new model). `extra_files` go beside
     `config.pbtxt`. The model's existing version policy and production version carry over
     (`models promote` owns them). The version directory appears complete or not at all; on any
-    failure no partial directory remains and moved sources are put back. Returns the version
-    directory.
+    failure no partial directory remains, moved sources are put back, and what this call replaced
+    is restored; another export's versions are never removed. Returns the version directory.
     """
     model_dir = Path(repo) / checked_name(model_name)
     if config.name and config.name != model_name:
@@ -96,16 +96,14 @@ def write_version(
             f"{model_dir / str(version)} already exists: pass overwrite=True (--overwrite) or another version"
         )
     config_path = model_dir / CONFIG_NAME
-    old_config = config_path.read_bytes() if config_path.exists() else None
-    if old_config is not None:
+    if config_path.exists():
         _keep_registry(named, config_path)
     try:
         target = _stage_and_publish(model_dir, named, files, extra_files or {}, version, overwrite, move)
     except BaseException:
-        if created_model_dir:
-            shutil.rmtree(model_dir, ignore_errors=True)
-        elif old_config is not None:
-            replace_file(config_path, old_config, staging=model_dir.parent)
+        if created_model_dir:  # empty unless a concurrent export of the model published into it
+            with contextlib.suppress(OSError):
+                model_dir.rmdir()
         raise
     log.info("published %s", target)
     return target
@@ -135,29 +133,47 @@ def _stage_and_publish(
     overwrite: bool,
     move: bool,
 ) -> Path:
+    """Undo on failure touches only what this call wrote: its own moved files, the extra files
+    and config it replaced (put back as they were just before), never a concurrent export's
+    version."""
     moved: list[tuple[Path, Path]] = []
-    with tempfile.TemporaryDirectory(prefix=".staging-", dir=model_dir) as staging:
-        version_tmp = Path(staging) / "version"
+    replaced: list[tuple[Path, bytes | None]] = []  # (path, its bytes before this call wrote it)
+    config_path = model_dir / CONFIG_NAME
+    with temporary_directory(".staging-", model_dir) as staging:
+        version_tmp = staging / "version"
         try:
             version_tmp.mkdir()
             for name, src in files.items():
                 _place(Path(src), version_tmp / name, move, moved)
             for name, src in extra_files.items():
-                replace_file(model_dir / name, Path(src).read_bytes())
+                data = Path(src).read_bytes()
+                replaced.append((model_dir / name, _contents(model_dir / name)))
+                replace_file(model_dir / name, data)
             # A new model gets its config last: an export killed before then leaves no config
             # without a version, which Triton would wait on instead of refusing.
-            new_model = not (model_dir / CONFIG_NAME).exists()
+            new_model = not config_path.exists()
             if not new_model:
-                write_config(model_dir / CONFIG_NAME, config)
+                replaced.append((config_path, _contents(config_path)))
+                write_config(config_path, config)
             target = _publish(version_tmp, model_dir, version, overwrite)
             if new_model:
-                write_config(model_dir / CONFIG_NAME, config)
+                write_config(config_path, config)
             return target
         except BaseException:
             for src, dst in reversed(moved):  # while the staging directory still exists
                 with contextlib.suppress(OSError):
                     shutil.move(dst, src)
+            for path, before in reversed(replaced):
+                with contextlib.suppress(OSError):
+                    if before is None:
+                        path.unlink()
+                    else:
+                        replace_file(path, before, staging=model_dir.parent)
             raise
+
+
+def _contents(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
 
 
 def _publish(version_tmp: Path, model_dir: Path, version: int | None, overwrite: bool) -> Path:
@@ -209,19 +225,21 @@ def replace_file(path: Path, data: bytes, staging: Path | None = None) -> None:
     """Write `path` through a hidden temporary file in `staging` (default: beside it) and
     `os.replace`: readers see old or new. A `staging` on another file system than `path` (a model
     directory linked from elsewhere) falls back to beside it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=staging or path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if exc.errno != errno.EXDEV or staging is None:
+    with temporary_file(f".{path.name}-", staging or path.parent) as (fd, tmp):
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            if exc.errno != errno.EXDEV or staging is None:
+                raise
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
-        replace_file(path, data)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        else:
+            return
+    replace_file(path, data)

@@ -33,11 +33,25 @@ LEGACY_METADATA_NAME = "metadata.json"
 _FORMAT = 1
 
 
+class MetadataError(RepositoryError):
+    """One version's record is unreadable: it concerns that version alone (listed with the
+    reason, never pruned, never taken as an earlier export of a checkpoint)."""
+
+
 def read_metadata(version_dir: Path) -> dict[str, Any] | None:
     """The version's record: its legacy `metadata.json` (if any) updated by its entry in the
     repository's state file; None when neither exists (a version exported by hand)."""
-    legacy = _read_json(version_dir / LEGACY_METADATA_NAME)
-    entry = _versions(_read_state(_repo_of(version_dir)), version_dir).get(version_dir.name)
+    try:
+        legacy = _read_json(version_dir / LEGACY_METADATA_NAME)
+    except RepositoryError as exc:
+        raise MetadataError(str(exc)) from exc
+    versions = _read_state(_repo_of(version_dir)).get("models", {}).get(version_dir.parent.name, {})
+    entry = versions.get(version_dir.name) if isinstance(versions, dict) else versions
+    if entry is not None and not isinstance(entry, dict):
+        raise MetadataError(
+            f"{_repo_of(version_dir) / STATE_NAME}: the entry of {version_dir.parent.name} version "
+            f"{version_dir.name} is not a JSON object"
+        )
     if legacy is None and entry is None:
         return None
     return {**(legacy or {}), **(entry or {})}
@@ -103,7 +117,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise RepositoryError(f"{path} is not readable JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RepositoryError(f"{path} holds a JSON {type(data).__name__}, not an object")
     return data

@@ -17,6 +17,7 @@ from tritonstack.cli import bench as bench_cli
 from tritonstack.cli import check as check_cli
 from tritonstack.cli import manage as manage_commands
 from tritonstack.cli import options as cli_options
+from tritonstack.cli.interrupt import ending_on_signal
 from tritonstack.errors import UsageError
 from tritonstack.export.flags import flags_of, read_options
 from tritonstack.spec import Array, TensorSpec
@@ -271,6 +272,7 @@ def _infer(args: argparse.Namespace) -> int:
 
     if args.random is not None and args.random < 1:
         raise UsageError(f"--random {args.random}: the batch size must be at least 1")
+    given = dict(_read_input(text) for text in args.input or ())  # refused before connecting
 
     with TritonClient(
         args.url,
@@ -286,7 +288,7 @@ def _infer(args: argparse.Namespace) -> int:
         if args.random:
             inputs = spec.random_inputs(args.random)
         elif args.input:
-            inputs = dict(_read_input(text, spec.inputs) for text in args.input)
+            inputs = {name: _as_input(name, value, spec.inputs) for name, value in given.items()}
         else:
             raise UsageError("give --input NAME=FILE.npy|JSON for each input, or --random BATCH")
         outputs = triton.infer(args.model, inputs, version=args.version)
@@ -300,19 +302,45 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_input(text: str, specs: tuple[TensorSpec, ...]) -> tuple[str, Array]:
+def _read_input(text: str) -> tuple[str, Array]:
+    """`NAME=FILE.npy` or `NAME=JSON` as an array of numbers (never of Python objects)."""
     name, sep, value = text.partition("=")
     if not sep:
         raise UsageError(f"--input {text!r}: expected NAME=FILE.npy or NAME=JSON")
-    dtypes = {s.name: s.dtype for s in specs}
     if value.endswith(".npy"):
         if not Path(value).is_file():
             raise UsageError(f"--input {name}: no such file {value}")
-        return name, np.load(value, allow_pickle=False)
-    try:
-        return name, np.asarray(json.loads(value), dtype=dtypes.get(name))
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise UsageError(f"--input {name}: not a .npy file or a JSON array ({exc})") from exc
+        try:
+            array = np.load(value, allow_pickle=False)
+        except ValueError as exc:  # object arrays need unpickling: never done
+            raise UsageError(
+                f"--input {name}: {value} holds Python objects, not numbers: save numbers"
+            ) from exc
+    else:
+        try:
+            array = np.asarray(json.loads(value))
+        except (json.JSONDecodeError, ValueError) as exc:
+            raise UsageError(f"--input {name}: not a .npy file or a JSON array ({exc})") from exc
+    if array.dtype.kind not in "biuf":
+        raise UsageError(
+            f"--input {name}: not an array of numbers (dtype {array.dtype}; an integer beyond 64 bits?)"
+        )
+    return name, array
+
+
+def _as_input(name: str, array: Array, specs: tuple[TensorSpec, ...]) -> Array:
+    """The array in the model's dtype: ids are refused unless whole numbers in range (a cast
+    would truncate 0.7 to 0)."""
+    dtype = {s.name: np.dtype(s.dtype) for s in specs}.get(name)
+    if dtype is None:
+        return array
+    if dtype.kind in "iu":
+        if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+            raise UsageError(f"--input {name}: {dtype} ids must be whole numbers, got fractions")
+        info = np.iinfo(dtype)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise UsageError(f"--input {name}: values beyond {dtype}'s range")
+    return array.astype(dtype)
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
@@ -448,12 +476,12 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler,
     "train": (_add_train, _train, "train a reference model on synthetic data and save a checkpoint"),
     "export": (
         _add_export,
-        _export,
+        ending_on_signal(_export),
         "export a checkpoint to verified ONNX/TorchScript in a Triton repository",
     ),
     "export-all": (
         manage_commands.add_export_all,
-        manage_commands.export_all,
+        ending_on_signal(manage_commands.export_all),
         "export every checkpoint under a folder as the next version of its model",
     ),
     "models": (
