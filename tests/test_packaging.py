@@ -273,9 +273,8 @@ with TritonClient(url, timeout=30) as triton:
 _NEEDS_AN_EXTRA = [
     (("train", "--arch", "dlrm"), "export"),
     (("export", "model.pt"), "export"),
-    (("models", "--repo", "."), "export"),
     (("bench", "compare", "a.json", "b.json"), "bench"),
-    (("serve", "--repo", "."), "serve"),
+    (("serve", "--repo", "empty-repo"), "serve"),
 ]
 
 
@@ -315,6 +314,10 @@ def test_light_client_in_a_fresh_venv(
     assert call.returncode == 0, call.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "outputs.npz")["y"], _answer(url, x))
 
+    (tmp_path / "empty-repo").mkdir()
+    # The registry reads configs and the repository's records only: it needs no extra.
+    listed = _run(cli, "models", "--repo", ".", "--json", cwd=tmp_path)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout + listed.stderr
     for args, extra in _NEEDS_AN_EXTRA:
         refused = _run(cli, *args, cwd=tmp_path)
         lines = refused.stderr.strip().splitlines()
