@@ -57,6 +57,7 @@ from tritonstack.serve import TritonServer
 from tritonstack.spec import Array, ModelSpec, TensorSpec, wire_dtype
 
 IDENTITY = "tritonstack_identity"
+_SETTLE_S = 0.01
 _IDENTITY_PY = """import stub_site  # noqa: F401  (first, as in our backends: numpy's site-packages)
 import triton_python_backend_utils as pb_utils
 
@@ -303,8 +304,16 @@ def _served_aio(
 
 
 def _stats(client: grpcclient.InferenceServerClient, name: str, version: str) -> dict[str, Any]:
+    """The model's statistics once its success count has settled: Triton counts a request just
+    after sending its response, so the one that just returned may not be in yet (a loaded machine
+    showed 101 counted for 100 sent)."""
     stats: dict[str, Any] = client.get_inference_statistics(name, version, as_json=True)
-    return stats
+    while True:
+        time.sleep(_SETTLE_S)
+        again: dict[str, Any] = client.get_inference_statistics(name, version, as_json=True)
+        if server_delta(stats, again, name, version)["requests"] == 0:
+            return again
+        stats = again
 
 
 def _server_us(
