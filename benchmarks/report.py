@@ -151,11 +151,18 @@ def markdown(results: dict[str, Any]) -> str:
         else f"{stability(results)} (this run's rule compared p99 across windows)."
     )
     pools = _pools(results)
+    load = (
+        f"Load average (1, 5, 15 min) when the served cells began: "
+        f"{', '.join(f'{v:.2f}' for v in env['load_average'])}; at the end: "
+        f"{', '.join(f'{v:.2f}' for v in env['load_average_end'])} ({env['cpu_count']} cores).\n\n"
+        if "load_average_end" in env
+        else ""
+    )
     return (
         f"# tritonstack bench\n\n`{env['command']}` on {env['cpu']} ({env['cpu_count']} cores), GPU "
         f"{env['gpu'] or 'none'}; Triton {env['triton_server']}"
         f"{' (' + env['server'] + ')' if 'server' in env else ''}, torch {env['torch']}, onnxruntime "
-        f"{env['onnxruntime']}, commit {env['git_commit']}.\n\n{rule}\n\n"
+        f"{env['onnxruntime']}, commit {env['git_commit']}.\n\n{rule}\n\n{load}"
         + (f"Inputs: {pools}.\n\n" if pools else "")
         + (f"## Models\n\n{table(models_head, models)}\n\n" if models else "")
         + f"## Served (latency ms, server-side us per request)\n\n{table(head, served)}\n\n"

@@ -86,6 +86,7 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
             baselines.append(_baseline(config, by_name[name], runner, None, batch, step))
     add_overheads(results["cells"], baselines, skipped)
     results["models"] = [t.describe() | {"in_process": skipped.get(t.name, "measured")} for t in targets]
+    results["environment"]["load_average_end"] = list(os.getloadavg())
     return results | {"baselines": baselines}
 
 
@@ -368,6 +369,8 @@ def environment(server: dict[str, Any]) -> dict[str, Any]:
         "git_commit": _git_commit(),
         "argv": sys.argv,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # 1, 5 and 15 minute load averages: anything else running on the machine shows here.
+        "load_average": list(os.getloadavg()),
     }
 
 
