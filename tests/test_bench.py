@@ -333,8 +333,9 @@ def test_cells_are_sane(bench_run: tuple[Path, dict[str, Any]]) -> None:
         assert 0 < cell["latency_samples"] <= sum(w["requests"] for w in windows)
         assert cell["pool"]["requests"] == 16 and cell["pool"]["seed"] == 0
         assert cell["served_by"]["kind"] == "python-based" and cell["served_by"]["ours"] is None  # --url
-        if cell["mode"] == "request_rate":  # latency counts from the schedule, lag included
-            assert 0 <= cell["send_lag_ms"]["p50"] <= cell["send_lag_ms"]["max"] < latency["p99"] + 1
+        if cell["mode"] == "request_rate":  # latency counts from the schedule: no lag exceeds its latency
+            lag = cell["send_lag_ms"]
+            assert 0 <= lag["p50"] <= latency["p50"] and lag["p99"] <= latency["p99"]
         else:
             assert "send_lag_ms" not in cell
         if cell["mode"] == "concurrency" and cell["level"] == 1:
