@@ -79,11 +79,11 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
         results = asyncio.run(_run(config, url, targets, levels, step))
     todo = _formed_batch_todo(results["cells"], baselines, skipped)
     progress.update(task, total=total + len(todo))
-    by_name = {t.name: t for t in targets}
-    for name, batch in todo:
-        runner, _ = artifact_runner(by_name[name])
+    for target in targets:  # each artifact loaded once more, for all of its formed batch sizes
+        batches = [batch for name, batch in todo if name == target.name]
+        runner = artifact_runner(target)[0] if batches else None
         if runner is not None:
-            baselines.append(_baseline(config, by_name[name], runner, None, batch, step))
+            baselines += [_baseline(config, target, runner, None, b, step) for b in batches]
     add_overheads(results["cells"], baselines, skipped)
     results["models"] = [t.describe() | {"in_process": skipped.get(t.name, "measured")} for t in targets]
     results["environment"]["load_average_end"] = list(os.getloadavg())
