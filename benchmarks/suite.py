@@ -72,8 +72,7 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
             progress.update(task, advance=len(config.batch_sizes))
             continue
         baselines += [_baseline(config, target, runner, None, b, step) for b in config.batch_sizes]
-    for reference, target in references:
-        runner = reference_runner(reference, target)
+    for reference, target, runner in references:
         baselines += [_baseline(config, target, runner, reference, b, step) for b in config.batch_sizes]
     with _server(config) as url:
         results = asyncio.run(_run(config, url, targets, levels, step))
@@ -112,13 +111,17 @@ def _check_batch_sizes(config: BenchConfig, targets: list[BenchTarget]) -> None:
         over = [b for b in config.batch_sizes if b > target.config.max_batch_size]
         if over:
             raise UsageError(
-                f"--batch-sizes {','.join(map(str, over))} exceed {target.name}'s max_batch_size "
+                f"--batch-sizes: {','.join(map(str, over))} over {target.name}'s max_batch_size "
                 f"{target.config.max_batch_size}: drop them, or export it with a larger --max-batch-size"
             )
 
 
-def _references(config: BenchConfig, targets: list[BenchTarget]) -> list[tuple[Reference, BenchTarget]]:
-    """Each `--reference` with the first selected model it stands beside (by base or repository name)."""
+def _references(
+    config: BenchConfig, targets: list[BenchTarget]
+) -> list[tuple[Reference, BenchTarget, Runner]]:
+    """Each `--reference` with the first selected model it stands beside (by base or repository
+    name) and its module, loaded before anything is measured so a bad checkpoint stops the run
+    at once."""
     pairs = []
     for reference in config.references:
         matching = [t for t in targets if reference.model in (t.base, t.name)]
@@ -129,7 +132,7 @@ def _references(config: BenchConfig, targets: list[BenchTarget]) -> list[tuple[R
             )
         if not reference.checkpoint.exists():
             raise UsageError(f"--reference {reference}: no checkpoint {reference.checkpoint}")
-        pairs.append((reference, matching[0]))
+        pairs.append((reference, matching[0], reference_runner(reference, matching[0])))
     return pairs
 
 
