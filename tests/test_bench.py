@@ -35,7 +35,7 @@ from tritonstack.export.registry import list_registry, promote
 from tritonstack.formats import DEFAULT_FORMATS
 from tritonstack.recsys.train import train
 from tritonstack.serve import free_port
-from tritonstack.spec import ModelSpec, TensorSpec, ids_out_of_range
+from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE, ModelSpec, TensorSpec, ids_out_of_range
 
 MODELS = ("two_tower", "dlrm")
 BATCH_SIZES = (1, 8)
@@ -416,6 +416,21 @@ def test_a_server_alone_is_measured_from_its_configs(
         assert cell["pool"]["inputs"]["sparse_features"]["shape"] == [2, 26]
     assert all(m["in_process"].startswith("no local repository") for m in run["models"])
     assert "no local repository" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.server
+def test_bad_options_stop_before_any_measurement(
+    bench_run: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = bench_run[0].parent
+    repo = ["--repo", str(root / "repo"), "--out", str(root / "never")]
+    wrong = f"dlrm={root / 'checkpoints' / 'two_tower.pt'}"
+    assert main(["bench", *repo, "--models", "dlrm", "--reference", wrong]) == 2
+    assert "the checkpoint's model takes ['user_features', 'item_features']" in capsys.readouterr().err
+    too_big = 2 * DEFAULT_MAX_BATCH_SIZE  # what the repository's models were exported with
+    assert main(["bench", *repo, "--models", "dlrm", "--batch-sizes", f"1,{too_big}"]) == 2
+    assert f"{too_big} over dlrm_onnx's max_batch_size {DEFAULT_MAX_BATCH_SIZE}" in capsys.readouterr().err
+    assert not (root / "never").exists()
 
 
 @pytest.mark.server
