@@ -5,6 +5,7 @@ where `--reference` asks; or the reason a baseline cannot run here."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from tritonstack.benchmarks.config import Reference
@@ -14,6 +15,8 @@ from tritonstack.export.checkpoint import ModelSource, load_model
 from tritonstack.export.custom import CustomArch
 from tritonstack.formats import Artifact, Format
 from tritonstack.runtimes.runners import OnnxRuntimeRunner, Runner, TorchRunner, TorchScriptRunner, runner_for
+
+log = logging.getLogger(__name__)
 
 
 def unavailable(target: BenchTarget) -> str | None:
@@ -43,7 +46,8 @@ def artifact_runner(target: BenchTarget) -> tuple[Runner | None, str | None]:
     artifact = Artifact(target.format, target.artifact, target.artifact_spec)
     try:
         return in_process_runner(artifact, target.device, target.threads), None
-    except ExportError as exc:  # TensorRT missing on this machine
+    except ExportError as exc:  # TensorRT missing on this machine: the reason goes in the results
+        log.debug("%s cannot run in process", target.name, exc_info=True)
         return None, first_line(exc)
 
 

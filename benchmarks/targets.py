@@ -68,7 +68,7 @@ class BenchTarget:
         try:
             return ModelSpec.from_config(self.config)
         except ValueError as exc:
-            raise UsageError(f"cannot benchmark {self.name}: {exc}") from None
+            raise UsageError(f"cannot benchmark {self.name}: {exc}") from exc
 
     @property
     def artifact_spec(self) -> ModelSpec:
