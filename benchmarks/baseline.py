@@ -1,52 +1,53 @@
-"""In-process baselines: the repository's own artifact (ONNX Runtime, TorchScript) and eager
-PyTorch, called sequentially in the benchmark process, with the same windows as served cells."""
+"""In-process baselines: the repository's own artifact (ONNX Runtime, TorchScript, TensorRT) and,
+where asked, eager PyTorch, called sequentially in the benchmark process on the same pool of inputs
+and with the same windows as served cells."""
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tritonstack.benchmarks.config import WindowRule
 from tritonstack.benchmarks.stats import latency_ms
-from tritonstack.benchmarks.windows import Window, is_stable, merge
+from tritonstack.benchmarks.windows import Series, Window
 from tritonstack.runtimes.runners import Runner
 from tritonstack.spec import Array
 
 
-def measure_runner(runner: Runner, feeds: Mapping[str, Array], rule: WindowRule) -> tuple[list[Window], bool]:
-    """Sequential calls: one window of warm-up, then windows until stable or the time is up."""
+def measure_runner(runner: Runner, pool: Sequence[Mapping[str, Array]], rule: WindowRule) -> Series:
+    """Sequential calls cycling through `pool`: one window of warm-up, then windows as `rule` says."""
+    feeds = itertools.cycle(pool)
     started = time.perf_counter()
-    windows: list[Window] = []
+    series = Series(rule, started)
     window, warming_up = Window(started, started), True
     while True:
         begin = time.perf_counter()
-        runner.infer(feeds)
+        runner.infer(next(feeds))
         now = time.perf_counter()
         window.latencies_s.append(now - begin)
-        if now - window.start < rule.window_s:
+        if now - window.start < (rule.window_s if warming_up else series.length):
             continue
         window.end = now
-        if not warming_up:
-            windows.append(window)
+        if not warming_up and series.add(window):
+            return series
         warming_up = False
-        stable = is_stable(windows, rule.count, rule.tolerance)
-        if stable or (len(windows) >= rule.count and now - started + rule.window_s > rule.max_cell_s):
-            return windows, stable
         window = Window(now, now)
 
 
 def baseline_result(
-    runner: Runner, feeds: Mapping[str, Array], batch_size: int, rule: WindowRule
+    runner: Runner, pool: Sequence[Mapping[str, Array]], batch_size: int, rule: WindowRule
 ) -> dict[str, Any]:
-    windows, stable = measure_runner(runner, feeds, rule)
-    last = merge(windows[-rule.count :])
+    series = measure_runner(runner, pool, rule)
+    last = series.last()
     return {
         "runtime": runner.name,
         "batch_size": batch_size,
-        "stable": stable,
+        "stable": series.stable,
         "latency_ms": latency_ms(last.latencies_s),
+        "latency_samples": last.requests,
         "inferences_per_s": last.throughput,
         "samples_per_s": last.throughput * batch_size,
-        "windows": [w.summary() for w in windows],
+        "windows": [w.summary() for w in series.windows],
     }

@@ -1,4 +1,5 @@
-"""What one benchmark run measures: models, formats, batch sizes, load levels and window timing."""
+"""What one benchmark run measures: models, batch sizes, load levels, window timing, the pool of
+inputs and the optional eager PyTorch references."""
 
 from __future__ import annotations
 
@@ -6,18 +7,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonstack.errors import UsageError
-from tritonstack.formats import Format
 
 
 @dataclass(frozen=True)
 class WindowRule:
-    """A cell warms up for one window, then measures windows of `window_s` until the last
-    `count` agree within `tolerance` (throughput and p99) or `max_cell_s` has passed."""
+    """A cell warms up for one window of `window_s`, then measures windows until the last `count`
+    that hold at least `min_requests` each agree within `tolerance` on throughput and p50, or
+    `max_cell_s` (warm-up included) leaves no room for another window (`benchmarks.windows`)."""
 
     window_s: float = 1.0
-    max_cell_s: float = 10.0
+    max_cell_s: float = 30.0
     count: int = 3
     tolerance: float = 0.10
+    min_requests: int = 50
 
     def __post_init__(self) -> None:
         if not 0 < self.window_s * (self.count + 1) <= self.max_cell_s:
@@ -25,27 +27,72 @@ class WindowRule:
                 f"--max-cell-s {self.max_cell_s:g} must allow warm-up plus {self.count} windows of "
                 f"{self.window_s:g} s"
             )
+        if self.min_requests < 1:
+            raise UsageError(f"--min-window-requests must be at least 1, got {self.min_requests}")
+
+
+@dataclass(frozen=True)
+class PoolRule:
+    """Each cell cycles through `size` distinct generated requests (seeded by `seed` and the batch
+    size), fewer where they would take more than `max_mb` MiB: memory stays bounded at big batches."""
+
+    size: int = 1024
+    max_mb: float = 64.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.max_mb <= 0:
+            raise UsageError("--pool-size must be at least 1 and --pool-mb positive")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Eager PyTorch as an extra in-process baseline for the served models of base name `model`:
+    the module rebuilt from `checkpoint` (its own architecture, or `arch`)."""
+
+    model: str
+    checkpoint: Path
+    arch: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Reference:
+        """`MODEL=CHECKPOINT[:ARCH]`, e.g. `conv=conv.pt:my_models:ConvNet`."""
+        model, sep, rest = text.partition("=")
+        path, _, arch = rest.partition(":")
+        if not sep or not model or not path:
+            raise UsageError(
+                f"--reference {text!r}: expected MODEL=CHECKPOINT[:ARCH], e.g. dlrm=checkpoints/dlrm.pt "
+                "or conv=conv.pt:my_models:ConvNet"
+            )
+        return cls(model, Path(path), arch or None)
+
+    def __str__(self) -> str:
+        return f"{self.model}={self.checkpoint}" + (f":{self.arch}" if self.arch else "")
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    models: tuple[str, ...] = ("dlrm", "dcn_v2", "two_tower")
-    formats: tuple[Format, ...] = (Format.ONNX, Format.TORCHSCRIPT)
+    models: tuple[str, ...] = ()  # repository names or base names; empty: every model
     batch_sizes: tuple[int, ...] = (1, 8, 64, 256)
     concurrencies: tuple[int, ...] = (1, 4, 16, 64)
     request_rates: tuple[float, ...] = ()
-    repo: Path = Path("triton_repo")
-    checkpoints: Path = Path("checkpoints")
+    repo: Path | None = Path("triton_repo")  # None: configs from the server at `url`, no baselines
     url: str | None = None
     out: Path = Path("benchmarks/results/latest")
     rule: WindowRule = field(default_factory=WindowRule)
+    pool: PoolRule = field(default_factory=PoolRule)
+    references: tuple[Reference, ...] = ()
     client_processes: int = 1  # load generator processes (1: this process's event loop)
 
     def __post_init__(self) -> None:
+        if self.repo is None and self.url is None:
+            raise UsageError("nothing to measure: pass --repo (default triton_repo) or --url HOST:PORT")
         if self.client_processes < 1:
             raise UsageError(f"--client-processes must be at least 1, got {self.client_processes}")
-        if min(self.batch_sizes, default=0) < 1 or min(self.concurrencies, default=0) < 1:
+        if min(self.batch_sizes, default=0) < 1 or min(self.concurrencies, default=1) < 1:
             raise UsageError("batch sizes and concurrency levels must be positive integers")
+        if not self.concurrencies and not self.request_rates:
+            raise UsageError("no load level: pass --concurrency and/or --request-rate")
         if any(r <= 0 for r in self.request_rates):
             raise UsageError("request rates must be positive (requests per second)")
 
@@ -54,23 +101,28 @@ def command_line(config: BenchConfig) -> str:
     """The `tritonstack bench` command that repeats this run, every option spelled out."""
 
     def joined(values: tuple[object, ...]) -> str:
-        return ",".join(f"{v:g}" if isinstance(v, float) else str(getattr(v, "value", v)) for v in values)
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
+    rule, pool = config.rule, config.pool
     options = {
         "--models": joined(config.models),
-        "--formats": joined(config.formats),
         "--batch-sizes": joined(config.batch_sizes),
         "--concurrency": joined(config.concurrencies),
         "--request-rate": joined(config.request_rates),
-        "--repo": str(config.repo),
-        "--checkpoints": str(config.checkpoints),
+        "--repo": str(config.repo) if config.repo is not None else "",
         "--url": config.url or "",
         "--out": str(config.out),
-        "--window-s": f"{config.rule.window_s:g}",
-        "--max-cell-s": f"{config.rule.max_cell_s:g}",
+        "--window-s": f"{rule.window_s:g}",
+        "--max-cell-s": f"{rule.max_cell_s:g}",
+        "--min-window-requests": str(rule.min_requests),
+        "--pool-size": str(pool.size),
+        "--pool-mb": f"{pool.max_mb:g}",
+        "--pool-seed": str(pool.seed),
         "--client-processes": str(config.client_processes) if config.client_processes > 1 else "",
     }
-    return " ".join(["tritonstack bench", *(f"{k} {v}" for k, v in options.items() if v)])
+    words = [f"{k} {v}" for k, v in options.items() if v]
+    words += [f"--reference {r}" for r in config.references]
+    return " ".join(["tritonstack bench", *words])
 
 
 def parse_list(text: str, kind: type[int] | type[float], option: str) -> tuple[float, ...]:

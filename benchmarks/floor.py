@@ -36,27 +36,19 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from tritonstack.benchmarks.in_process import artifact_runner, torch_threads
 from tritonstack.benchmarks.load import prebuilt_request
 from tritonstack.benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
-from tritonstack.benchmarks.suite import (
-    environment,
-    in_process_runner,
-    latest_version,
-    repo_artifact,
-    served_device,
-    served_threads,
-    torch_threads,
-)
+from tritonstack.benchmarks.suite import environment
+from tritonstack.benchmarks.targets import BenchTarget, local_targets
 from tritonstack.client import TritonClient
 from tritonstack.errors import UsageError
-from tritonstack.export.checkpoint import LoadedModel, load_model
-from tritonstack.export.pipeline import repository_name
 from tritonstack.export.repository import write_config
-from tritonstack.formats import Format
 from tritonstack.serve import TritonServer
 from tritonstack.spec import Array, ModelSpec, TensorSpec, wire_dtype
 
 IDENTITY = "tritonstack_identity"
+_SETTLE_S = 0.01
 _IDENTITY_PY = """import stub_site  # noqa: F401  (first, as in our backends: numpy's site-packages)
 import triton_python_backend_utils as pb_utils
 
@@ -70,10 +62,8 @@ class TritonPythonModel:
 
 @dataclass(frozen=True)
 class FloorConfig:
-    models: tuple[str, ...]
-    formats: tuple[Format, ...]
+    models: tuple[str, ...]  # repository or base names, as `tritonstack bench --models` takes them
     repo: Path
-    checkpoints: Path
     out: Path
     requests: int = 2000
     warmup: int = 200
@@ -86,19 +76,9 @@ class FloorConfig:
 
 def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Every probe, in process first (an idle Triton would slow single-threaded calls)."""
-    loaded = {model: load_model(config.checkpoints / f"{model}.pt") for model in config.models}
-    targets = [
-        (
-            repository_name(model, fmt),
-            fmt,
-            latest_version(config.repo, repository_name(model, fmt)),
-            loaded[model],
-        )
-        for model in config.models
-        for fmt in config.formats
-    ]
-    threads = {name: served_threads(config.repo, name) for name, *_ in targets}  # as served
-    probes = _in_process_probes(config, targets, threads, step)
+    targets = local_targets(config.repo, config.models)
+    threads = {t.name: t.threads for t in targets}  # as served
+    probes = _in_process_probes(config, targets, step)
     with tempfile.TemporaryDirectory(prefix="tritonstack-floor-") as extra:
         _write_identity(Path(extra))
         with TritonServer(config.repo, extra_args=[f"--model-repository={extra}"]) as server:
@@ -111,8 +91,7 @@ def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None)
     return {
         "environment": environment(server_metadata),
         "config": {
-            "models": list(config.models),
-            "formats": [f.value for f in config.formats],
+            "models": [t.name for t in targets],
             "requests": config.requests,
             "warmup": config.warmup,
             "idle_ms": config.idle_ms,
@@ -122,22 +101,20 @@ def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None)
     }
 
 
-Target = tuple[str, Format, int, LoadedModel]  # repository name, format, version, PyTorch model
-
-
 def _in_process_probes(
-    config: FloorConfig, targets: list[Target], threads: dict[str, int], step: Callable[[str], None]
+    config: FloorConfig, targets: list[BenchTarget], step: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     probes = []
-    for name, fmt, version, loaded in targets:
-        artifact = repo_artifact(config.repo, loaded, fmt, version)
-        runner = in_process_runner(artifact, served_device(config.repo, name), threads[name])
-        feeds = loaded.spec.random_inputs(1, seed=1)
-        with torch_threads(threads[name]):
+    for target in targets:
+        runner, reason = artifact_runner(target)
+        if runner is None:
+            raise UsageError(f"bench floor needs {target.name} in process: {reason}")
+        feeds = target.artifact_feeds(target.spec.random_inputs(1, seed=1))
+        with torch_threads(target.threads):
             for path, idle_s in (("hot", 0.0), ("idle", config.idle_ms / 1e3)):
                 latencies = _timed(functools.partial(runner.infer, feeds), config, idle_s)
-                probes.append(_probe(name, "in_process", path, latencies))
-        step(f"{name} in process")
+                probes.append(_probe(target.name, "in_process", path, latencies))
+        step(f"{target.name} in process")
     return probes
 
 
@@ -145,7 +122,7 @@ def _served_probes(
     config: FloorConfig,
     url: str,
     stats: grpcclient.InferenceServerClient,
-    targets: list[Target],
+    targets: list[BenchTarget],
     step: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     with grpc.insecure_channel(url) as channel, TritonClient(url) as ours:
@@ -155,9 +132,9 @@ def _served_probes(
         identity = {"x": np.ones((1, 1), np.float32)}
         probes.append(_served(stats, IDENTITY, "1", "raw", _raw(stub, IDENTITY, "1", identity), config))
         step("gRPC and identity")
-        for name, _, version, loaded in targets:
-            v = str(version)
-            feeds = loaded.spec.random_inputs(1, seed=1)
+        for target in targets:
+            name, version, v = target.name, target.version, str(target.version)
+            feeds = target.spec.random_inputs(1, seed=1)
             calls: dict[str, Callable[[], object]] = {
                 "raw": _raw(stub, name, v, feeds),
                 "tritonclient": _tritonclient(stats, name, v, feeds),
@@ -303,8 +280,16 @@ def _served_aio(
 
 
 def _stats(client: grpcclient.InferenceServerClient, name: str, version: str) -> dict[str, Any]:
+    """The model's statistics once its success count has settled: Triton counts a request just
+    after sending its response, so the one that just returned may not be in yet (a loaded machine
+    showed 101 counted for 100 sent)."""
     stats: dict[str, Any] = client.get_inference_statistics(name, version, as_json=True)
-    return stats
+    while True:
+        time.sleep(_SETTLE_S)
+        again: dict[str, Any] = client.get_inference_statistics(name, version, as_json=True)
+        if server_delta(stats, again, name, version)["requests"] == 0:
+            return again
+        stats = again
 
 
 def _server_us(

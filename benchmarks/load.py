@@ -2,14 +2,16 @@
 
 Closed loop keeps N requests in flight (perf_analyzer's concurrency mode): throughput is what
 the server sustains. Open loop sends at Poisson arrival times regardless of completions, so a
-rate near capacity shows up as queueing instead of being hidden by a slower client.
+rate near capacity shows up as queueing instead of being hidden by a slower client; latency counts
+from each request's scheduled time, and how late it actually went out is recorded with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,11 +22,11 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tritonstack.benchmarks.config import WindowRule
 from tritonstack.benchmarks.stats import server_delta
-from tritonstack.benchmarks.windows import Window, is_stable
+from tritonstack.benchmarks.windows import Series, Window
 from tritonstack.errors import ServeError
 from tritonstack.spec import Array, wire_dtype
 
-Send = Callable[[], Coroutine[Any, Any, None]]
+Send = Callable[[float], Coroutine[Any, Any, None]]  # one request, scheduled at a perf_counter time
 Generator = Callable[[Send, asyncio.Event], Coroutine[Any, Any, None]]
 
 
@@ -32,7 +34,7 @@ def closed_loop(concurrency: int) -> Generator:
     async def run(send: Send, stop: asyncio.Event) -> None:
         async def worker() -> None:
             while not stop.is_set():
-                await send()
+                await send(time.perf_counter())  # due now: the previous one returned
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -40,6 +42,9 @@ def closed_loop(concurrency: int) -> Generator:
 
 
 def open_loop(rate: float, seed: int = 0) -> Generator:
+    """Poisson arrivals at `rate` per second. Each request is due at its arrival time whatever
+    happened before: when the event loop falls behind, the late ones go out at once and their
+    latency counts from when they were due (no coordinated omission)."""
     rng = np.random.default_rng(seed)
 
     async def run(send: Send, stop: asyncio.Event) -> None:
@@ -48,7 +53,7 @@ def open_loop(rate: float, seed: int = 0) -> Generator:
         while not stop.is_set():
             arrival += float(rng.exponential(1.0 / rate))
             await asyncio.sleep(max(arrival - time.perf_counter(), 0.0))
-            task = asyncio.create_task(send())
+            task = asyncio.create_task(send(arrival))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
         await asyncio.gather(*in_flight)
@@ -58,11 +63,10 @@ def open_loop(rate: float, seed: int = 0) -> Generator:
 
 @dataclass
 class CellRun:
-    """The windows of one cell, whether the last ones agreed, and the whole cell's request counts
-    (warm-up included) on both sides: they must be equal."""
+    """The windows of one cell and the whole cell's request counts (warm-up included) on both
+    sides: they must be equal."""
 
-    windows: list[Window]
-    stable: bool
+    series: Series
     client_requests: int
     triton_success: int
 
@@ -83,26 +87,28 @@ def prebuilt_request(model: str, version: str, feeds: Mapping[str, Array]) -> se
 
 
 class Sender:
-    """One prebuilt `ModelInferRequest` (tensors in `raw_input_contents`) sent again and again
-    straight through gRPC's generated stub, as perf_analyzer reuses its request: the client's own
-    Python stays a small, constant part of every latency."""
+    """A pool of prebuilt `ModelInferRequest`s (tensors in `raw_input_contents`) sent in turn,
+    straight through gRPC's generated stub, as perf_analyzer cycles through its input data: the
+    client's own Python stays a small, constant part of every latency."""
 
-    def __init__(self, channel: grpc.aio.Channel, request: service_pb2.ModelInferRequest) -> None:
-        self.request = request
+    def __init__(self, channel: grpc.aio.Channel, requests: Sequence[service_pb2.ModelInferRequest]) -> None:
+        self.requests = list(requests)
+        self._next = itertools.cycle(self.requests)
         self._model_infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
 
     async def infer(self) -> None:
+        request = next(self._next)
         try:
-            await self._model_infer(self.request)
+            await self._model_infer(request)
         except grpc.aio.AioRpcError as exc:
             raise ServeError(
-                f"{self.request.model_name} version {self.request.model_version} failed under load: "
+                f"{request.model_name} version {request.model_version} failed under load: "
                 f"{exc.code().name}: {exc.details()}"
             ) from exc
 
 
-class Target:
-    """One served model version, the request it receives (built once) and its statistics, which
+class ServedModel:
+    """One served model version, the requests it receives (built once) and its statistics, which
     go through tritonclient."""
 
     def __init__(
@@ -111,10 +117,10 @@ class Target:
         client: grpcaio.InferenceServerClient,
         model: str,
         version: str,
-        feeds: Mapping[str, Array],
+        pool: Iterable[Mapping[str, Array]],
     ):
         self.client, self.model, self.version = client, model, version
-        self.sender = Sender(channel, prebuilt_request(model, version, feeds))
+        self.sender = Sender(channel, [prebuilt_request(model, version, feeds) for feeds in pool])
 
     async def statistics(self) -> dict[str, Any]:
         stats: dict[str, Any] = await self.client.get_inference_statistics(
@@ -123,11 +129,12 @@ class Target:
         return stats
 
 
-Completion = tuple[float, float]  # (completion time, latency), both perf_counter seconds
+# (completion time, latency from when the request was due, how late it was sent), perf_counter seconds
+Completion = tuple[float, float, float]
 
 
 class Load(Protocol):
-    """Requests sent to a target until stopped; completions are collected as they happen."""
+    """Requests sent to a model until stopped; completions are collected as they happen."""
 
     async def start(self) -> None:
         """Begin sending; returns once the load is running."""
@@ -151,12 +158,12 @@ class AsyncioLoad:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def send(self) -> None:
-        """One request, timed and recorded like the generator's."""
+    async def send(self, due: float) -> None:
+        """One request due at `due`, timed from then and recorded like the generator's."""
         start = time.perf_counter()
         await self._sender.infer()
         end = time.perf_counter()
-        self._done.append((end, end - start))
+        self._done.append((end, end - due, start - due))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._generator(self.send, self._stop))
@@ -174,39 +181,38 @@ class AsyncioLoad:
         return await self.completions()
 
 
-async def measure(target: Target, load: Load, rule: WindowRule) -> CellRun:
-    """Warm up for one window, then cut windows until `rule` says stable or the cell's time is up
-    (never fewer than `rule.count` windows)."""
+async def measure(model: ServedModel, load: Load, rule: WindowRule) -> CellRun:
+    """Warm up for one window, then cut windows as `rule` says (`benchmarks.windows.Series`)."""
     done: list[Completion] = []
-    first = await target.statistics()
+    first = await model.statistics()
     await load.start()
     started = time.perf_counter()
     try:
         await asyncio.sleep(rule.window_s)
-        windows: list[Window] = []
-        boundary, snapshot = time.perf_counter(), await target.statistics()
-        stable = False
-        while not stable and (
-            len(windows) < rule.count or boundary - started + rule.window_s <= rule.max_cell_s
-        ):
-            await asyncio.sleep(rule.window_s)
-            end, after = time.perf_counter(), await target.statistics()
+        boundary, snapshot = time.perf_counter(), await model.statistics()
+        series = Series(rule, started)
+        finished = False
+        while not finished:
+            await asyncio.sleep(max(boundary + series.length - time.perf_counter(), 0.0))
+            end, after = time.perf_counter(), await model.statistics()
             done += await load.completions()
-            latencies = [latency for t, latency in done if boundary <= t < end]
-            windows.append(Window(boundary, end, latencies, snapshot, after))
+            inside = [(latency, lag) for t, latency, lag in done if boundary <= t < end]
+            window = Window(boundary, end, [c[0] for c in inside], snapshot, after, [c[1] for c in inside])
+            finished = series.add(window)
             boundary, snapshot = end, after
-            stable = is_stable(windows, rule.count, rule.tolerance)
     finally:
         done += await load.stop()
-    return CellRun(windows, stable, len(done), await _settled_count(target, first, len(done)))
+    return CellRun(series, len(done), await _settled_count(model, first, len(done)))
 
 
-async def _settled_count(target: Target, first: dict[str, Any], expected: int, timeout_s: float = 2.0) -> int:
+async def _settled_count(
+    model: ServedModel, first: dict[str, Any], expected: int, timeout_s: float = 2.0
+) -> int:
     """Triton's successes since `first`: it counts a request just after sending the response, so
     the last ones may need a moment to appear."""
     deadline = time.perf_counter() + timeout_s
     while True:
-        count = int(server_delta(first, await target.statistics(), target.model, target.version)["requests"])
+        count = int(server_delta(first, await model.statistics(), model.model, model.version)["requests"])
         if count == expected or time.perf_counter() > deadline:
             return count
         await asyncio.sleep(0.01)

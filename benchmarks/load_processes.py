@@ -2,15 +2,15 @@
 
 One asyncio thread in Python drives a closed loop at up to about 9,000 requests per second (H200
 host, benchmarks/OVERHEAD.md); beyond that the loop would measure the load generator instead of the
-server. `--client-processes N` splits the concurrency (or the
-request rate: Poisson arrivals split N ways are still Poisson) over N processes. Each sends the
-same prebuilt request and streams its (completion time, latency) pairs back every few
-milliseconds, each batch stamped with the time up to which it is complete (its watermark);
-`perf_counter` is the system-wide monotonic clock, so their times line up with the main process's
-windows. A window is cut only once every worker's watermark has passed its end: a second of
-reports at a few thousand requests per second overflows the queue's pipe (64 KiB), the rest waits
-in the workers, and the fixed grace period used before left windows short of requests or empty
-(H200, 9,000 requests/s: windows of 3,637, 32 and 0 requests in a cell that sent 44,396).
+server. `--client-processes N` splits the concurrency (or the request rate: Poisson arrivals split
+N ways are still Poisson) over N processes. Each sends the same pool of prebuilt requests and
+streams its completions back every few milliseconds, each batch stamped with the time up to which
+it is complete (its watermark); `perf_counter` is the system-wide monotonic clock, so their times
+line up with the main process's windows. A window is cut only once every worker's watermark has
+passed its end: a second of reports at a few thousand requests per second overflows the queue's
+pipe (64 KiB), the rest waits in the workers, and the fixed grace period used before left windows
+short of requests or empty (H200, 9,000 requests/s: windows of 3,637, 32 and 0 requests in a cell
+that sent 44,396).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import multiprocessing
 import queue
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event as ProcessEvent
@@ -61,12 +62,17 @@ class ProcessLoad:
     """`benchmarks.load.Load` over worker processes (started per cell, stopped at its end)."""
 
     def __init__(
-        self, url: str, request: service_pb2.ModelInferRequest, mode: str, level: float, processes: int
+        self,
+        url: str,
+        requests: Sequence[service_pb2.ModelInferRequest],
+        mode: str,
+        level: float,
+        processes: int,
     ) -> None:
         context = multiprocessing.get_context("spawn")  # gRPC does not survive fork
         self._queue: multiprocessing.Queue[Any] = context.Queue()
         self._stop: ProcessEvent = context.Event()
-        payload = request.SerializeToString()
+        payload = [request.SerializeToString() for request in requests]
         self._workers: list[SpawnProcess] = [
             context.Process(
                 target=_work, args=(url, payload, mode, share, worker, self._queue, self._stop), daemon=True
@@ -135,7 +141,7 @@ class ProcessLoad:
 
 def _work(
     url: str,
-    payload: bytes,
+    payload: list[bytes],
     mode: str,
     share: float,
     worker: int,
@@ -154,22 +160,22 @@ def _work(
 
 async def _send_until_stopped(
     url: str,
-    payload: bytes,
+    payload: list[bytes],
     generator: Generator,
     worker: int,
     out: multiprocessing.Queue[Any],
     stop: ProcessEvent,
 ) -> None:
-    request = service_pb2.ModelInferRequest.FromString(payload)
+    requests = [service_pb2.ModelInferRequest.FromString(p) for p in payload]
     async with grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS) as channel:
-        load = AsyncioLoad(Sender(channel, request), generator)
+        load = AsyncioLoad(Sender(channel, requests), generator)
 
         async def flush() -> None:
             # Completions are recorded on this thread as they happen: all before `mark` are in.
             mark = time.perf_counter()
             out.put((worker, mark, await load.completions()))
 
-        await load.send()  # the channel is up and the model answers: this worker is ready
+        await load.send(time.perf_counter())  # the channel is up and the model answers: this worker is ready
         await flush()
         out.put(True)
         await load.start()

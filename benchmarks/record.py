@@ -8,9 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tritonstack.export.pipeline import repository_name
 from tritonstack.export.state import read_metadata, update_metadata
-from tritonstack.formats import Format
 
 
 def record_in_metadata(results: Mapping[str, Any], repo: Path, results_path: Path) -> list[Path]:
@@ -18,7 +16,7 @@ def record_in_metadata(results: Mapping[str, Any], repo: Path, results_path: Pat
     the version folders recorded (versions without metadata are left as they are)."""
     updated = []
     for cell in _summary_cells(results["cells"]):
-        version_dir = repo / repository_name(cell["model"], Format(cell["format"])) / str(cell["version"])
+        version_dir = repo / cell["name"] / str(cell["version"])
         meta = read_metadata(version_dir)
         if meta is None:
             continue
@@ -37,12 +35,12 @@ def record_in_metadata(results: Mapping[str, Any], repo: Path, results_path: Pat
 
 
 def _summary_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (model, format, version): the concurrency-1 cell of the smallest batch size."""
-    best: dict[tuple[str, str, int], dict[str, Any]] = {}
+    """Per (repository model, version): the concurrency-1 cell of the smallest batch size."""
+    best: dict[tuple[str, int], dict[str, Any]] = {}
     for cell in cells:
         if cell["mode"] != "concurrency" or cell["level"] != 1:
             continue
-        key = (cell["model"], cell["format"], cell["version"])
+        key = (cell["name"], cell["version"])
         if key not in best or cell["batch_size"] < best[key]["batch_size"]:
             best[key] = cell
     return list(best.values())

@@ -21,25 +21,31 @@ from tritonstack.benchmarks.stats import PERCENTILES, SERVER_PHASES  # noqa: E40
 from tritonstack.errors import UsageError  # noqa: E402
 
 COLUMNS = (
-    "model", "format", "batch_size", "mode", "level", "stable", "mean_ms", "p50_ms", "p90_ms", "p95_ms",
-    "p99_ms", "inferences_per_s", "samples_per_s", "queue_us", "compute_input_us", "compute_infer_us",
-    "compute_output_us", "server_total_us", "client_remainder_us", "overhead_p50_ms", "throughput_ratio",
-    "formed_batch", "throughput_ratio_formed",
+    "model", "format", "served_by", "batch_size", "mode", "level", "stable", "mean_ms", "p50_ms", "p90_ms",
+    "p95_ms", "p99_ms", "p99_samples", "inferences_per_s", "samples_per_s", "send_lag_p99_ms", "queue_us",
+    "compute_input_us", "compute_infer_us", "compute_output_us", "server_total_us", "client_remainder_us",
+    "overhead_p50_ms", "throughput_ratio", "formed_batch", "throughput_ratio_formed", "pool_requests",
 )  # fmt: skip
 
 
 def row(cell: dict[str, Any]) -> dict[str, Any]:
-    """One flat row per cell for the CSV and the Markdown table."""
+    """One flat row per cell for the CSV and the Markdown table (runs from before a field was
+    recorded leave it empty)."""
     latency, server, overhead = cell["latency_ms"], cell["server_us"], cell["overhead"]
-    values = {k: cell[k] for k in ("model", "format", "batch_size", "mode", "level", "stable")}
+    values = {k: cell[k] for k in ("format", "batch_size", "mode", "level", "stable")}
+    values["model"] = cell.get("name", cell["model"])
+    values["served_by"] = cell.get("served_by", {}).get("label")
     values |= {f"{k}_ms": latency[k] for k in ("mean", *(f"p{q}" for q in PERCENTILES))}
+    values["p99_samples"] = cell.get("latency_samples")
     values |= {k: cell[k] for k in ("inferences_per_s", "samples_per_s", "client_remainder_us")}
+    values["send_lag_p99_ms"] = cell.get("send_lag_ms", {}).get("p99")
     values |= {f"{phase}_us": server[phase] for phase in SERVER_PHASES}
     values["server_total_us"] = server["total"]
     values["overhead_p50_ms"] = overhead.get("p50_ms")
-    values["throughput_ratio"] = overhead["throughput_ratio"]
-    values["formed_batch"] = server.get("formed_batch")  # absent in runs before it was recorded
+    values["throughput_ratio"] = overhead.get("throughput_ratio")
+    values["formed_batch"] = server.get("formed_batch")
     values["throughput_ratio_formed"] = overhead.get("throughput_ratio_formed")
+    values["pool_requests"] = cell.get("pool", {}).get("requests")
     return values
 
 
@@ -78,28 +84,89 @@ def _fmt(value: Any) -> str:
 
 def _table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
     served = [[_fmt(row(c)[k]) for k in COLUMNS] for c in results["cells"]]
-    base_head = ["model", "runtime", "batch_size", "stable", "p50_ms", "p99_ms", "inferences_per_s"]
+    base_head = ["model", "runtime", "batch_size", "stable", "p50_ms", "p99_ms", "p99_samples",
+                 "inferences_per_s", "pool_requests"]  # fmt: skip
     base = [
-        [b["model"], b["runtime"], str(b["batch_size"]), str(b["stable"]), _fmt(b["latency_ms"]["p50"]),
-         _fmt(b["latency_ms"]["p99"]), _fmt(b["inferences_per_s"])]
+        [b.get("name") or b["model"], b["runtime"], str(b["batch_size"]), str(b["stable"]),
+         _fmt(b["latency_ms"]["p50"]), _fmt(b["latency_ms"]["p99"]), _fmt(b.get("latency_samples")),
+         _fmt(b["inferences_per_s"]), _fmt(b.get("pool", {}).get("requests"))]
         for b in results["baselines"]
     ]  # fmt: skip
     return list(COLUMNS), served, base_head, base
 
 
+def _models_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One row per model: version, platform, the backend that served it, and its in-process baseline
+    (or why there is none)."""
+    labels = {c.get("name"): c.get("served_by", {}) for c in results["cells"]}
+    head = ["model", "version", "platform", "served by", "in process"]
+    rows = [
+        [m["name"], str(m["version"]), m["platform"] or m["backend"],
+         labels.get(m["name"], {}).get("description", ""), m["in_process"]]
+        for m in results.get("models", [])
+    ]  # fmt: skip
+    return head, rows
+
+
+def stability(results: dict[str, Any]) -> str:
+    """How many cells and baselines met the stability rule."""
+    cells, baselines = results["cells"], results["baselines"]
+    stable_cells = sum(c["stable"] for c in cells)
+    stable_baselines = sum(b["stable"] for b in baselines)
+    return (
+        f"{stable_cells} of {len(cells)} cells and {stable_baselines} of {len(baselines)} in-process "
+        "baselines stable"
+    )
+
+
+def _pools(results: dict[str, Any]) -> str:
+    """The input pools, one phrase per (model, batch size)."""
+    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    for cell in results["cells"]:
+        if "pool" in cell:
+            seen.setdefault((cell["name"], cell["batch_size"]), cell["pool"])
+    return "; ".join(
+        f"{name} b{batch}: {pool['requests']} distinct requests ({pool['bytes'] / 2**20:.2g} MiB, seed "
+        f"{pool['seed']})"
+        for (name, batch), pool in seen.items()
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     head, served, base_head, base = _table_rows(results)
+    models_head, models = _models_rows(results)
 
     def table(columns: list[str], rows: list[list[str]]) -> str:
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
+    config = results["config"]
+    rule = (
+        f"Windows: {config['window_s']:g} s at first, counted with at least "
+        f"{config.get('min_window_requests', 1)} requests, lengthened until the last "
+        f"{config['stable_windows']} agree within {config['tolerance']:.0%} on throughput and p50, at "
+        f"most {config['max_cell_s']:g} s per cell; {stability(results)}."
+        if "min_window_requests" in config
+        else f"{stability(results)} (this run's rule compared p99 across windows)."
+    )
+    pools = _pools(results)
+    load = (
+        f"Load average (1, 5, 15 min) when the served cells began: "
+        f"{', '.join(f'{v:.2f}' for v in env['load_average'])}; at the end: "
+        f"{', '.join(f'{v:.2f}' for v in env['load_average_end'])} ({env['cpu_count']} cores).\n\n"
+        if "load_average_end" in env
+        else ""
+    )
     return (
         f"# tritonstack bench\n\n`{env['command']}` on {env['cpu']} ({env['cpu_count']} cores), GPU "
-        f"{env['gpu'] or 'none'}; Triton {env['triton_server']}, torch {env['torch']}, onnxruntime "
-        f"{env['onnxruntime']}, commit {env['git_commit']}.\n\n## Served (latency ms, server-side us per "
-        f"request)\n\n{table(head, served)}\n\n## In process, sequential\n\n{table(base_head, base)}\n"
+        f"{env['gpu'] or 'none'}; Triton {env['triton_server']}"
+        f"{' (' + env['server'] + ')' if 'server' in env else ''}, torch {env['torch']}, onnxruntime "
+        f"{env['onnxruntime']}, commit {env['git_commit']}.\n\n{rule}\n\n{load}"
+        + (f"Inputs: {pools}.\n\n" if pools else "")
+        + (f"## Models\n\n{table(models_head, models)}\n\n" if models else "")
+        + f"## Served (latency ms, server-side us per request)\n\n{table(head, served)}\n\n"
+        f"## In process, sequential\n\n{table(base_head, base)}\n"
     )
 
 
@@ -107,7 +174,7 @@ def _figure(
     results: dict[str, Any], key: str, x: str, draw: Callable[[Any, list[dict[str, Any]]], None]
 ) -> Figure:
     """One subplot per format; `draw` plots the cells of that format (closed loop only)."""
-    formats = results["config"]["formats"]
+    formats = sorted({c["format"] for c in results["cells"]})
     figure, axes = plt.subplots(1, len(formats), figsize=(6 * len(formats), 4), squeeze=False)
     for ax, fmt in zip(axes[0], formats, strict=True):
         draw(ax, [c for c in results["cells"] if c["format"] == fmt and c["mode"] == "concurrency"])

@@ -1,5 +1,6 @@
-"""One benchmark run: start (or reach) Triton, measure every cell and every in-process baseline,
-and return the results as one JSON-ready dict."""
+"""One benchmark run: find the models (a local repository or a server's model-config RPC), measure
+every in-process baseline, start (or reach) Triton, measure every cell, and return the results as
+one JSON-ready dict."""
 
 from __future__ import annotations
 
@@ -21,106 +22,154 @@ import tritonclient.grpc.aio as grpcaio
 from rich.progress import Progress
 
 from tritonstack.benchmarks.baseline import baseline_result
-from tritonstack.benchmarks.config import BenchConfig, command_line
+from tritonstack.benchmarks.config import BenchConfig, Reference, command_line
+from tritonstack.benchmarks.in_process import artifact_runner, reference_runner, torch_threads
+from tritonstack.benchmarks.inputs import Pool
 from tritonstack.benchmarks.load import (
     AsyncioLoad,
     CellRun,
     Generator,
     Load,
-    Target,
+    ServedModel,
     closed_loop,
     measure,
     open_loop,
 )
 from tritonstack.benchmarks.load_processes import ProcessLoad
+from tritonstack.benchmarks.served_by import served_by
 from tritonstack.benchmarks.stats import latency_ms, server_delta
-from tritonstack.benchmarks.windows import merge
-from tritonstack.errors import UsageError
-from tritonstack.export.checkpoint import LoadedModel, load_model
-from tritonstack.export.pipeline import repository_name
-from tritonstack.formats import Artifact, Format
-from tritonstack.runtimes.runners import OnnxRuntimeRunner, Runner, TorchRunner, TorchScriptRunner, runner_for
-from tritonstack.serve import running_server
-from tritonstack.spec import read_config
+from tritonstack.benchmarks.targets import BenchTarget, local_targets, remote_targets
+from tritonstack.errors import ServeError, UsageError
+from tritonstack.runtimes.runners import Runner
+from tritonstack.serve import ExternalServer, running_server
+from tritonstack.spec import ModelSpec
 
-# The in-process baseline that a served format is compared with.
-RUNTIME_OF = {"onnx": "onnxruntime", "torchscript": "torchscript", "tensorrt": "tensorrt"}
+Step = Callable[[str], None]
+_CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
 
 def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Every model x format x batch size x load level, served and in process."""
-    checkpoints = {model: config.checkpoints / f"{model}.pt" for model in config.models}
-    missing = [str(path) for path in checkpoints.values() if not path.is_file()]
-    if missing:
-        raise UsageError(
-            f"no checkpoint {', '.join(missing)}: run `tritonstack demo` (or `tritonstack train` and "
-            "`tritonstack export`) first, or pass --checkpoints DIR"
-        )
-    versions = {
-        (m, f): latest_version(config.repo, repository_name(m, f))
-        for m in config.models
-        for f in config.formats
-    }
+    """Every selected model x batch size x load level, served and in process."""
+    targets = _targets(config)
+    _check_batch_sizes(config, targets)
+    references = _references(config, targets)
     progress = progress or Progress(disable=True)
     levels = _levels(config)
-    per_model = len(config.batch_sizes) * (len(config.formats) * (len(levels) + 1) + 1)
-    task = progress.add_task("bench", total=len(config.models) * per_model)
+    total = len(config.batch_sizes) * (len(targets) * (len(levels) + 1) + len(references))
+    task = progress.add_task("bench", total=total)
 
     def step(description: str) -> None:
         progress.update(task, description=description, advance=1)
 
-    loaded = {model: load_model(path) for model, path in checkpoints.items()}
     # In process first, before the embedded server starts: an idle Triton and its backend stubs
     # still take CPU time that a single-threaded runner on 2 cores notices.
-    baselines = [b for model in config.models for b in _baselines(config, loaded[model], versions, step)]
-    with running_server(config.repo, config.url) as url:
-        results = asyncio.run(_run(config, url, loaded, versions, levels, step))
-    todo = _formed_batch_todo(results["cells"], baselines)
-    progress.update(task, total=len(config.models) * per_model + len(todo))
-    for model, fmt, batch in todo:
-        artifact = repo_artifact(config.repo, loaded[model], fmt, versions[model, fmt])
-        name = repository_name(model, fmt)
-        threads = served_threads(config.repo, name)
-        runner = in_process_runner(artifact, served_device(config.repo, name), threads)
-        baselines.append(_baseline(config, loaded[model], runner, threads, batch, step))
-    add_overheads(results["cells"], baselines)
+    skipped: dict[str, str] = {}
+    baselines: list[dict[str, Any]] = []
+    for target in targets:
+        runner, reason = artifact_runner(target)
+        if runner is None:
+            skipped[target.name] = reason or "unavailable"
+            progress.update(task, advance=len(config.batch_sizes))
+            continue
+        baselines += [_baseline(config, target, runner, None, b, step) for b in config.batch_sizes]
+    for reference, target, runner in references:
+        baselines += [_baseline(config, target, runner, reference, b, step) for b in config.batch_sizes]
+    with _server(config) as url:
+        results = asyncio.run(_run(config, url, targets, levels, step))
+    todo = _formed_batch_todo(results["cells"], baselines, skipped)
+    progress.update(task, total=total + len(todo))
+    for target in targets:  # each artifact loaded once more, for all of its formed batch sizes
+        batches = [batch for name, batch in todo if name == target.name]
+        runner = artifact_runner(target)[0] if batches else None
+        if runner is not None:
+            baselines += [_baseline(config, target, runner, None, b, step) for b in batches]
+    add_overheads(results["cells"], baselines, skipped)
+    results["models"] = [t.describe() | {"in_process": skipped.get(t.name, "measured")} for t in targets]
+    results["environment"]["load_average_end"] = list(os.getloadavg())
     return results | {"baselines": baselines}
 
 
-def _baselines(
-    config: BenchConfig,
-    loaded: LoadedModel,
-    versions: dict[tuple[str, Format], int],
-    step: Callable[[str], None],
-) -> list[dict[str, Any]]:
-    model = loaded.spec.name
-    artifacts = [repo_artifact(config.repo, loaded, f, versions[model, f]) for f in config.formats]
-    # Same device and threads as the served instances, so overhead compares like with like.
-    device = served_device(config.repo, repository_name(model, config.formats[0]))
-    threads = [served_threads(config.repo, repository_name(model, f)) for f in config.formats]
-    runners: list[tuple[Runner, int]] = [
-        (in_process_runner(a, device, t), t) for a, t in zip(artifacts, threads, strict=True)
-    ]
-    runners.append((TorchRunner(loaded.module, loaded.spec, device), threads[0]))
-    return [_baseline(config, loaded, r, t, batch, step) for batch in config.batch_sizes for r, t in runners]
+def _targets(config: BenchConfig) -> list[BenchTarget]:
+    """The local repository's models, or (`--url` alone) the server's, from its model-config RPC."""
+    if config.repo is not None:
+        return local_targets(config.repo, config.models)
+    url = config.url or ""
+    ExternalServer(url).wait_ready()
+
+    async def fetch() -> list[BenchTarget]:
+        client = grpcaio.InferenceServerClient(url)
+        try:
+            return await remote_targets(client, config.models, url)
+        finally:
+            await client.close()
+
+    return asyncio.run(fetch())
+
+
+def _check_batch_sizes(config: BenchConfig, targets: list[BenchTarget]) -> None:
+    for target in targets:
+        over = [b for b in config.batch_sizes if b > target.config.max_batch_size]
+        if over:
+            raise UsageError(
+                f"--batch-sizes: {','.join(map(str, over))} over {target.name}'s max_batch_size "
+                f"{target.config.max_batch_size}: drop them, or export it with a larger --max-batch-size"
+            )
+
+
+def _references(
+    config: BenchConfig, targets: list[BenchTarget]
+) -> list[tuple[Reference, BenchTarget, Runner]]:
+    """Each `--reference` with the first selected model it stands beside (by base or repository
+    name) and its module, loaded before anything is measured so a bad checkpoint stops the run
+    at once."""
+    pairs = []
+    for reference in config.references:
+        matching = [t for t in targets if reference.model in (t.base, t.name)]
+        if not matching:
+            raise UsageError(
+                f"--reference {reference}: no selected model {reference.model!r} "
+                f"(selected: {', '.join(t.name for t in targets)})"
+            )
+        if not reference.checkpoint.exists():
+            raise UsageError(f"--reference {reference}: no checkpoint {reference.checkpoint}")
+        pairs.append((reference, matching[0], reference_runner(reference, matching[0])))
+    return pairs
+
+
+@contextlib.contextmanager
+def _server(config: BenchConfig) -> Iterator[str]:
+    if config.url:
+        server = ExternalServer(config.url)
+        server.wait_ready()
+        yield server.grpc_url
+    else:
+        assert config.repo is not None  # BenchConfig wants one of the two
+        with running_server(config.repo) as url:
+            yield url
 
 
 def _baseline(
     config: BenchConfig,
-    loaded: LoadedModel,
+    target: BenchTarget,
     runner: Runner,
-    threads: int,
+    reference: Reference | None,
     batch: int,
-    step: Callable[[str], None],
+    step: Step,
 ) -> dict[str, Any]:
-    feeds = loaded.spec.random_inputs(batch, seed=batch)
-    with torch_threads(threads):
+    pool = Pool.for_rule(target.spec, batch, config.pool)
+    feeds = [target.artifact_feeds(b) for b in pool.batches()]
+    with torch_threads(target.threads):
         result = {
-            "model": loaded.spec.name,
-            "threads": threads,
+            "model": target.base,
+            "name": None if reference is not None else target.name,
+            "device": target.device,
+            "threads": target.threads,
+            "pool": {"requests": pool.size, "seed": pool.seed},
             **baseline_result(runner, feeds, batch, config.rule),
         }
-    step(f"{loaded.spec.name} in process {runner.name} batch {batch}")
+    if reference is not None:
+        result["reference"] = str(reference)
+    step(f"{target.base if reference else target.name} in process {runner.name} batch {batch}")
     return result
 
 
@@ -131,28 +180,17 @@ def formed_batch(cell: dict[str, Any]) -> int:
 
 
 def _formed_batch_todo(
-    cells: list[dict[str, Any]], baselines: list[dict[str, Any]]
-) -> list[tuple[str, Format, int]]:
-    """(model, format, batch) of formed batch sizes with no in-process baseline yet, measured after
-    the server stops: served throughput is compared with the artifact at the batch Triton ran."""
-    have = {(b["model"], b["runtime"], b["batch_size"]) for b in baselines}
+    cells: list[dict[str, Any]], baselines: list[dict[str, Any]], skipped: dict[str, str]
+) -> list[tuple[str, int]]:
+    """(model, batch) of formed batch sizes with no in-process baseline yet, measured after the
+    server stops: served throughput is compared with the artifact at the batch Triton ran."""
+    have = {(b["name"], b["batch_size"]) for b in baselines}
     todo = []
     for cell in cells:
-        fmt = Format(cell["format"])
-        key = (cell["model"], fmt, formed_batch(cell))
-        if (cell["model"], RUNTIME_OF[fmt.value], key[2]) not in have and key not in todo:
+        key = (cell["name"], formed_batch(cell))
+        if cell["name"] not in skipped and key not in have and key not in todo:
             todo.append(key)
     return todo
-
-
-def latest_version(repo: Path, name: str) -> int:
-    """The version Triton serves by default: the highest numbered directory."""
-    found = [int(p.name) for p in (repo / name).glob("*") if p.is_dir() and p.name.isdigit()]
-    if not found:
-        raise UsageError(
-            f"model {name} is not in {repo}: run `tritonstack demo` or `tritonstack export` first"
-        )
-    return max(found)
 
 
 def _levels(config: BenchConfig) -> list[tuple[str, float, Generator]]:
@@ -163,33 +201,32 @@ def _levels(config: BenchConfig) -> list[tuple[str, float, Generator]]:
 async def _run(
     config: BenchConfig,
     url: str,
-    loaded: dict[str, LoadedModel],
-    versions: dict[tuple[str, Format], int],
+    targets: list[BenchTarget],
     levels: list[tuple[str, float, Generator]],
-    step: Callable[[str], None],
+    step: Step,
 ) -> dict[str, Any]:
     client = grpcaio.InferenceServerClient(url)
-    channel = grpc.aio.insecure_channel(
-        url, options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-    )
+    channel = grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS)
     try:
         server = await client.get_server_metadata(as_json=True)
+        labels = {t.name: await _served_by(client, t, url, embedded=config.url is None) for t in targets}
         cells: list[dict[str, Any]] = []
-        for model, fmt, batch in itertools.product(config.models, config.formats, config.batch_sizes):
-            name = repository_name(model, fmt)
-            feeds = loaded[model].spec.random_inputs(batch, seed=batch)
-            target = Target(channel, client, name, str(versions[model, fmt]), feeds)
+        for target, batch in itertools.product(targets, config.batch_sizes):
+            pool = Pool.for_rule(target.spec, batch, config.pool)
+            model = ServedModel(channel, client, target.name, str(target.version), pool.batches())
             for mode, level, generator in levels:
                 load: Load = (
-                    AsyncioLoad(target.sender, generator)
+                    AsyncioLoad(model.sender, generator)
                     if config.client_processes == 1
-                    else ProcessLoad(url, target.sender.request, mode, level, config.client_processes)
+                    else ProcessLoad(url, model.sender.requests, mode, level, config.client_processes)
                 )
-                run = await measure(target, load, config.rule)
-                cells.append(_cell(model, fmt, batch, mode, level, run, target, config.rule.count))
-                step(f"{name} batch {batch} {mode} {level:g}")
+                run = await measure(model, load, config.rule)
+                cell = _cell(target, batch, mode, level, run, model, config)
+                cells.append(cell | {"pool": pool.describe(), "served_by": labels[target.name]})
+                step(f"{target.name} batch {batch} {mode} {level:g}")
         return {
-            "environment": environment(server) | {"command": command_line(config)},
+            "environment": environment(server)
+            | {"server": "external" if config.url else "embedded", "command": command_line(config)},
             "config": _config_json(config),
             "cells": cells,
         }
@@ -198,111 +235,108 @@ async def _run(
         await client.close()
 
 
-def in_process_runner(artifact: Artifact, device: str, threads: int) -> Runner:
-    """The artifact's runtime with `threads` intra-op threads (torch's: under `torch_threads`)."""
-    if artifact.format is Format.ONNX:
-        return OnnxRuntimeRunner(artifact.path, artifact.spec, threads, device)
-    if artifact.format is Format.TORCHSCRIPT:
-        return TorchScriptRunner(artifact.path, artifact.spec, device)
-    return runner_for(artifact)
-
-
-def served_device(repo: Path, name: str) -> str:
-    """`cuda` when the model's config puts its instances on a GPU (and one is visible here)."""
-    import torch
-
-    groups = read_config(repo / name / "config.pbtxt").instance_group
-    on_gpu = any(g.kind == g.KIND_GPU for g in groups)
-    return "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
-
-
-def served_threads(repo: Path, name: str) -> int:
-    """The intra-op threads the model's config gives each instance (0: the runtime's default)."""
-    parameters = read_config(repo / name / "config.pbtxt").parameters
-    for fmt in Format:
-        if fmt.thread_parameters is not None and fmt.thread_parameters[0] in parameters:
-            return int(parameters[fmt.thread_parameters[0]].string_value or "0")
-    return 0
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """torch's intra-op threads set to `count` inside the block (0: left at its default)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count or before)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def repo_artifact(repo: Path, loaded: LoadedModel, fmt: Format, version: int) -> Artifact:
-    return Artifact(
-        fmt, repo / repository_name(loaded.spec.name, fmt) / str(version) / fmt.filename, loaded.spec
-    )
+async def _served_by(
+    client: grpcaio.InferenceServerClient, target: BenchTarget, url: str, embedded: bool
+) -> dict[str, Any]:
+    """The backend the server runs the model on; the served config must describe the same tensors
+    as the one the baselines and inputs came from."""
+    served = (await client.get_model_config(target.name, str(target.version))).config
+    if ModelSpec.from_config(served) != target.spec:
+        raise UsageError(
+            f"the server at {url} serves {target.name} with other tensors than {target.config.name}'s "
+            "config here: pass the --repo the server was started on, or leave --repo out"
+        )
+    return served_by(served, embedded)
 
 
 def _cell(
-    model: str, fmt: Format, batch: int, mode: str, level: float, run: CellRun, target: Target, count: int
+    target: BenchTarget,
+    batch: int,
+    mode: str,
+    level: float,
+    run: CellRun,
+    model: ServedModel,
+    config: BenchConfig,
 ) -> dict[str, Any]:
-    last = merge(run.windows[-count:])
+    last = run.series.last()
+    if not last.latencies_s:
+        raise ServeError(
+            f"{target.name} batch {batch} {mode} {level:g}: no request completed within --max-cell-s "
+            f"{config.rule.max_cell_s:g}"
+        )
     latency = latency_ms(last.latencies_s)
-    server = server_delta(last.stats_before, last.stats_after, target.model, target.version)
-    return {
-        "model": model,
-        "format": fmt.value,
-        "version": int(target.version),
+    server = server_delta(last.stats_before, last.stats_after, model.model, model.version)
+    cell = {
+        "model": target.base,
+        "name": target.name,
+        "format": target.format_name,
+        "version": target.version,
         "batch_size": batch,
         "mode": mode,
         "level": level,
-        "stable": run.stable,
+        "stable": run.series.stable,
         "latency_ms": latency,
+        "latency_samples": last.requests,
         "inferences_per_s": last.throughput,
         "samples_per_s": last.throughput * batch,
         "server_us": server,
         "client_remainder_us": latency["mean"] * 1e3 - server["total"],
         "requests": {"client": run.client_requests, "triton_success": run.triton_success},
-        "windows": [w.summary() for w in run.windows],
+        "windows": [w.summary() for w in run.series.windows],
     }
+    if mode == "request_rate":  # how late requests went out against their schedule
+        cell["send_lag_ms"] = latency_ms(last.lags_s) | {"max": max(last.lags_s) * 1e3}
+    return cell
 
 
-def add_overheads(cells: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> None:
-    """Serving overhead against the same artifact in process (and eager PyTorch): p50 difference
-    at concurrency 1, throughput ratio at every load level, and the samples/s ratio against the
-    artifact in process at the batch size Triton formed (where that baseline was measured)."""
-    index = {(b["model"], b["runtime"], b["batch_size"]): b for b in baselines}
+def add_overheads(
+    cells: list[dict[str, Any]], baselines: list[dict[str, Any]], skipped: dict[str, str]
+) -> None:
+    """Serving overhead against the same artifact in process (and eager PyTorch, where measured):
+    p50 difference at concurrency 1, throughput ratio at every load level, and the samples/s ratio
+    against the artifact in process at the batch size Triton formed. A model whose artifact could
+    not run here gets the reason instead."""
+    artifacts = {(b["name"], b["batch_size"]): b for b in baselines if b["name"] is not None}
+    eager = {(b["model"], b["batch_size"]): b for b in baselines if b["name"] is None}
     for cell in cells:
-        runtime = RUNTIME_OF[cell["format"]]
-        artifact = index[cell["model"], runtime, cell["batch_size"]]
-        eager = index[cell["model"], "pytorch", cell["batch_size"]]
-        overhead: dict[str, float] = {
-            "throughput_ratio": cell["inferences_per_s"] / artifact["inferences_per_s"],
-            "throughput_ratio_vs_eager": cell["inferences_per_s"] / eager["inferences_per_s"],
-        }
-        formed = index.get((cell["model"], runtime, formed_batch(cell)))
-        if formed is not None:
-            overhead["formed_batch"] = formed["batch_size"]
-            overhead["throughput_ratio_formed"] = cell["samples_per_s"] / formed["samples_per_s"]
-        if cell["mode"] == "concurrency" and cell["level"] == 1:
-            overhead["p50_ms"] = cell["latency_ms"]["p50"] - artifact["latency_ms"]["p50"]
-            overhead["p50_ms_vs_eager"] = cell["latency_ms"]["p50"] - eager["latency_ms"]["p50"]
+        overhead: dict[str, float] = {}
+        artifact = artifacts.get((cell["name"], cell["batch_size"]))
+        reference = eager.get((cell["model"], cell["batch_size"]))
+        c1 = cell["mode"] == "concurrency" and cell["level"] == 1
+        if artifact is not None:
+            overhead["throughput_ratio"] = cell["inferences_per_s"] / artifact["inferences_per_s"]
+            formed = artifacts.get((cell["name"], formed_batch(cell)))
+            if formed is not None:
+                overhead["formed_batch"] = formed["batch_size"]
+                overhead["throughput_ratio_formed"] = cell["samples_per_s"] / formed["samples_per_s"]
+            if c1:
+                overhead["p50_ms"] = cell["latency_ms"]["p50"] - artifact["latency_ms"]["p50"]
+        else:
+            cell["in_process_skipped"] = skipped[cell["name"]]
+        if reference is not None:
+            overhead["throughput_ratio_vs_eager"] = cell["inferences_per_s"] / reference["inferences_per_s"]
+            if c1:
+                overhead["p50_ms_vs_eager"] = cell["latency_ms"]["p50"] - reference["latency_ms"]["p50"]
         cell["overhead"] = overhead
 
 
 def _config_json(config: BenchConfig) -> dict[str, Any]:
     return {
         "models": list(config.models),
-        "formats": [f.value for f in config.formats],
         "batch_sizes": list(config.batch_sizes),
         "concurrency": list(config.concurrencies),
         "request_rates": list(config.request_rates),
+        "repo": str(config.repo) if config.repo is not None else None,
         "url": config.url,
         "window_s": config.rule.window_s,
         "max_cell_s": config.rule.max_cell_s,
         "stable_windows": config.rule.count,
         "tolerance": config.rule.tolerance,
+        "min_window_requests": config.rule.min_requests,
+        "pool_size": config.pool.size,
+        "pool_mb": config.pool.max_mb,
+        "pool_seed": config.pool.seed,
+        "references": [str(r) for r in config.references],
         "client_processes": config.client_processes,
     }
 
@@ -338,6 +372,8 @@ def environment(server: dict[str, Any]) -> dict[str, Any]:
         "git_commit": _git_commit(),
         "argv": sys.argv,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # 1, 5 and 15 minute load averages: anything else running on the machine shows here.
+        "load_average": list(os.getloadavg()),
     }
 
 

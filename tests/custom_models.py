@@ -88,3 +88,71 @@ def make_broken_scorer(vocab: int = 50, width: int = 8) -> Scorer:
 
 
 NOT_CALLABLE = 3
+
+
+# User-style models that are not recommendation models, exported with `--arch module:callable`
+# and benchmarked from their repository configs alone (tests/test_bench_models.py).
+
+
+class ConvNet(nn.Module):
+    """A small CNN on 3x32x32 images: logits over 10 classes."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.head(self.features(image).mean(dim=(2, 3)))
+        return logits
+
+
+def make_conv() -> ConvNet:
+    return ConvNet()
+
+
+class TokenClassifier(nn.Module):
+    """A one-layer transformer encoder over token ids, mean-pooled into class logits."""
+
+    def __init__(self, vocab: int = 100, width: int = 16, classes: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.encoder = nn.TransformerEncoderLayer(width, nhead=2, dim_feedforward=32, batch_first=True)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.head(self.encoder(self.embed(tokens)).mean(dim=1))
+        return logits
+
+
+def make_transformer() -> TokenClassifier:
+    return TokenClassifier()
+
+
+class MixedIO(nn.Module):
+    """Several inputs and outputs of mixed dtypes and ranks: a float32 image (rank 4 with the batch),
+    int64 ids with a range, a bool mask and a float16 scale in; a float32 score, an int64 count and
+    float16 features out."""
+
+    def __init__(self, vocab: int = 30) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 4)
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.score = nn.Linear(8, 1)
+
+    def forward(
+        self, image: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        seen = self.embed(ids) * mask.unsqueeze(-1).float()
+        features = torch.cat([self.conv(image).mean(dim=(2, 3)), seen.sum(1)], 1) * scale.float()
+        return torch.sigmoid(self.score(features)), mask.sum(1, keepdim=True), features.half()
+
+
+def make_mixed_io() -> MixedIO:
+    return MixedIO()

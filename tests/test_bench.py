@@ -1,5 +1,6 @@
-"""`tritonstack bench`: the stability rule and statistics as pure functions, then one short real
-run on tiny models against the shared server, checked for structure and sanity (never speed)."""
+"""`tritonstack bench`: the stability rule, the input pool, model selection, backend labels and the
+open-loop schedule as pure functions, then short real runs on tiny models against the shared server,
+checked for structure and sanity (never speed). User-style models: tests/test_bench_models.py."""
 
 from __future__ import annotations
 
@@ -7,38 +8,45 @@ import asyncio
 import csv
 import itertools
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack import recsys
 from tritonstack.benchmarks.compare import ratios
-from tritonstack.benchmarks.config import BenchConfig, WindowRule, command_line
-from tritonstack.benchmarks.load import Completion, prebuilt_request
+from tritonstack.benchmarks.config import BenchConfig, PoolRule, Reference, WindowRule, command_line
+from tritonstack.benchmarks.inputs import Pool, request_bytes
+from tritonstack.benchmarks.load import Completion, open_loop, prebuilt_request
 from tritonstack.benchmarks.load_processes import ProcessLoad, RemoteTraceback, split
+from tritonstack.benchmarks.served_by import served_by
 from tritonstack.benchmarks.stats import latency_ms, server_delta
-from tritonstack.benchmarks.suite import RUNTIME_OF
-from tritonstack.benchmarks.windows import Window, agree, is_stable, merge
+from tritonstack.benchmarks.targets import local_targets, select
+from tritonstack.benchmarks.windows import Series, Window, agree, is_stable, merge
 from tritonstack.cli import main
 from tritonstack.errors import ServeError, UsageError
 from tritonstack.export.checkpoint import load_model
 from tritonstack.export.pipeline import export_to_repository
-from tritonstack.export.registry import list_registry
+from tritonstack.export.registry import list_registry, promote
 from tritonstack.formats import DEFAULT_FORMATS
 from tritonstack.recsys.train import train
 from tritonstack.serve import free_port
+from tritonstack.spec import DEFAULT_MAX_BATCH_SIZE, ModelSpec, TensorSpec, ids_out_of_range
 
 MODELS = ("two_tower", "dlrm")
 BATCH_SIZES = (1, 8)
 LEVELS = (("concurrency", 1.0), ("concurrency", 4.0), ("request_rate", 50.0))
+# Short windows for tests: a window counts from 5 requests (the default is 50).
+WINDOWS = ["--window-s", "0.15", "--max-cell-s", "0.9", "--min-window-requests", "5", "--pool-size", "16"]
 
 
-def _window(requests: int, p99_ms: float, duration_s: float = 1.0) -> Window:
-    """`requests` latencies of 1 ms except the last, so p99 lands between 1 ms and `p99_ms`."""
-    latencies = [1e-3] * (requests - 1) + [p99_ms * 1e-3]
+def _window(requests: int, p50_ms: float, duration_s: float = 1.0, p99_ms: float | None = None) -> Window:
+    """`requests` latencies of `p50_ms`, the last one `p99_ms` (default the same)."""
+    latencies = [p50_ms * 1e-3] * (requests - 1) + [(p99_ms or p50_ms) * 1e-3]
     return Window(0.0, duration_s, latencies)
 
 
@@ -56,13 +64,54 @@ def test_agree_is_relative_to_the_smallest() -> None:
     assert not agree([0.0, 0.0, 0.0], 0.10)
 
 
-def test_stability_needs_three_agreeing_windows() -> None:
+def test_stability_is_throughput_and_p50_of_three_windows() -> None:
     steady = [_window(100, 5.0) for _ in range(3)]
     assert not is_stable(steady[:2])
     assert is_stable(steady)
     assert not is_stable([*steady, _window(150, 5.0)])  # throughput jumps by 50%
-    assert not is_stable([*steady, _window(100, 50.0)])  # the tail does
+    assert not is_stable([*steady, _window(100, 6.0)])  # so does p50 (20%)
     assert is_stable([_window(10, 80.0), *steady])  # only the last three count
+    # The tail alone does not decide: perf_analyzer's rule, p99 varies far more between windows.
+    assert is_stable([_window(100, 5.0, p99_ms=p99) for p99 in (5.0, 50.0, 9.0)])
+
+
+def _series(rule: WindowRule, *windows: tuple[int, float]) -> tuple[Series, list[bool], list[float]]:
+    """Windows of (requests, p50 ms) back to back, each as long as the series asks; returns the
+    series, whether it was done after each window, and each window's length."""
+    series, done, lengths, start = Series(rule, 0.0), [], [], rule.window_s  # after the warm-up
+    for requests, p50 in windows:
+        length = series.length
+        lengths.append(length)
+        window = _window(requests, p50, length)
+        window.start, window.end = start, start + length
+        start = window.end
+        done.append(series.add(window))
+    return series, done, lengths
+
+
+def test_windows_count_only_with_enough_requests_and_lengthen() -> None:
+    rule = WindowRule(window_s=1.0, max_cell_s=40.0, min_requests=50)
+    # Too few requests: not counted, and the next window is twice as long.
+    series, done, lengths = _series(rule, (10, 5.0), (100, 5.0), (200, 5.0), (200, 5.0))
+    assert [w.counted for w in series.windows] == [False, True, True, True]
+    assert lengths == [1.0, 2.0, 2.0, 2.0]
+    assert not series.stable and done == [False] * 4  # 50, 50 and 100 requests/s disagree
+    # Disagreeing counted windows: each next one is longer, until they agree.
+    series, done, lengths = _series(rule, (100, 5.0), (100, 7.0), (100, 5.0), (150, 5.0), (225, 5.0))
+    assert lengths == [1.0, 1.0, 1.0, 1.5, 2.25]
+    assert done == [False, False, False, False, True] and series.stable
+    merged = series.last()  # the last three counted windows, contiguous
+    assert merged.requests == 475 and merged.duration_s == pytest.approx(4.75)
+
+
+def test_a_cell_stops_at_its_cap_unstable() -> None:
+    rule = WindowRule(window_s=1.0, max_cell_s=6.0, min_requests=50)
+    series, done, lengths = _series(rule, (100, 5.0), (100, 9.0), (100, 5.0), (100, 9.0))
+    assert lengths == [1.0, 1.0, 1.0, 1.5]  # within the cap: 1 s warm-up + 4.5 s
+    assert done == [False, False, False, True] and not series.stable
+    # No window ever counted: the cell still reports what it saw.
+    series, done, _ = _series(WindowRule(window_s=1.0, max_cell_s=4.0, min_requests=50), (3, 5.0), (4, 5.0))
+    assert done[-1] and series.last().requests == 7
 
 
 def test_merge_keeps_every_request_and_the_outer_snapshots() -> None:
@@ -109,7 +158,7 @@ def test_a_failed_load_worker_sends_its_traceback() -> None:
     """An exception cannot be chained across processes: the worker's traceback (its own causes
     included) comes back as the cause of the error the main process raises."""
     request = prebuilt_request("m", "1", {"x": np.zeros((1, 4), np.float32)})
-    load = ProcessLoad(f"127.0.0.1:{free_port()}", request, "concurrency", 1.0, processes=1)
+    load = ProcessLoad(f"127.0.0.1:{free_port()}", [request], "concurrency", 1.0, processes=1)
     with pytest.raises(
         ServeError, match="load worker failed: ServeError: m version 1 failed under load"
     ) as err:
@@ -121,18 +170,113 @@ def test_a_failed_load_worker_sends_its_traceback() -> None:
 def test_window_rule_must_fit_warm_up_and_windows() -> None:
     with pytest.raises(UsageError, match="max-cell-s"):
         WindowRule(window_s=1.0, max_cell_s=3.0)
+    with pytest.raises(UsageError, match="--min-window-requests"):
+        WindowRule(min_requests=0)
 
 
 def test_command_line_repeats_the_run() -> None:
-    command = command_line(BenchConfig(batch_sizes=(1, 64), request_rates=(50.0,)))
-    assert command.startswith("tritonstack bench --models dlrm,dcn_v2,two_tower --formats onnx,torchscript")
-    assert "--batch-sizes 1,64 " in command and "--request-rate 50 " in command and "--url" not in command
+    references = (Reference.parse("dlrm=ck/dlrm.pt"),)
+    command = command_line(
+        BenchConfig(("dlrm_onnx", "conv"), (1, 64), request_rates=(50.0,), references=references)
+    )
+    assert command.startswith("tritonstack bench --models dlrm_onnx,conv --batch-sizes 1,64 ")
+    assert "--request-rate 50 " in command and "--url" not in command
+    assert "--min-window-requests 50 --pool-size 1024 --pool-mb 64 --pool-seed 0" in command
+    assert command.endswith("--reference dlrm=ck/dlrm.pt")
 
 
-def test_missing_checkpoint_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["bench", "--models", "dlrm", "--checkpoints", str(tmp_path), "--repo", str(tmp_path)])
-    assert code == 2
+def test_reference_parses_a_custom_architecture() -> None:
+    assert Reference.parse("conv=conv.pt:my_models:ConvNet") == Reference(
+        "conv", Path("conv.pt"), "my_models:ConvNet"
+    )
+    assert Reference.parse("dlrm=checkpoints/dlrm.pt") == Reference("dlrm", Path("checkpoints/dlrm.pt"))
+    with pytest.raises(UsageError, match="MODEL=CHECKPOINT"):
+        Reference.parse("checkpoints/dlrm.pt")
+
+
+def test_models_by_repository_or_base_name() -> None:
+    available = ["conv_onnx", "conv_torchscript", "ranker_torchscript", "scorer"]
+    assert select(["conv", "ranker_torchscript"], available, "repo") == available[:3]
+    assert select(["scorer", "conv_onnx", "conv"], available, "repo") == [
+        "scorer",
+        "conv_onnx",
+        "conv_torchscript",
+    ]
+    assert select([], available, "repo") == sorted(available)
+    with pytest.raises(UsageError, match="no model 'dlrm' in repo: choose from conv_onnx, conv_torchscript"):
+        select(["dlrm"], available, "repo")
+
+
+def test_an_empty_repository_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--repo", str(tmp_path)]) == 2
     assert "tritonstack demo" in capsys.readouterr().err
+
+
+SPEC = ModelSpec(
+    "m",
+    (TensorSpec("ids", "int64", (26,), high=tuple(range(3, 29))), TensorSpec("dense", "float32", (13,))),
+    (TensorSpec("p", "float32", (1,)),),
+)
+
+
+def test_the_pool_is_distinct_valid_repeatable_and_bounded() -> None:
+    pool = Pool.for_rule(SPEC, 4, PoolRule(size=32))
+    batches = list(pool.batches())
+    assert pool.size == len(batches) == 32
+    assert len({b["ids"].tobytes() + b["dense"].tobytes() for b in batches}) == 32  # all distinct
+    assert all(ids_out_of_range("ids", b["ids"], SPEC.inputs[0].high or 0) is None for b in batches)
+    assert {b["ids"].shape for b in batches} == {(4, 26)}
+    again = list(Pool.for_rule(SPEC, 4, PoolRule(size=32)).batches())
+    assert all(np.array_equal(a["dense"], b["dense"]) for a, b in zip(batches, again, strict=True))
+    other_seed = next(Pool.for_rule(SPEC, 4, PoolRule(size=32, seed=1)).batches())
+    assert not np.array_equal(other_seed["dense"], batches[0]["dense"])
+    # At a big batch the memory cap decides: 4096 rows of 26 ids and 13 floats are 1.06 MB a request.
+    big = Pool.for_rule(SPEC, 4096, PoolRule(size=1024, max_mb=8))
+    assert request_bytes(SPEC, 4096) == 4096 * (26 * 8 + 13 * 4)
+    assert big.size == 8 * 2**20 // request_bytes(SPEC, 4096) == 7
+    assert big.describe()["bytes"] == 7 * request_bytes(SPEC, 4096) <= 8 * 2**20
+
+
+def _config(backend: str = "", platform: str = "", runtime: str = "") -> pb.ModelConfig:
+    return pb.ModelConfig(name="m", backend=backend, platform=platform, runtime=runtime)
+
+
+def test_backend_labels_from_the_served_config() -> None:
+    """As Triton fills the config in: `runtime` is `model.py` for a Python-based backend only."""
+    native = served_by(_config("onnxruntime", "onnxruntime_onnx"), embedded=False)
+    assert (native["kind"], native["ours"], native["label"]) == ("native", False, "native")
+    assert "libtriton_onnxruntime.so" in native["description"]
+    ours = served_by(_config("pytorch", "pytorch_libtorch", "model.py"), embedded=True)
+    assert (ours["kind"], ours["ours"], ours["label"]) == ("python-based", True, "ours (Python-based)")
+    theirs = served_by(_config("pytorch", "pytorch_libtorch", "model.py"), embedded=False)
+    assert (theirs["kind"], theirs["ours"]) == ("python-based", None)  # whose, the server does not say
+    assert served_by(_config("python", runtime="model.py"), embedded=True)["kind"] == "python"
+
+
+def test_open_loop_keeps_its_schedule_when_the_loop_stalls() -> None:
+    """Arrivals stay on their Poisson schedule whatever the event loop does: requests due during a
+    stall go out late, and the send is told when each was due (latency counts from then)."""
+    sent: list[tuple[float, float]] = []  # (due, actually sent)
+
+    async def send(due: float) -> None:
+        sent.append((due, time.perf_counter()))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(open_loop(500.0, seed=3)(send, stop))
+        await asyncio.sleep(0.05)
+        time.sleep(0.2)  # the loop stalls: about 100 requests fall due meanwhile
+        await asyncio.sleep(0.05)
+        stop.set()
+        await task
+
+    asyncio.run(run())
+    dues = [due for due, _ in sent]
+    gaps = np.diff(dues)
+    assert all(gaps > 0) and 0.7 / 500 < gaps.mean() < 1.3 / 500  # Poisson at 500/s, never reset
+    lags = [at - due for due, at in sent]
+    assert max(lags) > 0.15  # the stalled ones went out late, and it shows
+    assert sum(lag > 0.05 for lag in lags) > 30
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +291,13 @@ def bench_run(
         train(name, arch.preset("tiny"), steps=2, batch_size=32, lr=1e-3, seed=0, checkpoint_path=path)
         export_to_repository(load_model(path), DEFAULT_FORMATS, repo, version=1)
     server = triton_server_factory(repo)
-    # The CLI end to end, against the shared server: as `--url` would reach any Triton.
+    # The CLI end to end, against the shared server: as `--url` would reach any Triton. Base names
+    # select both formats; eager PyTorch only where a reference is given.
     code = main(
         [
             "bench", "--models", ",".join(MODELS), "--batch-sizes", ",".join(map(str, BATCH_SIZES)),
-            "--concurrency", "1,4", "--request-rate", "50", "--repo", str(repo), "--checkpoints",
-            str(checkpoints), "--url", server.grpc_url, "--out", str(out), "--window-s", "0.15",
-            "--max-cell-s", "0.9",
+            "--concurrency", "1,4", "--request-rate", "50", "--repo", str(repo), "--url", server.grpc_url,
+            "--out", str(out), *WINDOWS, "--reference", f"two_tower={checkpoints / 'two_tower.pt'}",
         ]
     )  # fmt: skip
     assert code == 0
@@ -183,9 +327,20 @@ def test_cells_are_sane(bench_run: tuple[Path, dict[str, Any]]) -> None:
         compute = server["compute_input"] + server["compute_infer"] + server["compute_output"]
         assert 0 < compute <= latency["mean"] * 1e3, cell
         assert cell["requests"]["client"] == cell["requests"]["triton_success"] > 0
-        assert isinstance(cell["stable"], bool) and len(cell["windows"]) >= 3
+        assert isinstance(cell["stable"], bool)
+        windows = cell["windows"]
+        assert all(w["requests"] >= 5 for w in windows if w["counted"])  # --min-window-requests 5
+        assert 0 < cell["latency_samples"] <= sum(w["requests"] for w in windows)
+        assert cell["pool"]["requests"] == 16 and cell["pool"]["seed"] == 0
+        assert cell["served_by"]["kind"] == "python-based" and cell["served_by"]["ours"] is None  # --url
+        if cell["mode"] == "request_rate":  # latency counts from the schedule: no lag exceeds its latency
+            lag = cell["send_lag_ms"]
+            assert 0 <= lag["p50"] <= latency["p50"] and lag["p99"] <= latency["p99"]
+        else:
+            assert "send_lag_ms" not in cell
         if cell["mode"] == "concurrency" and cell["level"] == 1:
             assert "p50_ms" in cell["overhead"]
+            assert ("p50_ms_vs_eager" in cell["overhead"]) == (cell["model"] == "two_tower")
         assert cell["overhead"]["throughput_ratio"] > 0
         assert server["formed_batch"] >= cell["batch_size"], cell  # whole requests per execution
         assert cell["overhead"]["formed_batch"] >= cell["batch_size"]
@@ -196,11 +351,17 @@ def test_cells_are_sane(bench_run: tuple[Path, dict[str, Any]]) -> None:
 def test_in_process_baselines_and_environment(bench_run: tuple[Path, dict[str, Any]]) -> None:
     _, results = bench_run
     found = {(b["model"], b["runtime"], b["batch_size"]) for b in results["baselines"]}
-    runtimes = ("onnxruntime", "torchscript", "pytorch")
+    runtimes = ("onnxruntime", "torchscript")
     requested = set(itertools.product(MODELS, runtimes, BATCH_SIZES))
-    formed = {(c["model"], RUNTIME_OF[c["format"]], c["overhead"]["formed_batch"]) for c in results["cells"]}
-    assert found == requested | formed  # plus the artifact at each batch size Triton formed
+    eager = {("two_tower", "pytorch", b) for b in BATCH_SIZES}  # --reference two_tower only
+    runtime = {"onnx": "onnxruntime", "torchscript": "torchscript"}
+    formed = {(c["model"], runtime[c["format"]], c["overhead"]["formed_batch"]) for c in results["cells"]}
+    assert found == requested | eager | formed  # plus the artifact at each batch size Triton formed
     assert {b["threads"] for b in results["baselines"]} == {1}  # as the exported configs give
+    assert {b["pool"]["requests"] for b in results["baselines"]} == {16}
+    models = {m["name"]: m for m in results["models"]}
+    assert set(models) == {f"{m}_{f.value}" for m in MODELS for f in DEFAULT_FORMATS}
+    assert {m["in_process"] for m in models.values()} == {"measured"}
     env = results["environment"]
     assert env["triton_server"] and env["cpu"] and env["torch"] and "bench" in env["command"]
 
@@ -216,7 +377,7 @@ def test_files_and_compare_with_itself(
     assert len((out / "results.csv").read_text().splitlines()) == len(results["cells"]) + 1
     assert "data:image/png;base64," in (out / "report.html").read_text()
     csv_rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
-    md_lines = (out / "results.md").read_text().split("## In process")[0].splitlines()
+    md_lines = (out / "results.md").read_text().split("## Served")[1].split("## In process")[0].splitlines()
     md_rows = [[v.strip() for v in line.strip("|").split("|")] for line in md_lines if line.startswith("| ")]
     md_first = dict(zip(md_rows[0], md_rows[1], strict=True))  # the header names the right values
     for column in ("queue_us", "client_remainder_us"):
@@ -230,6 +391,56 @@ def test_files_and_compare_with_itself(
     (out / "report.html").unlink()
     assert main(["bench", "report", str(out / "results.json")]) == 0
     assert (out / "report.html").stat().st_size > 0
+
+
+@pytest.mark.server
+def test_a_server_alone_is_measured_from_its_configs(
+    bench_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """`--url` without `--repo`: the models, versions and tensors come from Triton's repository
+    index and model-config RPC, and the in-process baselines are skipped with the reason."""
+    _, results = bench_run
+    code = main(
+        [
+            "bench", "--url", results["config"]["url"], "--models", "dlrm", "--batch-sizes", "2",
+            "--concurrency", "1", "--out", str(tmp_path), *WINDOWS,
+        ]
+    )  # fmt: skip
+    assert code == 0
+    run = json.loads((tmp_path / "results.json").read_text())
+    assert [(c["name"], c["version"]) for c in run["cells"]] == [("dlrm_onnx", 1), ("dlrm_torchscript", 1)]
+    assert run["baselines"] == [] and run["config"]["repo"] is None
+    for cell in run["cells"]:
+        assert cell["requests"]["client"] == cell["requests"]["triton_success"] > 0
+        assert cell["in_process_skipped"].startswith("no local repository") and cell["overhead"] == {}
+        assert cell["pool"]["inputs"]["sparse_features"]["shape"] == [2, 26]
+    assert all(m["in_process"].startswith("no local repository") for m in run["models"])
+    assert "no local repository" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.server
+def test_bad_options_stop_before_any_measurement(
+    bench_run: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = bench_run[0].parent
+    repo = ["--repo", str(root / "repo"), "--out", str(root / "never")]
+    wrong = f"dlrm={root / 'checkpoints' / 'two_tower.pt'}"
+    assert main(["bench", *repo, "--models", "dlrm", "--reference", wrong]) == 2
+    assert "the checkpoint's model takes ['user_features', 'item_features']" in capsys.readouterr().err
+    too_big = 2 * DEFAULT_MAX_BATCH_SIZE  # what the repository's models were exported with
+    assert main(["bench", *repo, "--models", "dlrm", "--batch-sizes", f"1,{too_big}"]) == 2
+    assert f"{too_big} over dlrm_onnx's max_batch_size {DEFAULT_MAX_BATCH_SIZE}" in capsys.readouterr().err
+    assert not (root / "never").exists()
+
+
+@pytest.mark.server
+def test_the_version_our_clients_send_to(bench_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """The highest version the policy loads, unless a production version is recorded."""
+    shutil.copytree(bench_run[0].parent / "repo" / "dlrm_onnx", tmp_path / "dlrm_onnx")
+    shutil.copytree(tmp_path / "dlrm_onnx" / "1", tmp_path / "dlrm_onnx" / "2")
+    assert [t.version for t in local_targets(tmp_path, ["dlrm"])] == [2]
+    promote(tmp_path, "dlrm_onnx", 1, "production")
+    assert [t.version for t in local_targets(tmp_path, ["dlrm_onnx"])] == [1]
 
 
 @pytest.mark.server
@@ -251,7 +462,7 @@ def test_floor_probes_every_layer(bench_run: tuple[Path, dict[str, Any]]) -> Non
     counts equal to the requests sent (checked inside), and the layers table per model."""
     root = bench_run[0].parent
     out = root / "floor"
-    args = ["--repo", str(root / "repo"), "--checkpoints", str(root / "checkpoints"), "--out", str(out)]
+    args = ["--repo", str(root / "repo"), "--out", str(out)]
     code = main(["bench", "floor", "--models", "dlrm", *args, "--requests", "100", "--warmup", "5"])
     assert code == 0
     results = json.loads((out / "floor.json").read_text())
@@ -288,10 +499,9 @@ def test_load_over_client_processes(bench_run: tuple[Path, dict[str, Any]], tmp_
     root = out.parent
     code = main(
         [
-            "bench", "--models", "two_tower", "--formats", "onnx", "--batch-sizes", "1", "--concurrency",
-            "3", "--request-rate", "100", "--repo", str(root / "repo"), "--checkpoints",
-            str(root / "checkpoints"), "--url", results["config"]["url"], "--out", str(tmp_path),
-            "--window-s", "0.15", "--max-cell-s", "0.9", "--client-processes", "2",
+            "bench", "--models", "two_tower_onnx", "--batch-sizes", "1", "--concurrency", "3",
+            "--request-rate", "100", "--repo", str(root / "repo"), "--url", results["config"]["url"],
+            "--out", str(tmp_path), *WINDOWS, "--client-processes", "2",
         ]
     )  # fmt: skip
     assert code == 0
@@ -302,7 +512,8 @@ def test_load_over_client_processes(bench_run: tuple[Path, dict[str, Any]], tmp_
     for cell in run["cells"]:
         assert cell["requests"]["client"] == cell["requests"]["triton_success"] > 0
         assert 0 < cell["latency_ms"]["p50"] <= cell["latency_ms"]["p99"]
-        assert len(cell["windows"]) >= 3 and all(w["requests"] > 0 for w in cell["windows"][-3:])
+        assert all(w["requests"] > 0 for w in cell["windows"])
+    assert "send_lag_ms" in run["cells"][1]  # the workers report how late they sent
 
 
 @pytest.mark.server
@@ -314,8 +525,8 @@ def test_process_load_holds_nothing_back_at_a_cut(bench_run: tuple[Path, dict[st
     spec = load_model(out.parent / "checkpoints" / "two_tower.pt").spec
 
     async def cuts() -> list[tuple[float, list[Completion]]]:
-        request = prebuilt_request("two_tower_onnx", "1", spec.random_inputs(1, seed=0))
-        load = ProcessLoad(url, request, "concurrency", 8, processes=2)
+        requests = [prebuilt_request("two_tower_onnx", "1", spec.random_inputs(1, seed=i)) for i in range(4)]
+        load = ProcessLoad(url, requests, "concurrency", 8, processes=2)
         await load.start()
         got: list[tuple[float, list[Completion]]] = []
         for pause in (0.1, 3.0):  # 3 s of reports overflow the queue's pipe, as a fast server's do
@@ -328,4 +539,4 @@ def test_process_load_holds_nothing_back_at_a_cut(bench_run: tuple[Path, dict[st
     batches = asyncio.run(cuts())
     assert all(batch for _, batch in batches[:-1])
     for (called, _), (_, later) in itertools.pairwise(batches):
-        assert all(t >= called for t, _ in later), "a completion from before the cut came late"
+        assert all(t >= called for t, _, _ in later), "a completion from before the cut came late"

@@ -9,27 +9,46 @@ from pathlib import Path
 from rich.console import Console
 
 
-def _add_artifacts(p: argparse.ArgumentParser) -> None:
-    """Which served models to measure and where their artifacts and checkpoints are."""
-    p.add_argument("--models", default="dlrm,dcn_v2,two_tower", help="comma-separated architectures")
-    p.add_argument("--formats", default="onnx,torchscript", help="comma-separated formats in the repository")
-    p.add_argument("--repo", type=Path, default=Path("triton_repo"))
+def _add_models(p: argparse.ArgumentParser, repo_help: str) -> None:
+    """Which served models to measure and where their configs and artifacts are."""
     p.add_argument(
-        "--checkpoints", type=Path, default=Path("checkpoints"), help="<model>.pt for the baselines"
+        "--models",
+        default="",
+        help="comma-separated repository names (conv_onnx) or base names (conv: every format of it); "
+        "default: every model",
     )
+    p.add_argument("--repo", type=Path, help=repo_help)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    _add_artifacts(p)
+    _add_models(
+        p,
+        "the model repository: configs and in-process baselines (default: triton_repo; with --url, "
+        "none: configs from the server's model-config RPC, no in-process baselines)",
+    )
     p.add_argument("--batch-sizes", default="1,8,64,256")
     p.add_argument("--concurrency", default="1,4,16,64", help="closed loop: requests always in flight")
     p.add_argument(
         "--request-rate", default="", help="open loop: Poisson arrivals per second, comma-separated"
     )
-    p.add_argument("--url", help="a running Triton's gRPC HOST:PORT serving --repo (default: start one)")
+    p.add_argument("--url", help="a running Triton's gRPC HOST:PORT (default: start one on --repo)")
+    p.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="MODEL=CHECKPOINT[:ARCH]",
+        help="eager PyTorch as an extra in-process baseline for MODEL (repeatable); ARCH: a built-in "
+        "architecture or package.module:callable",
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/latest"))
-    p.add_argument("--window-s", type=float, default=1.0, help="measurement window")
-    p.add_argument("--max-cell-s", type=float, default=10.0, help="time cap per cell; then stable: false")
+    p.add_argument("--window-s", type=float, default=1.0, help="first measurement window (then lengthened)")
+    p.add_argument("--max-cell-s", type=float, default=30.0, help="time cap per cell; then stable: false")
+    p.add_argument("--min-window-requests", type=int, default=50, help="requests a window needs to count")
+    p.add_argument(
+        "--pool-size", type=int, default=1024, help="distinct generated requests each cell cycles through"
+    )
+    p.add_argument("--pool-mb", type=float, default=64.0, help="memory cap of one pool (fewer requests)")
+    p.add_argument("--pool-seed", type=int, default=0, help="seed of the generated inputs")
     p.add_argument(
         "--client-processes",
         type=int,
@@ -45,13 +64,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     floor = sub.add_parser(
         "floor", help="batch-1 latency layer by layer: gRPC, Triton + Python backend, model, client"
     )
-    _add_artifacts(floor)
+    _add_models(floor, "the model repository to serve (default: triton_repo)")
     floor.add_argument("--out", type=Path, default=Path("benchmarks/results/floor"))
     floor.add_argument("--requests", type=int, default=2000, help="sequential requests per probe")
     floor.add_argument("--warmup", type=int, default=200, help="requests before each probe's measured ones")
     floor.add_argument(
         "--idle-ms", type=float, default=1.0, help="pause between in-process calls of the idle probe"
     )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -64,7 +87,7 @@ def handler(args: argparse.Namespace) -> int:
     if args.action == "floor":
         return _floor(args, console)
     from tritonstack.benchmarks.record import record_in_metadata
-    from tritonstack.benchmarks.report import read_results, write_all
+    from tritonstack.benchmarks.report import read_results, stability, write_all
 
     if args.action == "report":
         written = write_all(read_results(args.results), args.results.parent)
@@ -72,44 +95,42 @@ def handler(args: argparse.Namespace) -> int:
         return 0
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tritonstack.benchmarks.config import BenchConfig, WindowRule, parse_list
+    from tritonstack.benchmarks.config import BenchConfig, PoolRule, Reference, WindowRule, parse_list
     from tritonstack.benchmarks.suite import run_suite
-    from tritonstack.formats import Format
 
     config = BenchConfig(
-        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-        formats=tuple(Format.parse_list(args.formats)),
+        models=_names(args.models),
         batch_sizes=tuple(int(b) for b in parse_list(args.batch_sizes, int, "--batch-sizes")),
         concurrencies=tuple(int(c) for c in parse_list(args.concurrency, int, "--concurrency")),
         request_rates=parse_list(args.request_rate, float, "--request-rate"),
-        repo=args.repo,
-        checkpoints=args.checkpoints,
+        repo=args.repo if args.repo is not None or args.url else Path("triton_repo"),
         url=args.url,
         out=args.out,
-        rule=WindowRule(window_s=args.window_s, max_cell_s=args.max_cell_s),
+        rule=WindowRule(
+            window_s=args.window_s, max_cell_s=args.max_cell_s, min_requests=args.min_window_requests
+        ),
+        pool=PoolRule(size=args.pool_size, max_mb=args.pool_mb, seed=args.pool_seed),
+        references=tuple(Reference.parse(r) for r in args.reference),
         client_processes=args.client_processes,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         results = run_suite(config, progress)
     written = write_all(results, config.out)
-    unstable = sum(not c["stable"] for c in results["cells"])
     names = ", ".join(p.name for p in written)
-    console.print(f"{len(results['cells'])} cells ({unstable} not stable) -> {names} in {config.out}")
-    recorded = record_in_metadata(results, config.repo, config.out / "results.json")
-    console.print(f"latency of {len(recorded)} model versions recorded in {config.repo}/tritonstack.json")
+    console.print(f"{stability(results)} -> {names} in {config.out}")
+    if config.repo is not None:
+        recorded = record_in_metadata(results, config.repo, config.out / "results.json")
+        console.print(f"latency of {len(recorded)} model versions recorded in {config.repo}/tritonstack.json")
     return 0
 
 
 def _floor(args: argparse.Namespace, console: Console) -> int:
     from tritonstack.benchmarks.floor import FloorConfig, layers_table, run_floor, write_floor
-    from tritonstack.formats import Format
 
     config = FloorConfig(
-        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-        formats=tuple(Format.parse_list(args.formats)),
-        repo=args.repo,
-        checkpoints=args.checkpoints,
+        models=_names(args.models),
+        repo=args.repo or Path("triton_repo"),
         out=args.out,
         requests=args.requests,
         warmup=args.warmup,
