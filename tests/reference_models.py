@@ -58,3 +58,19 @@ def write_fragile_model(repo: Path, work: Path) -> str:
     torch.jit.script(Fragile()).save(str(path))  # type: ignore[no-untyped-call]
     write_version(repo, FRAGILE.name, build_config(FRAGILE, Format.TORCHSCRIPT), {"model.pt": path})
     return FRAGILE.name
+
+
+# The smallest servable model: the client and packaging tests serve it.
+TINY_SPEC = ModelSpec(
+    "tiny_linear",
+    (TensorSpec("x", "float32", (4,)),),
+    (TensorSpec("y", "float32", (2,)),),
+    max_batch_size=8,
+)
+
+
+class TinyLinear(nn.Linear):
+    """`nn.Linear` with its argument named as the spec's input: the exporter keys dynamic axes by name."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
-from torch import nn
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ServerFactory
+from tests.reference_models import TINY_SPEC, TinyLinear
 from tritonstack.cli import main
 from tritonstack.client import (
     AsyncTritonClient,
@@ -36,25 +36,13 @@ from tritonstack.export.onnx import export as export_onnx
 from tritonstack.export.repository import build_config, write_version
 from tritonstack.formats import Format
 from tritonstack.serve import free_port
-from tritonstack.spec import Array, ModelSpec, TensorSpec
+from tritonstack.spec import Array
 
 # Added to time bounds on a call: enough for a loaded machine, far below a call that ignores its
 # deadline (a retry policy of 1000 attempts, a timeout of 30 s).
 SLACK_S = 3.0
 
-SPEC = ModelSpec(
-    "tiny_linear",
-    (TensorSpec("x", "float32", (4,)),),
-    (TensorSpec("y", "float32", (2,)),),
-    max_batch_size=8,
-)
-
-
-class TinyLinear(nn.Linear):
-    """`nn.Linear` with its argument named as the spec's input: the exporter keys dynamic axes by name."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x)
+SPEC = TINY_SPEC
 
 
 @pytest.fixture(scope="module")

@@ -28,20 +28,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
-from torch import nn
 
 from tests.conftest import ServerFactory
+from tests.reference_models import TINY_SPEC, TinyLinear
 from tritonstack.client import TritonClient
 from tritonstack.export.formats import ExportOptions
 from tritonstack.export.onnx import export as export_onnx
 from tritonstack.export.repository import build_config, write_version
 from tritonstack.extras import EXTRAS, require
 from tritonstack.formats import Format
-from tritonstack.spec import Array, ModelSpec, TensorSpec
+from tritonstack.spec import Array
 
 ROOT = Path(__file__).parent.parent
 # The Pythons the README's support matrix states for the client; requires-python says the same.
@@ -52,19 +51,7 @@ HEAVY_DISTRIBUTIONS = (*_HEAVY, "nvidia-pytriton")
 HEAVY_MODULES = (*_HEAVY, "pytriton")
 LINUX_X86 = {"platform_system": "Linux", "platform_machine": "x86_64"}
 
-SPEC = ModelSpec(
-    "tiny_linear",
-    (TensorSpec("x", "float32", (4,)),),
-    (TensorSpec("y", "float32", (2,)),),
-    max_batch_size=8,
-)
-
-
-class TinyLinear(nn.Linear):
-    """`nn.Linear` with its argument named as the spec's input: the exporter keys dynamic axes by name."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x)
+SPEC = TINY_SPEC
 
 
 @pytest.fixture(scope="module")
