@@ -364,6 +364,8 @@ def test_in_process_baselines_and_environment(bench_run: tuple[Path, dict[str, A
     assert {m["in_process"] for m in models.values()} == {"measured"}
     env = results["environment"]
     assert env["triton_server"] and env["cpu"] and env["torch"] and "bench" in env["command"]
+    assert set(env["load_average"]) == {"start", "served_cells_start", "end"}  # what else ran
+    assert all(len(v) == 3 for v in env["load_average"].values())
 
 
 @pytest.mark.server
