@@ -187,7 +187,10 @@ def _figure(
     for ax, fmt in zip(axes[0], formats, strict=True):
         draw(ax, [c for c in results["cells"] if c["format"] == fmt and c["mode"] == "concurrency"])
         ax.set(title=f"{fmt}", xlabel=x, ylabel=key, xscale="log")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:  # an open-loop run has no closed-loop cells to draw
+            ax.text(0.5, 0.5, "no closed-loop cells", ha="center", transform=ax.transAxes)
     figure.tight_layout()
     return figure
 
