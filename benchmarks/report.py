@@ -132,6 +132,20 @@ def _pools(results: dict[str, Any]) -> str:
     )
 
 
+def _load_average(env: dict[str, Any]) -> str:
+    """The machine's load averages over the run: what else ran shows here."""
+    moments = {
+        "start": "at the start",
+        "served_cells_start": "when the served cells began",
+        "end": "at the end",
+    }
+    seen = env.get("load_average", {})
+    if not isinstance(seen, dict) or "end" not in seen:  # runs from before it was recorded
+        return ""
+    said = "; ".join(f"{moments[k]} {', '.join(f'{v:.2f}' for v in seen[k])}" for k in moments if k in seen)
+    return f"Load average (1, 5, 15 min) on {env['cpu_count']} cores: {said}.\n\n"
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     head, served, base_head, base = _table_rows(results)
@@ -151,13 +165,7 @@ def markdown(results: dict[str, Any]) -> str:
         else f"{stability(results)} (this run's rule compared p99 across windows)."
     )
     pools = _pools(results)
-    load = (
-        f"Load average (1, 5, 15 min) when the served cells began: "
-        f"{', '.join(f'{v:.2f}' for v in env['load_average'])}; at the end: "
-        f"{', '.join(f'{v:.2f}' for v in env['load_average_end'])} ({env['cpu_count']} cores).\n\n"
-        if "load_average_end" in env
-        else ""
-    )
+    load = _load_average(env)
     return (
         f"# tritonstack bench\n\n`{env['command']}` on {env['cpu']} ({env['cpu_count']} cores), GPU "
         f"{env['gpu'] or 'none'}; Triton {env['triton_server']}"
@@ -179,7 +187,10 @@ def _figure(
     for ax, fmt in zip(axes[0], formats, strict=True):
         draw(ax, [c for c in results["cells"] if c["format"] == fmt and c["mode"] == "concurrency"])
         ax.set(title=f"{fmt}", xlabel=x, ylabel=key, xscale="log")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:  # an open-loop run has no closed-loop cells to draw
+            ax.text(0.5, 0.5, "no closed-loop cells", ha="center", transform=ax.transAxes)
     figure.tight_layout()
     return figure
 

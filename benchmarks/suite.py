@@ -50,6 +50,7 @@ _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_mes
 
 def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Every selected model x batch size x load level, served and in process."""
+    started, load_at_start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), list(os.getloadavg())
     targets = _targets(config)
     _check_batch_sizes(config, targets)
     references = _references(config, targets)
@@ -85,7 +86,8 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
             baselines += [_baseline(config, target, runner, None, b, step) for b in batches]
     add_overheads(results["cells"], baselines, skipped)
     results["models"] = [t.describe() | {"in_process": skipped.get(t.name, "measured")} for t in targets]
-    results["environment"]["load_average_end"] = list(os.getloadavg())
+    results["environment"]["started_utc"] = started
+    results["environment"]["load_average"] |= {"start": load_at_start, "end": list(os.getloadavg())}
     return results | {"baselines": baselines}
 
 
@@ -208,7 +210,9 @@ async def _run(
     client = grpcaio.InferenceServerClient(url)
     channel = grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS)
     try:
-        server = await client.get_server_metadata(as_json=True)
+        env = environment(await client.get_server_metadata(as_json=True))
+        # 1, 5 and 15 minute load averages (run_suite adds start and end): what else ran shows here.
+        env["load_average"] = {"served_cells_start": list(os.getloadavg())}
         labels = {t.name: await _served_by(client, t, url, embedded=config.url is None) for t in targets}
         cells: list[dict[str, Any]] = []
         for target, batch in itertools.product(targets, config.batch_sizes):
@@ -225,7 +229,7 @@ async def _run(
                 cells.append(cell | {"pool": pool.describe(), "served_by": labels[target.name]})
                 step(f"{target.name} batch {batch} {mode} {level:g}")
         return {
-            "environment": environment(server)
+            "environment": env
             | {"server": "external" if config.url else "embedded", "command": command_line(config)},
             "config": _config_json(config),
             "cells": cells,
@@ -372,8 +376,6 @@ def environment(server: dict[str, Any]) -> dict[str, Any]:
         "git_commit": _git_commit(),
         "argv": sys.argv,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        # 1, 5 and 15 minute load averages: anything else running on the machine shows here.
-        "load_average": list(os.getloadavg()),
     }
 
 

@@ -364,6 +364,8 @@ def test_in_process_baselines_and_environment(bench_run: tuple[Path, dict[str, A
     assert {m["in_process"] for m in models.values()} == {"measured"}
     env = results["environment"]
     assert env["triton_server"] and env["cpu"] and env["torch"] and "bench" in env["command"]
+    assert set(env["load_average"]) == {"start", "served_cells_start", "end"}  # what else ran
+    assert all(len(v) == 3 for v in env["load_average"].values())
 
 
 @pytest.mark.server
@@ -484,6 +486,15 @@ def test_floor_probes_every_layer(bench_run: tuple[Path, dict[str, Any]]) -> Non
             assert 0 < server["compute_infer"] <= server["total"] < latency["mean"]
     table = (out / "floor.md").read_text()
     assert all(f"| dlrm_{f} | " in table for f in formats)
+
+
+def test_report_of_an_open_loop_run(tmp_path: Path) -> None:
+    """`bench report` on a committed open-loop run (no closed-loop cell to plot) writes every file
+    without a warning (pytest turns warnings into errors)."""
+    shutil.copy(Path(__file__).parents[1] / "benchmarks/results/cpu-open-loop/results.json", tmp_path)
+    assert main(["bench", "report", str(tmp_path / "results.json")]) == 0
+    assert (tmp_path / "latency_vs_concurrency.png").stat().st_size > 0
+    assert "send_lag_p99_ms" in (tmp_path / "results.md").read_text()
 
 
 def test_floor_needs_enough_requests(capsys: pytest.CaptureFixture[str]) -> None:
