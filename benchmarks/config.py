@@ -5,8 +5,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tritonstack.errors import UsageError
+
+SharedMemory = Literal["none", "system", "cuda"]
+SHARED_MEMORY: tuple[SharedMemory, ...] = ("none", "system", "cuda")
+LoadGenerator = Literal["tritonstack", "perf_analyzer"]
+# `--load-generator` choice -> the load generators each cell is measured with, in order.
+LOAD_GENERATORS: dict[str, tuple[LoadGenerator, ...]] = {
+    "tritonstack": ("tritonstack",),
+    "perf_analyzer": ("perf_analyzer",),
+    "both": ("tritonstack", "perf_analyzer"),
+}
+LOAD_GENERATOR_OPTIONS = {generators: option for option, generators in LOAD_GENERATORS.items()}
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,8 @@ class BenchConfig:
     pool: PoolRule = field(default_factory=PoolRule)
     references: tuple[Reference, ...] = ()
     client_processes: int = 1  # load generator processes (1: this process's event loop)
+    load_generators: tuple[LoadGenerator, ...] = ("tritonstack",)  # who sends each cell's requests
+    shared_memory: SharedMemory = "none"  # where the requests' tensors travel (both load generators)
 
     def __post_init__(self) -> None:
         if self.repo is None and self.url is None:
@@ -95,6 +109,8 @@ class BenchConfig:
             raise UsageError("no load level: pass --concurrency and/or --request-rate")
         if any(r <= 0 for r in self.request_rates):
             raise UsageError("request rates must be positive (requests per second)")
+        if "perf_analyzer" in self.load_generators and not self.concurrencies:
+            raise UsageError("--load-generator perf_analyzer runs closed-loop cells: pass --concurrency")
 
 
 def command_line(config: BenchConfig) -> str:
@@ -119,6 +135,8 @@ def command_line(config: BenchConfig) -> str:
         "--pool-mb": f"{pool.max_mb:g}",
         "--pool-seed": str(pool.seed),
         "--client-processes": str(config.client_processes) if config.client_processes > 1 else "",
+        "--load-generator": LOAD_GENERATOR_OPTIONS[config.load_generators],
+        "--shared-memory": config.shared_memory if config.shared_memory != "none" else "",
     }
     words = [f"{k} {v}" for k, v in options.items() if v]
     words += [f"--reference {r}" for r in config.references]

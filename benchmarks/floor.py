@@ -37,7 +37,6 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tritonstack.benchmarks.in_process import artifact_runner, torch_threads
-from tritonstack.benchmarks.load import prebuilt_request
 from tritonstack.benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
 from tritonstack.benchmarks.suite import environment
 from tritonstack.benchmarks.targets import BenchTarget, local_targets
@@ -190,6 +189,22 @@ async def _timed_async(
         if i >= config.warmup:
             latencies.append(time.perf_counter() - start)
     return latencies
+
+
+def prebuilt_request(model: str, version: str, feeds: Mapping[str, Array]) -> service_pb2.ModelInferRequest:
+    """The request for `feeds`, tensors in `raw_input_contents`, built once and sent many times
+    through gRPC's generated stub (the probes time that stub, not our wire path)."""
+    return service_pb2.ModelInferRequest(
+        model_name=model,
+        model_version=version,
+        inputs=[
+            service_pb2.ModelInferRequest.InferInputTensor(
+                name=name, datatype=wire_dtype(value.dtype.name), shape=value.shape
+            )
+            for name, value in feeds.items()
+        ],
+        raw_input_contents=[np.ascontiguousarray(value).tobytes() for value in feeds.values()],
+    )
 
 
 def _raw(

@@ -9,22 +9,24 @@ from each request's scheduled time, and how late it actually went out is recorde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
-from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tritonstack.benchmarks.config import WindowRule
+from tritonstack.benchmarks.config import SharedMemory, WindowRule
+from tritonstack.benchmarks.prebuilt import Prebuilt, prebuilt
 from tritonstack.benchmarks.stats import server_delta
 from tritonstack.benchmarks.windows import Series, Window
+from tritonstack.client._wire import MODEL_INFER
 from tritonstack.errors import ServeError
-from tritonstack.spec import Array, wire_dtype
+from tritonstack.spec import Array, ModelSpec
 
 Send = Callable[[float], Coroutine[Any, Any, None]]  # one request, scheduled at a perf_counter time
 Generator = Callable[[Send, asyncio.Event], Coroutine[Any, Any, None]]
@@ -71,45 +73,29 @@ class CellRun:
     triton_success: int
 
 
-def prebuilt_request(model: str, version: str, feeds: Mapping[str, Array]) -> service_pb2.ModelInferRequest:
-    """The request for `feeds`, tensors in `raw_input_contents`, built once and sent many times."""
-    return service_pb2.ModelInferRequest(
-        model_name=model,
-        model_version=version,
-        inputs=[
-            service_pb2.ModelInferRequest.InferInputTensor(
-                name=name, datatype=wire_dtype(value.dtype.name), shape=value.shape
-            )
-            for name, value in feeds.items()
-        ],
-        raw_input_contents=[np.ascontiguousarray(value).tobytes() for value in feeds.values()],
-    )
-
-
 class Sender:
-    """A pool of prebuilt `ModelInferRequest`s (tensors in `raw_input_contents`) sent in turn,
-    straight through gRPC's generated stub, as perf_analyzer cycles through its input data: the
-    client's own Python stays a small, constant part of every latency."""
+    """A pool of serialized `ModelInferRequest`s (`benchmarks.prebuilt`) sent in turn as bytes,
+    as perf_analyzer cycles through its input data: no protobuf work per send, so the client's
+    own Python stays a small, constant part of every latency."""
 
-    def __init__(self, channel: grpc.aio.Channel, requests: Sequence[service_pb2.ModelInferRequest]) -> None:
-        self.requests = list(requests)
-        self._next = itertools.cycle(self.requests)
-        self._model_infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+    def __init__(self, channel: grpc.aio.Channel, requests: Prebuilt) -> None:
+        self.model, self.version = requests.model, requests.version
+        self._next = itertools.cycle(requests.payloads)
+        self._model_infer = channel.unary_unary(MODEL_INFER)
 
     async def infer(self) -> None:
-        request = next(self._next)
         try:
-            await self._model_infer(request)
+            await self._model_infer(next(self._next))
         except grpc.aio.AioRpcError as exc:
             raise ServeError(
-                f"{request.model_name} version {request.model_version} failed under load: "
-                f"{exc.code().name}: {exc.details()}"
+                f"{self.model} version {self.version} failed under load: {exc.code().name}: {exc.details()}"
             ) from exc
 
 
 class ServedModel:
-    """One served model version, the requests it receives (built once) and its statistics, which
-    go through tritonclient."""
+    """One served model version, the requests it receives (built once; tensors in the message or
+    in shared memory registered with the server while the model is `opened`) and its statistics,
+    which go through tritonclient."""
 
     def __init__(
         self,
@@ -117,10 +103,23 @@ class ServedModel:
         client: grpcaio.InferenceServerClient,
         model: str,
         version: str,
+        spec: ModelSpec,
         pool: Iterable[Mapping[str, Array]],
+        shared_memory: SharedMemory = "none",
     ):
         self.client, self.model, self.version = client, model, version
-        self.sender = Sender(channel, [prebuilt_request(model, version, feeds) for feeds in pool])
+        self.requests = prebuilt(model, version, spec, pool, shared_memory)
+        self.sender = Sender(channel, self.requests)
+
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[ServedModel]:
+        """The model with its shared memory registered, unregistered afterwards (`requests.destroy()`
+        frees it)."""
+        try:
+            await self.requests.register(self.client)
+            yield self
+        finally:
+            await self.requests.unregister(self.client)
 
     async def statistics(self) -> dict[str, Any]:
         stats: dict[str, Any] = await self.client.get_inference_statistics(

@@ -20,16 +20,15 @@ import multiprocessing
 import queue
 import time
 import traceback
-from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 import grpc
-from tritonclient.grpc import service_pb2
 
 from tritonstack.benchmarks.load import AsyncioLoad, Completion, Generator, Sender, closed_loop, open_loop
+from tritonstack.benchmarks.prebuilt import Prebuilt
 from tritonstack.errors import ServeError
 
 _FLUSH_S = 0.01  # how often a worker sends its completions
@@ -64,7 +63,7 @@ class ProcessLoad:
     def __init__(
         self,
         url: str,
-        requests: Sequence[service_pb2.ModelInferRequest],
+        requests: Prebuilt,
         mode: str,
         level: float,
         processes: int,
@@ -72,10 +71,10 @@ class ProcessLoad:
         context = multiprocessing.get_context("spawn")  # gRPC does not survive fork
         self._queue: multiprocessing.Queue[Any] = context.Queue()
         self._stop: ProcessEvent = context.Event()
-        payload = [request.SerializeToString() for request in requests]
+        what = (requests.model, requests.version, requests.payloads)  # regions stay here
         self._workers: list[SpawnProcess] = [
             context.Process(
-                target=_work, args=(url, payload, mode, share, worker, self._queue, self._stop), daemon=True
+                target=_work, args=(url, what, mode, share, worker, self._queue, self._stop), daemon=True
             )
             for worker, share in enumerate(split(mode, level, processes))
         ]
@@ -141,7 +140,7 @@ class ProcessLoad:
 
 def _work(
     url: str,
-    payload: list[bytes],
+    what: tuple[str, str, list[bytes]],
     mode: str,
     share: float,
     worker: int,
@@ -152,7 +151,7 @@ def _work(
     `WorkerFailure`)."""
     generator = closed_loop(int(share)) if mode == "concurrency" else open_loop(share, seed=worker)
     try:
-        asyncio.run(_send_until_stopped(url, payload, generator, worker, out, stop))
+        asyncio.run(_send_until_stopped(url, what, generator, worker, out, stop))
     except Exception as exc:  # reported to the main process as one line, with the traceback
         out.put(WorkerFailure(f"load worker failed: {type(exc).__name__}: {exc}", traceback.format_exc()))
     out.put(None)
@@ -160,15 +159,14 @@ def _work(
 
 async def _send_until_stopped(
     url: str,
-    payload: list[bytes],
+    what: tuple[str, str, list[bytes]],
     generator: Generator,
     worker: int,
     out: multiprocessing.Queue[Any],
     stop: ProcessEvent,
 ) -> None:
-    requests = [service_pb2.ModelInferRequest.FromString(p) for p in payload]
     async with grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS) as channel:
-        load = AsyncioLoad(Sender(channel, requests), generator)
+        load = AsyncioLoad(Sender(channel, Prebuilt(*what)), generator)
 
         async def flush() -> None:
             # Completions are recorded on this thread as they happen: all before `mark` are in.

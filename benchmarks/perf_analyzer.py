@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tritonstack.benchmarks.config import SharedMemory
 from tritonstack.errors import BinaryNotFound, TritonstackError, UsageError
 from tritonstack.serve.binary import find_triton
 from tritonstack.spec import ModelSpec
@@ -83,8 +84,6 @@ DATA_ROWS = 4096
 _POINTERS = 2**24
 _UNSTABLE = "Failed to obtain stable measurement"
 _PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.eE+-]+) infer/sec")  # 6.92218e+06 at big batches
-
-SharedMemory = Literal["none", "system", "cuda"]
 
 
 def default_cache() -> Path:

@@ -12,21 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from tritonstack.benchmarks.config import SharedMemory
 from tritonstack.client._base import InferRequest, prepare_in_shared_memory
 from tritonstack.client._shm import ShmPool, shm_pool
 from tritonstack.client._wire import encode_request, infer_request
 from tritonstack.spec import Array, ModelSpec
 
-SharedMemory = Literal["none", "system", "cuda"]
-SHARED_MEMORY: tuple[SharedMemory, ...] = ("none", "system", "cuda")
-
 
 @dataclass
 class Prebuilt:
-    """A cell's requests (serialized) and the shared memory regions they point into, if any."""
+    """A cell's requests (serialized) for one model version and the shared memory regions they
+    point into, if any."""
 
+    model: str
+    version: str
     payloads: list[bytes]
     regions: ShmPool | None = None
     output_offsets: list[dict[str, int]] | None = None  # per request, where each output lands
@@ -38,15 +39,18 @@ class Prebuilt:
             await getattr(client, method)(*args)
             region.registered = True
 
-    async def release(self, client: Any) -> None:
-        """Unregister and free the regions."""
-        if self.regions is None:
-            return
-        for region in self.regions.regions:
+    async def unregister(self, client: Any) -> None:
+        """Unregister the regions from the server (they stay, to be registered again)."""
+        for region in self.regions.regions if self.regions is not None else []:
             if region.registered:
                 method, args = region.unregistration()
                 await getattr(client, method)(*args)
-        self.regions.destroy()
+                region.registered = False
+
+    def destroy(self) -> None:
+        """Free the regions (unregister them first)."""
+        if self.regions is not None:
+            self.regions.destroy()
 
 
 def prebuilt(
@@ -63,10 +67,11 @@ def prebuilt(
         for feeds in batches:
             header = infer_request(model, version, spec, feeds, None)
             payloads.append(encode_request(header, [feeds[t.name] for t in spec.inputs]))
-        return Prebuilt(payloads)
+        return Prebuilt(model, version, payloads)
     regions = shm_pool(shared_memory, cuda_device)
     assert regions is not None  # a kind was given
     prepared = [
         prepare_in_shared_memory(regions, spec, InferRequest(model, feeds), version) for feeds in batches
     ]
-    return Prebuilt([p.request for p in prepared], regions, [p.output_offsets for p in prepared])
+    requests = [p.request for p in prepared]
+    return Prebuilt(model, version, requests, regions, [p.output_offsets for p in prepared])

@@ -17,12 +17,14 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from tritonstack.benchmarks.perf_analyzer import write_csv  # noqa: E402
 from tritonstack.benchmarks.stats import PERCENTILES, SERVER_PHASES  # noqa: E402
 from tritonstack.errors import UsageError  # noqa: E402
 
 COLUMNS = (
-    "model", "format", "served_by", "batch_size", "mode", "level", "stable", "mean_ms", "p50_ms", "p90_ms",
-    "p95_ms", "p99_ms", "p99_samples", "inferences_per_s", "samples_per_s", "send_lag_p99_ms", "queue_us",
+    "model", "format", "served_by", "load_generator", "batch_size", "mode", "level", "stable", "mean_ms",
+    "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99_samples", "inferences_per_s", "samples_per_s",
+    "send_lag_p99_ms", "queue_us",
     "compute_input_us", "compute_infer_us", "compute_output_us", "server_total_us", "client_remainder_us",
     "overhead_p50_ms", "throughput_ratio", "formed_batch", "throughput_ratio_formed", "pool_requests",
 )  # fmt: skip
@@ -35,6 +37,7 @@ def row(cell: dict[str, Any]) -> dict[str, Any]:
     values = {k: cell[k] for k in ("format", "batch_size", "mode", "level", "stable")}
     values["model"] = cell.get("name", cell["model"])
     values["served_by"] = cell.get("served_by", {}).get("label")
+    values["load_generator"] = cell.get("load_generator", "tritonstack")
     values |= {f"{k}_ms": latency[k] for k in ("mean", *(f"p{q}" for q in PERCENTILES))}
     values["p99_samples"] = cell.get("latency_samples")
     values |= {k: cell[k] for k in ("inferences_per_s", "samples_per_s", "client_remainder_us")}
@@ -65,6 +68,7 @@ def write_all(results: dict[str, Any], out: Path) -> list[Path]:
         writer.writeheader()
         writer.writerows(row(c) for c in results["cells"])
     (out / "results.md").write_text(markdown(results))
+    write_perf_analyzer_csvs(results["cells"], out / "perf_analyzer")
     plots = {name: draw(results) for name, draw in PLOTS.items()}
     for name, figure in plots.items():
         figure.savefig(out / f"{name}.png", dpi=90)
@@ -72,6 +76,20 @@ def write_all(results: dict[str, Any], out: Path) -> list[Path]:
     for figure in plots.values():
         plt.close(figure)
     return sorted(out.iterdir())
+
+
+def write_perf_analyzer_csvs(cells: list[dict[str, Any]], folder: Path) -> None:
+    """The closed-loop cells as perf_analyzer writes them (`-f`, `--verbose-csv`): one file per
+    model, batch size and load generator, a row per concurrency, e.g. `dlrm_onnx-b64-tritonstack.csv`."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for cell in cells:
+        if cell["mode"] == "concurrency":
+            generator = cell.get("load_generator", "tritonstack")
+            groups.setdefault(f"{cell['name']}-b{cell['batch_size']}-{generator}", []).append(cell)
+    if groups:
+        folder.mkdir(exist_ok=True)
+    for stem, group in groups.items():
+        write_csv(group, folder / f"{stem}.csv")
 
 
 def _fmt(value: Any) -> str:
@@ -122,14 +140,22 @@ def stability(results: dict[str, Any]) -> str:
 def _pools(results: dict[str, Any]) -> str:
     """The input pools, one phrase per (model, batch size)."""
     seen: dict[tuple[str, int], dict[str, Any]] = {}
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
     for cell in results["cells"]:
         if "pool" in cell:
             seen.setdefault((cell["name"], cell["batch_size"]), cell["pool"])
-    return "; ".join(
+        if "data" in cell:  # perf_analyzer's: rows it takes `batch_size` at a time
+            rows.setdefault((cell["name"], cell["batch_size"]), cell["data"])
+    ours = [
         f"{name} b{batch}: {pool['requests']} distinct requests ({pool['bytes'] / 2**20:.2g} MiB, seed "
         f"{pool['seed']})"
         for (name, batch), pool in seen.items()
-    )
+    ]
+    theirs = [
+        f"{name} b{batch}: perf_analyzer {data['rows']} {data['kind']} rows (seed {data['seed']})"
+        for (name, batch), data in rows.items()
+    ]
+    return "; ".join(ours + theirs)
 
 
 def _load_average(env: dict[str, Any]) -> str:
@@ -166,11 +192,18 @@ def markdown(results: dict[str, Any]) -> str:
     )
     pools = _pools(results)
     load = _load_average(env)
+    generators = ", ".join(config.get("load_generators", ["tritonstack"]))
+    transport = {
+        "none": "in the gRPC messages",
+        "system": "in system shared memory",
+        "cuda": "in CUDA shared memory",
+    }
+    sent = f"Load generator: {generators}; tensors {transport[config.get('shared_memory', 'none')]}.\n\n"
     return (
         f"# tritonstack bench\n\n`{env['command']}` on {env['cpu']} ({env['cpu_count']} cores), GPU "
         f"{env['gpu'] or 'none'}; Triton {env['triton_server']}"
         f"{' (' + env['server'] + ')' if 'server' in env else ''}, torch {env['torch']}, onnxruntime "
-        f"{env['onnxruntime']}, commit {env['git_commit']}.\n\n{rule}\n\n{load}"
+        f"{env['onnxruntime']}, commit {env['git_commit']}.\n\n{rule}\n\n{sent}{load}"
         + (f"Inputs: {pools}.\n\n" if pools else "")
         + (f"## Models\n\n{table(models_head, models)}\n\n" if models else "")
         + f"## Served (latency ms, server-side us per request)\n\n{table(head, served)}\n\n"
@@ -197,20 +230,21 @@ def _figure(
 
 def _series(
     cells: list[dict[str, Any]], group: tuple[str, str]
-) -> dict[tuple[Any, Any], list[dict[str, Any]]]:
-    series: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+) -> dict[tuple[Any, Any, str], list[dict[str, Any]]]:
+    """Cells by the two keys of `group` and by load generator (perf_analyzer's: a suffix to label with)."""
+    series: dict[tuple[Any, Any, str], list[dict[str, Any]]] = {}
     for c in cells:
-        series.setdefault((c[group[0]], c[group[1]]), []).append(c)
+        suffix = " (perf_analyzer)" if c.get("load_generator") == "perf_analyzer" else ""
+        series.setdefault((c[group[0]], c[group[1]], suffix), []).append(c)
     return series
 
 
 def latency_plot(results: dict[str, Any]) -> Figure:
     def draw(ax: Any, cells: list[dict[str, Any]]) -> None:
-        for (model, batch), group in _series(cells, ("model", "batch_size")).items():
+        for (model, batch, suffix), group in _series(cells, ("model", "batch_size")).items():
             x = [c["level"] for c in group]
-            line = ax.plot(
-                x, [c["latency_ms"]["p50"] for c in group], marker="o", label=f"{model} b{batch} p50"
-            )
+            label = f"{model} b{batch} p50{suffix}"
+            line = ax.plot(x, [c["latency_ms"]["p50"] for c in group], marker="o", label=label)
             ax.plot(x, [c["latency_ms"]["p99"] for c in group], ls="--", color=line[0].get_color())
         ax.set_yscale("log")
 
@@ -219,9 +253,9 @@ def latency_plot(results: dict[str, Any]) -> Figure:
 
 def throughput_plot(results: dict[str, Any]) -> Figure:
     def draw(ax: Any, cells: list[dict[str, Any]]) -> None:
-        for (model, level), group in _series(cells, ("model", "level")).items():
+        for (model, level, suffix), group in _series(cells, ("model", "level")).items():
             ax.plot([c["batch_size"] for c in group], [c["samples_per_s"] for c in group], marker="o",
-                    label=f"{model} c{level:g}")  # fmt: skip
+                    label=f"{model} c{level:g}{suffix}")  # fmt: skip
         ax.set_yscale("log")
 
     return _figure(results, "samples/s", "batch size", draw)
@@ -230,7 +264,11 @@ def throughput_plot(results: dict[str, Any]) -> Figure:
 def breakdown_plot(results: dict[str, Any]) -> Figure:
     """Where a request's time goes at concurrency 1: Triton's phases and the client-side rest."""
     cells = [c for c in results["cells"] if c["mode"] == "concurrency" and c["level"] == 1]
-    labels = [f"{c['model']}\n{c['format']} b{c['batch_size']}" for c in cells]
+    labels = [
+        f"{c['model']}\n{c['format']} b{c['batch_size']}"
+        + ("\nperf_analyzer" if c.get("load_generator") == "perf_analyzer" else "")
+        for c in cells
+    ]
     parts = {p: [c["server_us"][p] / 1e3 for c in cells] for p in SERVER_PHASES}
     parts["client + network"] = [max(c["client_remainder_us"], 0.0) / 1e3 for c in cells]
     figure, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(cells)), 4.5))

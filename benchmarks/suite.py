@@ -21,6 +21,7 @@ import grpc
 import tritonclient.grpc.aio as grpcaio
 from rich.progress import Progress
 
+from tritonstack.benchmarks import perf_analyzer
 from tritonstack.benchmarks.baseline import baseline_result
 from tritonstack.benchmarks.config import BenchConfig, Reference, command_line
 from tritonstack.benchmarks.in_process import artifact_runner, reference_runner, torch_threads
@@ -37,8 +38,9 @@ from tritonstack.benchmarks.load import (
 )
 from tritonstack.benchmarks.load_processes import ProcessLoad
 from tritonstack.benchmarks.served_by import served_by
-from tritonstack.benchmarks.stats import latency_ms, server_delta
+from tritonstack.benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
 from tritonstack.benchmarks.targets import BenchTarget, local_targets, remote_targets
+from tritonstack.client._shm import shm_pool
 from tritonstack.errors import ServeError, UsageError
 from tritonstack.runtimes.runners import Runner
 from tritonstack.serve import ExternalServer, running_server
@@ -56,7 +58,11 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
     references = _references(config, targets)
     progress = progress or Progress(disable=True)
     levels = _levels(config)
-    total = len(config.batch_sizes) * (len(targets) * (len(levels) + 1) + len(references))
+    analyzer = perf_analyzer.install() if "perf_analyzer" in config.load_generators else None
+    if config.shared_memory == "cuda":  # its dependencies and device checked before any work
+        shm_pool("cuda")
+    per_batch = len(targets) * (_cells_per_batch(config, levels) + 1) + len(references)
+    total = len(config.batch_sizes) * per_batch
     task = progress.add_task("bench", total=total)
 
     def step(description: str) -> None:
@@ -76,7 +82,7 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
     for reference, target, runner in references:
         baselines += [_baseline(config, target, runner, reference, b, step) for b in config.batch_sizes]
     with _server(config) as url:
-        results = asyncio.run(_run(config, url, targets, levels, step))
+        results = asyncio.run(_run(config, url, targets, levels, step, analyzer))
     todo = _formed_batch_todo(results["cells"], baselines, skipped)
     progress.update(task, total=total + len(todo))
     for target in targets:  # each artifact loaded once more, for all of its formed batch sizes
@@ -177,7 +183,7 @@ def _baseline(
 
 def formed_batch(cell: dict[str, Any]) -> int:
     """The batch size Triton's dynamic batcher formed in the cell, rounded (at least the request's)."""
-    formed: float = cell["server_us"]["formed_batch"]
+    formed: float = cell["server_us"].get("formed_batch", 0.0)  # perf_analyzer's cells have none
     return max(int(cell["batch_size"]), round(formed))
 
 
@@ -206,6 +212,7 @@ async def _run(
     targets: list[BenchTarget],
     levels: list[tuple[str, float, Generator]],
     step: Step,
+    analyzer: perf_analyzer.PerfAnalyzer | None,
 ) -> dict[str, Any]:
     client = grpcaio.InferenceServerClient(url)
     channel = grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS)
@@ -217,17 +224,22 @@ async def _run(
         cells: list[dict[str, Any]] = []
         for target, batch in itertools.product(targets, config.batch_sizes):
             pool = Pool.for_rule(target.spec, batch, config.pool)
-            model = ServedModel(channel, client, target.name, str(target.version), pool.batches())
-            for mode, level, generator in levels:
-                load: Load = (
-                    AsyncioLoad(model.sender, generator)
-                    if config.client_processes == 1
-                    else ProcessLoad(url, model.sender.requests, mode, level, config.client_processes)
-                )
-                run = await measure(model, load, config.rule)
-                cell = _cell(target, batch, mode, level, run, model, config)
-                cells.append(cell | {"pool": pool.describe(), "served_by": labels[target.name]})
-                step(f"{target.name} batch {batch} {mode} {level:g}")
+            model = ServedModel(
+                channel,
+                client,
+                target.name,
+                str(target.version),
+                target.spec,
+                pool.batches(),
+                config.shared_memory,
+            )
+            common = {"served_by": labels[target.name], "shared_memory": config.shared_memory}
+            try:
+                measured = await _measure_levels(config, url, (target, batch), levels, model, analyzer, step)
+            finally:
+                model.requests.destroy()
+            ours = {"pool": pool.describe()}  # perf_analyzer's cells say what data it sent
+            cells += [c | common | (ours if c["load_generator"] == "tritonstack" else {}) for c in measured]
         return {
             "environment": env
             | {"server": "external" if config.url else "embedded", "command": command_line(config)},
@@ -237,6 +249,79 @@ async def _run(
     finally:
         await channel.close()
         await client.close()
+
+
+async def _measure_levels(
+    config: BenchConfig,
+    url: str,
+    what: tuple[BenchTarget, int],
+    levels: list[tuple[str, float, Generator]],
+    model: ServedModel,
+    analyzer: perf_analyzer.PerfAnalyzer | None,
+    step: Step,
+) -> list[dict[str, Any]]:
+    """The cells of one model at one batch size: each level with our load generator, then
+    (closed loop) with perf_analyzer, as the run asks."""
+    target, batch = what
+    cells = []
+    for mode, level, generator in levels:
+        if "tritonstack" in config.load_generators:
+            load: Load = (
+                AsyncioLoad(model.sender, generator)
+                if config.client_processes == 1
+                else ProcessLoad(url, model.requests, mode, level, config.client_processes)
+            )
+            async with model.opened():  # registered per cell: perf_analyzer unregisters every region
+                run = await measure(model, load, config.rule)
+            cell = _cell(target, batch, mode, level, run, model, config)
+            cells.append(cell | {"load_generator": "tritonstack"})
+            step(f"{target.name} batch {batch} {mode} {level:g}")
+        if analyzer is not None and mode == "concurrency":
+            cells.append(
+                await asyncio.to_thread(_perf_analyzer_cell, analyzer, url, target, batch, int(level), config)
+            )
+            step(f"{target.name} batch {batch} {mode} {level:g} perf_analyzer")
+    return cells
+
+
+def _cells_per_batch(config: BenchConfig, levels: list[tuple[str, float, Generator]]) -> int:
+    """Cells per model and batch size: every level with ours, the closed-loop ones with perf_analyzer."""
+    ours = len(levels) if "tritonstack" in config.load_generators else 0
+    theirs = len(config.concurrencies) if "perf_analyzer" in config.load_generators else 0
+    return ours + theirs
+
+
+def _perf_analyzer_cell(
+    analyzer: perf_analyzer.PerfAnalyzer,
+    url: str,
+    target: BenchTarget,
+    batch: int,
+    concurrency: int,
+    config: BenchConfig,
+) -> dict[str, Any]:
+    """One closed-loop cell measured by perf_analyzer under the run's window rule (its window
+    length, tolerance and as many windows as the cell's time cap holds), in the bench's fields."""
+    rule = config.rule
+    settings = perf_analyzer.Settings(
+        measurement_interval_ms=round(rule.window_s * 1000),
+        stability_percentage=rule.tolerance * 100,
+        max_trials=max(rule.count, int(rule.max_cell_s / rule.window_s) - 1),
+        shared_memory=config.shared_memory,
+        seed=config.pool.seed,
+    )
+    measured = perf_analyzer.run(
+        analyzer, url, target.spec, batch, concurrency, settings, str(target.version)
+    )
+    server = measured["server_us"]
+    total = sum(server[phase] for phase in SERVER_PHASES)
+    return measured | {
+        "model": target.base,
+        "name": target.name,
+        "format": target.format_name,
+        "version": target.version,
+        "server_us": server | {"total": total},
+        "client_remainder_us": measured["latency_ms"]["mean"] * 1e3 - total,
+    }
 
 
 async def _served_by(
@@ -342,6 +427,8 @@ def _config_json(config: BenchConfig) -> dict[str, Any]:
         "pool_seed": config.pool.seed,
         "references": [str(r) for r in config.references],
         "client_processes": config.client_processes,
+        "load_generators": list(config.load_generators),
+        "shared_memory": config.shared_memory,
     }
 
 

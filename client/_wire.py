@@ -32,7 +32,7 @@ from tritonstack.spec import Array, ModelSpec, dtype_from_wire, wire_dtype
 InferTensor = service_pb2.ModelInferRequest.InferInputTensor
 RequestedOutput = service_pb2.ModelInferRequest.InferRequestedOutputTensor
 
-_MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 _LENGTH_DELIMITED = 2  # protobuf wire type of bytes and message fields
 _INPUT_CONTENTS = service_pb2.ModelInferRequest.DESCRIPTOR.fields_by_name["raw_input_contents"].number
 _OUTPUT_CONTENTS = service_pb2.ModelInferResponse.DESCRIPTOR.fields_by_name["raw_output_contents"].number
@@ -50,7 +50,7 @@ def wire_stub(client: Any) -> WireStub:
     channel = getattr(client, "_channel", None)
     if channel is None:
         raise ClientError(f"{type(client).__name__} has no _channel: install tritonclient>=2.51")
-    return WireStub(channel.unary_unary(_MODEL_INFER))
+    return WireStub(channel.unary_unary(MODEL_INFER))
 
 
 def encode_request(message: service_pb2.ModelInferRequest, contents: Sequence[Array] = ()) -> bytes:

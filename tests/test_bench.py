@@ -15,14 +15,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.grpc.aio as grpcaio
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack import recsys
 from tritonstack.benchmarks.compare import ratios
 from tritonstack.benchmarks.config import BenchConfig, PoolRule, Reference, WindowRule, command_line
 from tritonstack.benchmarks.inputs import Pool, request_bytes
-from tritonstack.benchmarks.load import Completion, open_loop, prebuilt_request
+from tritonstack.benchmarks.load import Completion, open_loop
 from tritonstack.benchmarks.load_processes import ProcessLoad, RemoteTraceback, split
+from tritonstack.benchmarks.prebuilt import prebuilt
 from tritonstack.benchmarks.served_by import served_by
 from tritonstack.benchmarks.stats import latency_ms, server_delta
 from tritonstack.benchmarks.targets import local_targets, select
@@ -157,8 +159,9 @@ def test_load_split_over_processes() -> None:
 def test_a_failed_load_worker_sends_its_traceback() -> None:
     """An exception cannot be chained across processes: the worker's traceback (its own causes
     included) comes back as the cause of the error the main process raises."""
-    request = prebuilt_request("m", "1", {"x": np.zeros((1, 4), np.float32)})
-    load = ProcessLoad(f"127.0.0.1:{free_port()}", [request], "concurrency", 1.0, processes=1)
+    spec = ModelSpec("m", (TensorSpec("x", "float32", (4,)),), (TensorSpec("y", "float32", (4,)),))
+    requests = prebuilt("m", "1", spec, [{"x": np.zeros((1, 4), np.float32)}])
+    load = ProcessLoad(f"127.0.0.1:{free_port()}", requests, "concurrency", 1.0, processes=1)
     with pytest.raises(
         ServeError, match="load worker failed: ServeError: m version 1 failed under load"
     ) as err:
@@ -503,6 +506,61 @@ def test_floor_needs_enough_requests(capsys: pytest.CaptureFixture[str]) -> None
 
 
 @pytest.mark.server
+def test_both_load_generators_over_shared_memory(
+    bench_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """`--load-generator both --shared-memory system`: each closed-loop level measured by ours and by
+    perf_analyzer on the same server, tensors in registered regions for both. perf_analyzer
+    unregisters every region when it starts, so ours registers per cell (the second level failed
+    with NOT_FOUND before); every region is unregistered and freed at the end; each model, batch
+    size and load generator gets a CSV in perf_analyzer's columns."""
+    out, results = bench_run
+    url = results["config"]["url"]
+    before = set(Path("/dev/shm").iterdir())
+    code = main(
+        [
+            "bench", "--models", "two_tower_onnx", "--batch-sizes", "2", "--concurrency", "1,2",
+            "--repo", str(out.parent / "repo"), "--url", url, "--out", str(tmp_path), *WINDOWS,
+            "--load-generator", "both", "--shared-memory", "system",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    run = json.loads((tmp_path / "results.json").read_text())
+    assert "--load-generator both --shared-memory system" in run["environment"]["command"]
+    assert [(c["load_generator"], c["level"]) for c in run["cells"]] == [
+        ("tritonstack", 1), ("perf_analyzer", 1), ("tritonstack", 2), ("perf_analyzer", 2),
+    ]  # fmt: skip
+    for cell in run["cells"]:
+        assert cell["shared_memory"] == "system" and cell["served_by"]["label"] == "Python-based"
+        assert 0 < cell["latency_ms"]["p50"] <= cell["latency_ms"]["p99"] and cell["samples_per_s"] > 0
+        assert cell["server_us"]["total"] > cell["server_us"]["compute_infer"] > 0
+        assert "throughput_ratio" in cell["overhead"]
+    theirs = [c for c in run["cells"] if c["load_generator"] == "perf_analyzer"]
+    assert all("--shared-memory system" in c["command"] and c["data"]["kind"] == "generated" for c in theirs)
+
+    async def regions() -> Any:
+        client = grpcaio.InferenceServerClient(url)
+        try:
+            return await client.get_system_shared_memory_status(as_json=True)
+        finally:
+            await client.close()
+
+    assert not asyncio.run(regions()).get("regions")
+    assert not [p for p in set(Path("/dev/shm").iterdir()) - before if p.name.startswith("tritonstack-")]
+    csvs = sorted(p.name for p in (tmp_path / "perf_analyzer").iterdir())
+    assert csvs == ["two_tower_onnx-b2-perf_analyzer.csv", "two_tower_onnx-b2-tritonstack.csv"]
+    for name in csvs:
+        rows = list(csv.DictReader((tmp_path / "perf_analyzer" / name).read_text().splitlines()))
+        assert [r["Concurrency"] for r in rows] == ["1", "2"] and float(rows[0]["Inferences/Second"]) > 0
+    assert "| perf_analyzer |" in (tmp_path / "results.md").read_text()
+
+
+def test_perf_analyzer_needs_closed_loop_levels() -> None:
+    with pytest.raises(UsageError, match="--load-generator perf_analyzer runs closed-loop cells"):
+        BenchConfig(concurrencies=(), request_rates=(10.0,), load_generators=("perf_analyzer",))
+
+
+@pytest.mark.server
 def test_load_over_client_processes(bench_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     """`--client-processes 2`: the workers' completions reach the windows, and Triton counts exactly
     the requests they sent, closed and open loop. Last in the module: it records new latencies."""
@@ -536,7 +594,7 @@ def test_process_load_holds_nothing_back_at_a_cut(bench_run: tuple[Path, dict[st
     spec = load_model(out.parent / "checkpoints" / "two_tower.pt").spec
 
     async def cuts() -> list[tuple[float, list[Completion]]]:
-        requests = [prebuilt_request("two_tower_onnx", "1", spec.random_inputs(1, seed=i)) for i in range(4)]
+        requests = prebuilt("two_tower_onnx", "1", spec, [spec.random_inputs(1, seed=i) for i in range(4)])
         load = ProcessLoad(url, requests, "concurrency", 8, processes=2)
         await load.start()
         got: list[tuple[float, list[Completion]]] = []

@@ -17,7 +17,7 @@ from torch import nn
 
 from tests.conftest import ServerFactory
 from tritonstack.benchmarks.prebuilt import prebuilt
-from tritonstack.client._wire import decode_response, read_outputs
+from tritonstack.client._wire import MODEL_INFER, decode_response, read_outputs
 from tritonstack.export.repository import build_config, write_version
 from tritonstack.formats import Format
 from tritonstack.spec import Array, ModelSpec, TensorSpec
@@ -30,7 +30,6 @@ SPEC = ModelSpec(
     (TensorSpec("y", "float32", (4,)),),
     max_batch_size=16,
 )
-MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 class Scaled(nn.Module):
@@ -78,7 +77,8 @@ def test_prebuilt_requests_answer_as_the_model(url: str, shared_memory: str) -> 
                     contents = region.contents()
                     answers.append(read_outputs(decode_response(response), ["y"], contents, offsets)["y"])
         finally:
-            await built.release(client)
+            await built.unregister(client)
+            built.destroy()
             status = await client.get_system_shared_memory_status(as_json=True)
             await channel.close()
             await client.close()

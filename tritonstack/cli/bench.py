@@ -55,6 +55,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=1,
         help="spread the load over N processes, for servers faster than one Python event loop can drive",
     )
+    p.add_argument(
+        "--load-generator",
+        choices=("tritonstack", "perf_analyzer", "both"),
+        default="tritonstack",
+        help="who sends the requests: ours, NVIDIA's perf_analyzer (closed-loop cells; downloaded once "
+        "from PyPI's tritonclient 2.51.0 wheel), or both, one after the other on the same server",
+    )
+    p.add_argument(
+        "--shared-memory",
+        choices=("none", "system", "cuda"),
+        default="none",
+        help="where the requests' tensors travel: in the gRPC messages, or in shared memory registered "
+        "with the server (cuda: on the GPU, needs the 'cuda' extra); for either load generator",
+    )
     sub = p.add_subparsers(dest="action", metavar="{compare,report,floor}")
     compare = sub.add_parser("compare", help="per-cell ratios B/A of two results.json")
     compare.add_argument("a", type=Path)
@@ -95,7 +109,14 @@ def handler(args: argparse.Namespace) -> int:
         return 0
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tritonstack.benchmarks.config import BenchConfig, PoolRule, Reference, WindowRule, parse_list
+    from tritonstack.benchmarks.config import (
+        LOAD_GENERATORS,
+        BenchConfig,
+        PoolRule,
+        Reference,
+        WindowRule,
+        parse_list,
+    )
     from tritonstack.benchmarks.suite import run_suite
 
     config = BenchConfig(
@@ -112,6 +133,8 @@ def handler(args: argparse.Namespace) -> int:
         pool=PoolRule(size=args.pool_size, max_mb=args.pool_mb, seed=args.pool_seed),
         references=tuple(Reference.parse(r) for r in args.reference),
         client_processes=args.client_processes,
+        load_generators=LOAD_GENERATORS[args.load_generator],
+        shared_memory=args.shared_memory,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
