@@ -87,7 +87,7 @@ def check_model_outputs(module: nn.Module, spec: ModelSpec) -> None:
     try:
         outputs = output_tensors(result)
     except TypeError as exc:
-        raise ExportError(f"{spec.name}: {exc}") from None
+        raise ExportError(f"{spec.name}: {exc}") from exc
     if len(outputs) != len(spec.outputs):
         raise ExportError(
             f"{spec.name}: forward() returns {len(outputs)} tensors but the model has "
