@@ -18,6 +18,7 @@ import boto3
 
 from tritonstack.serve import free_port
 
+BUCKET = "models"  # the bucket the `s3_store` fixture (tests/conftest.py) creates
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tests.s3_store import create_bucket, moto_store, objects
+from tests.s3_store import BUCKET, objects
 from tritonstack import recsys
 from tritonstack.cli import main
 from tritonstack.export import object_store
@@ -27,16 +27,8 @@ from tritonstack.recsys.train import train
 from tritonstack.storage.s3 import Bucket
 
 CLI = [sys.executable, "-m", "tritonstack.cli"]
-BUCKET = "models"
 REPO = f"s3://{BUCKET}/prod"
 MODEL = "dlrm_onnx"
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_store(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
-        create_bucket(BUCKET)
-        yield endpoint
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +42,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 @pytest.fixture()
-def repo(store: str, request: pytest.FixtureRequest) -> str:
+def repo(s3_store: str, request: pytest.FixtureRequest) -> str:
     """A fresh prefix per test."""
     return f"{REPO}-{request.node.name.replace('_', '-')[:40]}"
 
@@ -188,7 +180,7 @@ def test_a_publisher_releases_only_its_own_lock(repo: str) -> None:
     ],
 )
 def test_store_failures_are_one_line(
-    store: str,
+    s3_store: str,
     checkpoints: list[Path],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
