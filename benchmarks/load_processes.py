@@ -33,6 +33,7 @@ from tritonstack.errors import ServeError
 
 _FLUSH_S = 0.01  # how often a worker sends its completions
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+_NOTHING = object()  # what `ProcessLoad._next` returns for an empty queue
 
 
 def split(mode: str, level: float, processes: int) -> list[float]:
@@ -113,18 +114,14 @@ class ProcessLoad:
         worker is done) or a `WorkerFailure`."""
         done: list[Completion] = []
         while True:
-            try:
-                item = self._queue.get(timeout=1.0) if block else self._queue.get_nowait()
-            except queue.Empty:
-                if block and not any(w.is_alive() for w in self._workers):
+            item = self._next(block)
+            if item is _NOTHING:
+                if not block:
+                    return done
+                if not any(w.is_alive() for w in self._workers):
                     codes = [w.exitcode for w in self._workers]
-                    # from None: an empty queue is no cause; the exit codes say what is known.
-                    raise ServeError(
-                        f"a load worker process died without reporting (exit codes {codes})"
-                    ) from None
-                if block:
-                    continue
-                return done
+                    raise ServeError(f"a load worker process died without reporting (exit codes {codes})")
+                continue
             block = False  # got one; take the rest without waiting
             if item is None:
                 self._finished += 1  # its last completions came before
@@ -136,6 +133,14 @@ class ProcessLoad:
             else:
                 worker, self._watermarks[worker], completions = item
                 done += completions
+
+    def _next(self, block: bool) -> Any:
+        """The queue's next message; with `block`, waiting up to a second for it. `_NOTHING` when
+        there is none: an empty queue is no error, what it means is `_drain`'s to say."""
+        try:
+            return self._queue.get(timeout=1.0) if block else self._queue.get_nowait()
+        except queue.Empty:
+            return _NOTHING
 
 
 def _work(

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from tritonstack.errors import UsageError, first_line
-from tritonstack.runtimes.runners import output_tensors
+from tritonstack.runtimes.runners import example_args, output_tensors
 from tritonstack.spec import ModelSpec, TensorSpec
 
 
@@ -86,23 +86,17 @@ class CustomArch:
 
     def _output_specs(self, module: nn.Module) -> tuple[TensorSpec, ...]:
         """Output dtypes and shapes, read off one run on valid random inputs."""
-        probe = self._probe()
-        feeds = probe.random_inputs(2)
         try:
             with torch.inference_mode():
-                out = module.eval()(*(torch.from_numpy(feeds[n]) for n in probe.input_names))
+                out = module.eval()(*example_args(self._probe(), 2))
         except Exception as exc:  # the user's forward: most often, --input shapes it does not take
             raise UsageError(
                 f"{self.target}: a forward pass on random inputs shaped as --input raised {_described(exc)}"
             ) from exc
         try:
-            outs = output_tensors(out)
+            outs = output_tensors(out, self.outputs)
         except TypeError as exc:
             raise UsageError(f"{self.target}: {exc}") from exc
-        if len(outs) != len(self.outputs):
-            raise UsageError(
-                f"{self.target} returns {len(outs)} outputs but {len(self.outputs)} --output given"
-            )
         if not all(isinstance(t, torch.Tensor) and t.dim() >= 2 for t in outs):
             raise UsageError(
                 f"{self.target}: return tensors shaped (batch, ...), e.g. (batch, 1), not (batch,)"

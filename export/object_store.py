@@ -7,13 +7,18 @@ never catch half-done:
 1. a lock object (`.tritonstack-lock`, created with S3's conditional write `If-None-Match: *`)
    makes publishers of one repository take turns, so each new version gets its own number and no
    two publishers interleave their objects; a publisher that cannot take it within `LOCK_WAIT_S`
-   stops with one line naming the holder;
+   stops with one line naming the holder, and one that ends releases only its own lock (the
+   owner token it wrote);
 2. a model that gains a version and serves "the latest" gets a config pinning what it serves now
    (`version_policy: specific`), so the new version's directory is ignored while it fills;
 3. the version's objects (and changed metadata) are uploaded;
 4. `config.pbtxt` is written last: a new model appears, a pinned one gets its policy back and
    loads the new version, a promotion takes effect;
 5. pruned versions' objects are deleted.
+
+An export ended by SIGTERM or SIGINT before step 4 takes back what it wrote (the objects it added
+are deleted, those it replaced put back) and releases its lock, so the next publisher goes on at
+once (`export.temporaries`: the signal handler does it before the process ends).
 
 The mirror holds the repository's top-level files (`tritonstack.json`, the registry's state),
 each model's `config.pbtxt` and files beside it, and every version's JSON files (an older
@@ -28,8 +33,8 @@ import json
 import os
 import shlex
 import socket
-import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +43,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import RepositoryError
 from tritonstack.export.state import read_metadata, update_metadata
+from tritonstack.export.temporaries import temporary_directory, undone_on_signal
 from tritonstack.spec import CONFIG_NAME
 from tritonstack.storage.location import RepositoryLocation
 from tritonstack.storage.s3 import Bucket, iter_files
@@ -59,20 +65,22 @@ def open_repository(repo: str | Path, *, write: bool) -> Iterator[Path]:
         yield Path(repo)
         return
     bucket = Bucket(RepositoryLocation.parse_s3(str(repo)))
-    lock = _locked(bucket) if write else contextlib.nullcontext()
-    with lock, tempfile.TemporaryDirectory(prefix="tritonstack-s3-") as tmp:
-        mirror = Path(tmp) / "repo"
+    lock: contextlib.AbstractContextManager[_TakeBack | None] = (
+        _locked(bucket) if write else contextlib.nullcontext()
+    )
+    with lock as take_back, temporary_directory(prefix="tritonstack-s3-") as tmp:
+        mirror = tmp / "repo"
         before = _fetch(bucket, mirror)
         try:
             yield mirror
         except Exception:
             # What the writer finished is whole (a failed format leaves the earlier ones), as in a
             # local repository: publish it too.
-            if write:
-                _publish(bucket, mirror, before)
+            if take_back is not None:
+                _publish(bucket, mirror, before, take_back)
             raise
-        if write:
-            _publish(bucket, mirror, before)
+        if take_back is not None:
+            _publish(bucket, mirror, before, take_back)
 
 
 class _Fetched:
@@ -101,7 +109,38 @@ def _fetch(bucket: Bucket, mirror: Path) -> _Fetched:
     return fetched
 
 
-def _publish(bucket: Bucket, mirror: Path, before: _Fetched) -> None:
+class _TakeBack:
+    """What a publisher interrupted by a signal takes back before it ends: the objects it added
+    are deleted, those it replaced put back (new version objects go before the configs that would
+    serve them), then its lock is released if it is still its own. A client of its own: the signal
+    may come while the publisher's is in the middle of a request. (An upload that boto3's threads
+    finish between the delete and the exit stays: the window is that short.)"""
+
+    def __init__(self, bucket: Bucket, owner: bytes) -> None:
+        self._bucket = Bucket(bucket.location)
+        self._owner = owner
+        self._added: list[str] = []
+        self._replaced: dict[str, bytes] = {}
+
+    def writing(self, key: str, before: _Fetched) -> None:
+        """Note, before the write starts, that `key` is about to be written."""
+        if key in before.files:
+            self._replaced.setdefault(key, before.files[key])
+        else:
+            self._added.append(key)
+
+    def published(self) -> None:
+        """The configs that serve what was written go out next: from here on it stays."""
+        self._added, self._replaced = [], {}
+
+    def __call__(self) -> None:
+        self._bucket.delete(self._added)
+        for key, data in self._replaced.items():
+            self._bucket.put(key, data)
+        _release(self._bucket, self._owner)
+
+
+def _publish(bucket: Bucket, mirror: Path, before: _Fetched, take_back: _TakeBack) -> None:
     new_versions = {
         (parts[0], int(parts[1]))
         for parts in (key.split("/") for key, path in iter_files(mirror))
@@ -113,12 +152,16 @@ def _publish(bucket: Bucket, mirror: Path, before: _Fetched) -> None:
     changed = {key: path for key, path in after.items() if before.files.get(key) != path.read_bytes()}
     # A pinned config is written back even when the export left it unchanged.
     pinned = [
-        f"{m}/{CONFIG_NAME}" for m in sorted({m for m, _ in new_versions}) if _pin_served(bucket, m, before)
+        f"{m}/{CONFIG_NAME}"
+        for m in sorted({m for m, _ in new_versions})
+        if _pin_served(bucket, m, before, take_back)
     ]
     configs = sorted({*pinned, *(key for key in changed if key.endswith(f"/{CONFIG_NAME}"))})
     for key, path in changed.items():
         if key not in configs:
+            take_back.writing(key, before)
             bucket.upload(path, key)
+    take_back.published()
     for key in configs:
         bucket.upload(after[key], key)
     removed = [keys for (model, v), keys in before.versions.items() if not (mirror / model / str(v)).is_dir()]
@@ -133,7 +176,7 @@ def _name_repository(version_dir: Path, mirror: Path, url: str) -> None:
         update_metadata(version_dir, command=command.replace(mirror_flag, f"--repo {shlex.quote(url)}"))
 
 
-def _pin_served(bucket: Bucket, model: str, before: _Fetched) -> bool:
+def _pin_served(bucket: Bucket, model: str, before: _Fetched, take_back: _TakeBack) -> bool:
     """Rewrite the model's remote config to serve exactly what it serves now, by number, so a
     version directory that is still filling is not picked as the latest; True if rewritten."""
     old = before.files.get(f"{model}/{CONFIG_NAME}")
@@ -148,30 +191,43 @@ def _pin_served(bucket: Bucket, model: str, before: _Fetched) -> bool:
     served = existing if kind == "all" else existing[-(policy.latest.num_versions or 1) :]
     config.ClearField("version_policy")
     config.version_policy.specific.versions.extend(served)
+    take_back.writing(f"{model}/{CONFIG_NAME}", before)
     bucket.put(f"{model}/{CONFIG_NAME}", text_format.MessageToString(config).encode())
     return True
 
 
 @contextlib.contextmanager
-def _locked(bucket: Bucket) -> Iterator[None]:
+def _locked(bucket: Bucket) -> Iterator[_TakeBack]:
+    """Hold the repository's lock; yields what a signal takes back, registered from before the
+    lock is asked for (the token tells whether the lock it finds is its own)."""
     owner = json.dumps(
         {
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "token": uuid.uuid4().hex,
         }
-    )
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while not bucket.create(LOCK_KEY, owner.encode()):
-        if time.monotonic() > deadline:
-            with contextlib.suppress(RepositoryError):
-                owner = bucket.read(LOCK_KEY).decode(errors="replace")
-            raise RepositoryError(
-                f"another publisher has held {bucket.location}/{LOCK_KEY} for over {LOCK_WAIT_S:.0f} s "
-                f"({owner}): retry when it is done, or delete that object if that publisher died"
-            )
-        time.sleep(_LOCK_POLL_S)
-    try:
-        yield
-    finally:
+    ).encode()
+    take_back = _TakeBack(bucket, owner)
+    with undone_on_signal(take_back):
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while not bucket.create(LOCK_KEY, owner):
+            if time.monotonic() > deadline:
+                holder = bucket.find(LOCK_KEY) or b"since released"
+                raise RepositoryError(
+                    f"another publisher has held {bucket.location}/{LOCK_KEY} for over {LOCK_WAIT_S:.0f} s "
+                    f"({holder.decode(errors='replace')}): retry when it is done, or delete that object "
+                    "if that publisher died"
+                )
+            time.sleep(_LOCK_POLL_S)
+        try:
+            yield take_back
+        finally:
+            _release(bucket, owner)
+
+
+def _release(bucket: Bucket, owner: bytes) -> None:
+    """Delete the lock if it is still `owner`'s: one who judged this publisher dead may have
+    deleted it and taken the lock since."""
+    if bucket.find(LOCK_KEY) == owner:
         bucket.delete([LOCK_KEY])

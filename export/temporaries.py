@@ -1,5 +1,7 @@
 """The export's temporary folders and files, registered while they exist, so that a signal
-handler can remove them before the process ends (`tritonstack export` on SIGTERM or SIGINT).
+handler can remove them before the process ends (`tritonstack export` on SIGTERM or SIGINT);
+likewise what it holds or has half-written elsewhere (an object store's lock and objects), as
+actions that take it back.
 
 Raising from a signal handler is not enough to clean up: torch's exporters and weakref callbacks
 wrap or swallow the exception, and the export goes on. The handler removes what is registered
@@ -12,10 +14,11 @@ import contextlib
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _live: set[Path] = set()
+_undo: list[Callable[[], None]] = []
 _SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -47,14 +50,33 @@ def temporary_file(prefix: str, dir: Path) -> Iterator[tuple[int, Path]]:
         _live.discard(path)
 
 
-def remove_all() -> None:
-    """Remove every registered temporary (the signal handler's clean-up)."""
+@contextlib.contextmanager
+def undone_on_signal(action: Callable[[], None]) -> Iterator[None]:
+    """Have the signal handler call `action` if the process ends while the block runs (the
+    latest registered first, after the temporaries are removed)."""
+    _undo.append(action)
+    try:
+        yield
+    finally:
+        _undo.remove(action)
+
+
+def remove_all() -> list[str]:
+    """Remove every registered temporary and take back what is registered (the signal handler's
+    clean-up); returns a line for each action that failed, for the handler to print."""
     for path in list(_live):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
                 path.unlink()
+    failed = []
+    for action in reversed(_undo):
+        try:
+            action()
+        except Exception as exc:  # the process ends next: say what is left, then go on with the rest
+            failed.append(f"{type(exc).__name__}: {exc}")
+    return failed
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Shared fixtures for tests that need a real Triton server.
+"""Shared fixtures for tests that need a real Triton server (and `s3_store`: moto's S3 server).
 
 Starting Triton and its Python backend stubs costs seconds, so servers are shared: a test
 module builds its model repository once (in a module- or session-scoped fixture) and starts one
@@ -61,6 +61,17 @@ def _unmarked_launch(self: TritonServer, *_: object) -> NoReturn:
         f"{SERVER_FIXTURE} fixture or @pytest.mark.server",
         pytrace=False,
     )
+
+
+@pytest.fixture(scope="module")
+def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 for one test module, with the bucket `tests.s3_store.BUCKET`;
+    yields its endpoint (the AWS_* variables point at it meanwhile)."""
+    from tests.s3_store import BUCKET, create_bucket, moto_store  # boto3: imported where a test needs it
+
+    with moto_store(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        create_bucket(BUCKET)
+        yield endpoint
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ def _walk_model(value: Any, model: type, path: str) -> None:
     try:  # the SDK's own checks: required fields present, enum values allowed
         model(**{by_json[key]: item for key, item in value.items()})
     except ValueError as exc:
-        raise SchemaError(f"{path}: {exc}") from None
+        raise SchemaError(f"{path}: {exc}") from exc
     for key, item in value.items():
         _walk(item, model.openapi_types[by_json[key]], f"{path}.{key}")  # type: ignore[attr-defined]
 

@@ -44,7 +44,7 @@ def validate(doc: dict[str, Any]) -> None:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(map(str, exc.path))
-            raise SchemaError(f"{doc['kind']} (Kubernetes {version}) {path}: {exc.message}") from None
+            raise SchemaError(f"{doc['kind']} (Kubernetes {version}) {path}: {exc.message}") from exc
 
 
 class _KServeChecker:

@@ -18,6 +18,7 @@ import boto3
 
 from tritonstack.serve import free_port
 
+BUCKET = "models"  # the bucket the `s3_store` fixture (tests/conftest.py) creates
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -44,9 +45,9 @@ def moto_store(log: Path) -> Iterator[str]:
             try:
                 _DIRECT.open(f"{endpoint}/moto-api/", timeout=1).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"moto_server did not start; see {log}") from None
+                    raise RuntimeError(f"moto_server did not start; see {log}") from exc
                 time.sleep(0.1)
         yield endpoint
     finally:

@@ -170,6 +170,20 @@ def test_a_failed_load_worker_sends_its_traceback() -> None:
     assert isinstance(cause, RemoteTraceback) and "Traceback" in str(cause) and "AioRpcError" in str(cause)
 
 
+def test_a_load_worker_that_dies_silently_is_one_line_without_a_cause() -> None:
+    """A worker killed before it reports: the exit codes are all that is known, and no other
+    error was being handled (an empty queue is no cause)."""
+    request = prebuilt_request("m", "1", {"x": np.zeros((1, 4), np.float32)})
+    load = ProcessLoad(f"127.0.0.1:{free_port()}", [request], "concurrency", 1.0, processes=1)
+    (worker,) = load._workers
+    worker.start()
+    worker.kill()
+    worker.join()
+    with pytest.raises(ServeError, match=r"died without reporting \(exit codes \[-9\]\)") as err:
+        asyncio.run(load.stop())
+    assert err.value.__cause__ is None and err.value.__context__ is None
+
+
 def test_window_rule_must_fit_warm_up_and_windows() -> None:
     with pytest.raises(UsageError, match="max-cell-s"):
         WindowRule(window_s=1.0, max_cell_s=3.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,10 @@ from tritonstack.export.checkpoint import LoadedModel, ModelSource, load_model
 from tritonstack.export.custom import CustomArch, parse_input
 from tritonstack.export.formats import ExportOptions, exporter
 from tritonstack.export.pipeline import export_to_repository
-from tritonstack.export.verify import tolerances, verify
+from tritonstack.export.verify import check_model_outputs, tolerances, verify
 from tritonstack.formats import DEFAULT_FORMATS, Format
 from tritonstack.runtimes.runners import TorchRunner, runner_for
+from tritonstack.spec import TensorSpec
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +121,19 @@ def test_dict_output_of_a_custom_model_is_a_usage_error(tmp_path: Path) -> None:
     custom = CustomArch("tests.custom_models:make_dict_scorer", inputs, ("score",))
     with pytest.raises(UsageError, match=r"make_dict_scorer: forward\(\) returns a dict: .*tuple of Tensors"):
         custom.build({}, None, 8)
+
+
+def test_a_forward_returning_another_number_of_tensors_is_refused() -> None:
+    """One tensor for two outputs: refused by a custom model's build (two --output) and by the
+    check every export runs first, in the same words."""
+    inputs = (parse_input("ids:int64:3:50"), parse_input("dense:float32:4"))
+    named = r"forward\(\) returns 1 tensors but the model has 2 outputs \['score', 'extra'\]"
+    with pytest.raises(UsageError, match=f"^tests.custom_models:make_scorer: {named}: return one tensor"):
+        CustomArch("tests.custom_models:make_scorer", inputs, ("score", "extra")).build({}, None, 8)
+    module, spec = CustomArch("tests.custom_models:make_scorer", inputs, ("score",)).build({}, None, 8)
+    two = replace(spec, outputs=(*spec.outputs, TensorSpec("extra", "float32", (1,))))
+    with pytest.raises(ExportError, match=f"^make_scorer: {named}: return one tensor"):
+        check_model_outputs(module, two)
 
 
 def test_output_dtype_other_than_the_configs_is_refused_before_any_export(tmp_path: Path) -> None:

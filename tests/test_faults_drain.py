@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.serve_process import stop_serve
 from tritonstack import recsys
 from tritonstack.cli import main
 from tritonstack.client import NO_RETRY, AsyncTritonClient, ClientError
@@ -97,11 +98,7 @@ def start_serve(repo: Path, tmp_path: Path) -> Iterator[Callable[[float], Serve]
         yield start
     finally:
         for server in started:
-            if server.process.poll() is None:
-                server.process.send_signal(signal.SIGINT)  # Ctrl-C: no grace
-            server.process.wait(timeout=60)
-            assert server.process.stdout is not None
-            server.process.stdout.close()
+            stop_serve(server.process)
 
 
 async def _rolling_restart(draining: Serve, other: Serve) -> Restart:

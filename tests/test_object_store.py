@@ -6,9 +6,12 @@ failures are one line."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tests.s3_store import create_bucket, moto_store, objects
+from tests.s3_store import BUCKET, objects
 from tritonstack import recsys
 from tritonstack.cli import main
 from tritonstack.export import object_store
@@ -24,16 +27,8 @@ from tritonstack.recsys.train import train
 from tritonstack.storage.s3 import Bucket
 
 CLI = [sys.executable, "-m", "tritonstack.cli"]
-BUCKET = "models"
 REPO = f"s3://{BUCKET}/prod"
 MODEL = "dlrm_onnx"
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_store(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
-        create_bucket(BUCKET)
-        yield endpoint
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +42,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 @pytest.fixture()
-def repo(store: str, request: pytest.FixtureRequest) -> str:
+def repo(s3_store: str, request: pytest.FixtureRequest) -> str:
     """A fresh prefix per test."""
     return f"{REPO}-{request.node.name.replace('_', '-')[:40]}"
 
@@ -161,6 +156,19 @@ def test_a_held_lock_stops_a_publisher_with_one_line(
     assert f"{_prefix(repo)}{MODEL}/config.pbtxt" not in objects(BUCKET, _prefix(repo))
 
 
+def test_a_publisher_releases_only_its_own_lock(repo: str) -> None:
+    """One who judged this publisher dead deleted its lock and took it: when this one ends, the
+    other's lock stays (before: deleted whoever held it)."""
+    import boto3
+
+    other = json.dumps({"host": "elsewhere", "pid": 1, "token": "theirs"}).encode()
+    with object_store.open_repository(repo, write=True):
+        lock = f"{_prefix(repo)}.tritonstack-lock"
+        assert lock in objects(BUCKET, lock)
+        boto3.client("s3").put_object(Bucket=BUCKET, Key=lock, Body=other)
+    assert objects(BUCKET, _prefix(repo)) == {lock: other}
+
+
 @pytest.mark.parametrize(
     ("env", "repo_url", "expected"),
     [
@@ -172,7 +180,7 @@ def test_a_held_lock_stops_a_publisher_with_one_line(
     ],
 )
 def test_store_failures_are_one_line(
-    store: str,
+    s3_store: str,
     checkpoints: list[Path],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -226,3 +234,84 @@ def test_export_all_publishes_each_checkpoint_once(
         f"{MODEL}/1/model.onnx",
         f"{MODEL}/2/model.onnx",
     }
+
+
+# -- an export ended by a signal --------------------------------------------------------------------
+
+# `tritonstack export` that stops, until a signal ends it, once it has uploaded tritonstack.json:
+# the new version's objects are in the store and its config pins the versions served before.
+EXPORT_PAUSED_IN_PUBLISH = """
+import sys, time
+from tritonstack.cli import main
+from tritonstack.export import object_store
+
+class Paused(object_store.Bucket):
+    def upload(self, path, key):
+        super().upload(path, key)
+        if key == "tritonstack.json":
+            print("paused", flush=True)
+            time.sleep(600)
+
+object_store.Bucket = Paused
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _export_command(checkpoint: Path, repo: str) -> list[str]:
+    return ["export", str(checkpoint), "--repo", repo, "--formats", "onnx", "--max-batch-size", "8"]
+
+
+def _ended(export: subprocess.Popen[str], signum: signal.Signals) -> None:
+    export.send_signal(signum)
+    said = "".join(out for out in export.communicate(timeout=60) if out)  # stderr, or both merged
+    assert export.returncode == 128 + signum, said[-2000:]
+    assert f"stopped by {signum.name}" in said and "could not" not in said, said[-2000:]
+
+
+def _next_export_goes_on_at_once(checkpoint: Path, repo: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(object_store, "LOCK_WAIT_S", 1.0)  # before: the lock was left, and it waited for it
+    assert _export(checkpoint, repo) == 0
+
+
+def test_an_export_ended_while_exporting_releases_its_lock(
+    repo: str, checkpoints: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the exporter runs (the lock taken, nothing uploaded yet): the lock object and
+    the local mirror are gone, and the next export publishes version 1."""
+    command = [*CLI, *_export_command(checkpoints[0], repo)]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as export:
+        _wait_for(lambda: any(any(p.iterdir()) for p in tmp_path.glob("tritonstack-*")))
+        assert f"{_prefix(repo)}.tritonstack-lock" in objects(BUCKET, _prefix(repo))
+        _ended(export, signal.SIGTERM)
+    assert objects(BUCKET, _prefix(repo)) == {}
+    assert list(tmp_path.glob("tritonstack-*")) == []
+    _next_export_goes_on_at_once(checkpoints[0], repo, monkeypatch)
+    assert list(_state(repo)[MODEL]) == ["1"]
+
+
+def test_an_export_ended_while_publishing_takes_back_what_it_wrote(
+    repo: str, checkpoints: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT once version 2's objects and the registry are uploaded but before the config that
+    serves it: the store is again what it was before that export, the lock included."""
+    assert _export(checkpoints[0], repo) == 0
+    before = objects(BUCKET, _prefix(repo))
+    command = [sys.executable, "-c", EXPORT_PAUSED_IN_PUBLISH, *_export_command(checkpoints[1], repo)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as export:
+        assert export.stdout is not None and "paused\n" in iter(export.stdout.readline, "")
+        assert f"{_prefix(repo)}{MODEL}/2/model.onnx" in objects(BUCKET, _prefix(repo))
+        assert list(_config(repo).version_policy.specific.versions) == [1]
+        assert list(_state(repo)[MODEL]) == ["1", "2"]
+        _ended(export, signal.SIGINT)
+    assert objects(BUCKET, _prefix(repo)) == before
+    _next_export_goes_on_at_once(checkpoints[1], repo, monkeypatch)
+    assert list(_state(repo)[MODEL]) == ["1", "2"]
+    assert _config(repo).version_policy.WhichOneof("policy_choice") is None
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

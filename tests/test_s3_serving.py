@@ -28,7 +28,8 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from tests.custom_models import make_scorer
-from tests.s3_store import create_bucket, moto_store
+from tests.s3_store import BUCKET
+from tests.serve_process import stop_serve
 from tritonstack import recsys
 from tritonstack.cli import main
 from tritonstack.client import ClientError, TritonClient
@@ -42,7 +43,6 @@ from tritonstack.spec import Array
 
 pytestmark = pytest.mark.server
 CLI = [sys.executable, "-m", "tritonstack.cli"]
-BUCKET = "models"
 MAX_BATCH = "8"
 SCORER = [
     "--arch",
@@ -83,13 +83,6 @@ class Serve:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_store(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
-        create_bucket(BUCKET)
-        yield endpoint
-
-
-@pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpt")
     paths = {}
@@ -106,7 +99,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture()
-def start_serve(store: str, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
+def start_serve(s3_store: str, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
     started: list[Serve] = []
 
     def start(repo: str, *flags: str) -> Serve:
@@ -125,11 +118,7 @@ def start_serve(store: str, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
         yield start
     finally:
         for server in started:
-            if server.process.poll() is None:
-                server.process.send_signal(signal.SIGINT)
-            server.process.wait(timeout=60)
-            assert server.process.stdout is not None
-            server.process.stdout.close()
+            stop_serve(server.process)
 
 
 def _export(checkpoint: Path, repo: str, *flags: str) -> None:

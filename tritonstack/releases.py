@@ -67,9 +67,9 @@ def triton_release(name: str) -> TritonRelease:
     """The release named `YY.MM`; a usage error listing the known ones otherwise."""
     try:
         return RELEASES[name]
-    except KeyError:
+    except KeyError as exc:
         known = ", ".join(RELEASES)
-        raise UsageError(f"--triton-release {name!r}: unknown release, choose from {known}") from None
+        raise UsageError(f"--triton-release {name!r}: unknown release, choose from {known}") from exc
 
 
 def _release_triple(version: str) -> tuple[int, ...]:

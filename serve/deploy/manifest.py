@@ -28,8 +28,8 @@ def write_manifests(out: Path, files: Mapping[str, Sequence[Manifest]]) -> list[
     """Write each file's documents into `out` (created if needed); returns the paths written."""
     try:
         import yaml
-    except ImportError:
-        raise UsageError("deploy needs PyYAML: pip install 'tritonstack[deploy]'") from None
+    except ImportError as exc:
+        raise UsageError("deploy needs PyYAML: pip install 'tritonstack[deploy]'") from exc
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file: give a directory for the manifests")
     others = sorted(p.name for p in out.glob("*.y*ml") if p.name not in files) if out.is_dir() else []

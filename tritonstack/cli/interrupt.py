@@ -2,8 +2,9 @@
 
 Raising from the handler (as Ctrl-C does by default) is not reliable there: torch's exporters
 and weakref callbacks wrap or swallow the exception and the export goes on to publish. What the
-export may leave is registered in `export.temporaries`; versions appear by one rename, so ending
-between two steps leaves either a whole version or none.
+export may leave is registered in `export.temporaries` (on an object store, its lock and the
+objects of a version not yet published too); versions appear by one rename, so ending between two
+steps leaves either a whole version or none.
 """
 
 from __future__ import annotations
@@ -38,8 +39,12 @@ def ending_on_signal(handler: Handler) -> Handler:
 
 
 def _end(signum: int, frame: FrameType | None) -> None:
-    remove_all()
+    # A second Ctrl-C would start the clean-up again from inside this one: it waits for the exit.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    failed = remove_all()
     sys.stdout.flush()
     print(f"stopped by {signal.Signals(signum).name}; its temporary files were removed", file=sys.stderr)
+    for line in failed:
+        print(f"could not take back what it wrote: {line}", file=sys.stderr)
     sys.stderr.flush()
     os._exit(128 + signum)

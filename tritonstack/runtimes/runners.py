@@ -6,7 +6,7 @@ Verification and benchmarks loop over runners instead of special-casing each run
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -32,19 +32,26 @@ def example_args(spec: ModelSpec, batch_size: int, seed: int = 0) -> tuple[torch
     return tuple(torch.from_numpy(feeds[name]) for name in spec.input_names)
 
 
-def output_tensors(result: object) -> tuple[torch.Tensor, ...]:
+def output_tensors(result: object, names: Sequence[str] | None = None) -> tuple[torch.Tensor, ...]:
     """`forward`'s result as Triton's pytorch backend takes it: a Tensor, or a tuple of Tensors
     (one per output, in config order). It fails a request whose model returns a list or a dict of
-    Tensors, so every runner here refuses them too, with the fix."""
+    Tensors, so every runner here refuses them too, with the fix; with `names` (the outputs), a
+    result with another number of tensors too."""
     if isinstance(result, torch.Tensor):
-        return (result,)
-    if isinstance(result, tuple) and all(isinstance(t, torch.Tensor) for t in result):
-        return result
-    kind = type(result).__name__
-    raise TypeError(
-        f"forward() returns a {kind}: Triton's pytorch backend takes a Tensor or a tuple of Tensors, "
-        "one per output in config order (e.g. return out['score'], out['embedding'])"
-    )
+        tensors: tuple[torch.Tensor, ...] = (result,)
+    elif isinstance(result, tuple) and all(isinstance(t, torch.Tensor) for t in result):
+        tensors = result
+    else:
+        raise TypeError(
+            f"forward() returns a {type(result).__name__}: Triton's pytorch backend takes a Tensor or a "
+            "tuple of Tensors, one per output in config order (e.g. return out['score'], out['embedding'])"
+        )
+    if names is not None and len(tensors) != len(names):
+        raise TypeError(
+            f"forward() returns {len(tensors)} tensors but the model has {len(names)} outputs "
+            f"{list(names)}: return one tensor per output"
+        )
+    return tensors
 
 
 class _TorchModuleRunner:

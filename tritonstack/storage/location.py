@@ -49,8 +49,8 @@ class S3Endpoint:
             )
         try:
             port = url.port or (443 if url.scheme == "https" else 80)
-        except ValueError:
-            raise UsageError(f"--s3-endpoint {text!r}: the port is not a number in 1-65535") from None
+        except ValueError as exc:
+            raise UsageError(f"--s3-endpoint {text!r}: the port is not a number in 1-65535") from exc
         if not re.fullmatch(r"[0-9A-Za-z.-]+", url.hostname):
             raise UsageError(f"--s3-endpoint {text!r}: Triton takes a host name or IPv4 address here")
         return cls(url.hostname, port, url.scheme == "https")

@@ -87,10 +87,23 @@ class Bucket:
         return found
 
     def read(self, key: str) -> bytes:
-        answer = self._call(
-            f"read {key} from", self._client.get_object, Bucket=self.name, Key=self._prefix + key
-        )
-        body: bytes = answer["Body"].read()
+        body = self.find(key)
+        if body is None:
+            raise RepositoryError(f"cannot read {key} from {self.location}: there is no such object")
+        return body
+
+    def find(self, key: str) -> bytes | None:
+        """The object's content, or None if there is no object `key`."""
+        from botocore.exceptions import ClientError
+
+        try:
+            body: bytes = self._client.get_object(Bucket=self.name, Key=self._prefix + key)["Body"].read()
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise self._error(f"read {key} from", exc) from exc
+        except Exception as exc:
+            raise self._error(f"read {key} from", exc) from exc
         return body
 
     def upload(self, path: Path, key: str) -> None:
