@@ -24,7 +24,7 @@ from tritonstack.benchmarks.config import BenchConfig, PoolRule, Reference, Wind
 from tritonstack.benchmarks.inputs import Pool, request_bytes
 from tritonstack.benchmarks.load import Completion, open_loop
 from tritonstack.benchmarks.load_processes import ProcessLoad, RemoteTraceback, split
-from tritonstack.benchmarks.prebuilt import prebuilt
+from tritonstack.benchmarks.prebuilt import Prebuilt, prebuilt
 from tritonstack.benchmarks.served_by import served_by
 from tritonstack.benchmarks.stats import latency_ms, server_delta
 from tritonstack.benchmarks.targets import local_targets, select
@@ -156,12 +156,16 @@ def test_load_split_over_processes() -> None:
         BenchConfig(client_processes=0)
 
 
+def _one_request() -> Prebuilt:
+    """One request for a model `m` that no server has."""
+    spec = ModelSpec("m", (TensorSpec("x", "float32", (4,)),), (TensorSpec("y", "float32", (4,)),))
+    return prebuilt("m", "1", spec, [{"x": np.zeros((1, 4), np.float32)}])
+
+
 def test_a_failed_load_worker_sends_its_traceback() -> None:
     """An exception cannot be chained across processes: the worker's traceback (its own causes
     included) comes back as the cause of the error the main process raises."""
-    spec = ModelSpec("m", (TensorSpec("x", "float32", (4,)),), (TensorSpec("y", "float32", (4,)),))
-    requests = prebuilt("m", "1", spec, [{"x": np.zeros((1, 4), np.float32)}])
-    load = ProcessLoad(f"127.0.0.1:{free_port()}", requests, "concurrency", 1.0, processes=1)
+    load = ProcessLoad(f"127.0.0.1:{free_port()}", _one_request(), "concurrency", 1.0, processes=1)
     with pytest.raises(
         ServeError, match="load worker failed: ServeError: m version 1 failed under load"
     ) as err:
@@ -173,8 +177,7 @@ def test_a_failed_load_worker_sends_its_traceback() -> None:
 def test_a_load_worker_that_dies_silently_is_one_line_without_a_cause() -> None:
     """A worker killed before it reports: the exit codes are all that is known, and no other
     error was being handled (an empty queue is no cause)."""
-    request = prebuilt_request("m", "1", {"x": np.zeros((1, 4), np.float32)})
-    load = ProcessLoad(f"127.0.0.1:{free_port()}", [request], "concurrency", 1.0, processes=1)
+    load = ProcessLoad(f"127.0.0.1:{free_port()}", _one_request(), "concurrency", 1.0, processes=1)
     (worker,) = load._workers
     worker.start()
     worker.kill()
