@@ -26,6 +26,7 @@ from tritonstack.export.native_rules import (
     NATIVE_PARAMETERS,
     ORT_TENSORRT_ACCELERATOR_PARAMETERS,
     OWN_PARAMETER_PREFIX,
+    STAND_IN_PARAMETERS,
     Binding,
     input_binding,
     named_index,
@@ -204,7 +205,7 @@ def _check_parameters(
 ) -> Iterator[Finding]:
     known = NATIVE_PARAMETERS[fmt]
     for key in config.parameters:
-        if key.startswith(OWN_PARAMETER_PREFIX):
+        if key.startswith(OWN_PARAMETER_PREFIX) or key in STAND_IN_PARAMETERS:
             continue  # ours: native backends ignore them by design
         if fmt is Format.TORCHSCRIPT and key == "INTER_OP_THREAD_COUNT" and not release.interop_threads_safe:
             yield _error(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from tritonstack.errors import UsageError
 from tritonstack.export.flags import option
+from tritonstack.export.native_rules import FORCE_CPU_ONLY_INPUT_TENSORS
 from tritonstack.formats import Format
 from tritonstack.spec import ModelSpec
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:  # imported where used: the CLI reads the options' flags witho
     from tritonclient.grpc import model_config_pb2 as pb
 
 _ACCELERATOR_NEEDS_GPU = "--ort-accelerator needs GPU instances: add --device gpu"
-FORCE_CPU_ONLY_INPUT_TENSORS = "FORCE_CPU_ONLY_INPUT_TENSORS"
 # The formats whose stand-ins take GPU inputs on a GPU instance (serve/backends, runtimes/device.py).
 DEVICE_INPUT_FORMATS = (Format.ONNX, Format.TORCHSCRIPT)
 
@@ -144,9 +144,6 @@ def apply_deployment(
         if fmt is not Format.TORCHSCRIPT:  # it aborts Triton 24.10 (tritonstack/formats.py)
             config.parameters[inter].string_value = "1"
     if options.instance_kind == "KIND_GPU" and fmt in DEVICE_INPUT_FORMATS:
-        # Triton's Python backend copies GPU inputs (from a client's CUDA shared memory) to the host
-        # for its models unless told not to; our backends take them on the GPU (DLPack). The native
-        # backends ignore the parameter and take inputs where they are anyway.
         config.parameters[FORCE_CPU_ONLY_INPUT_TENSORS].string_value = "no"
     config.dynamic_batching.SetInParent()
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us

@@ -95,6 +95,10 @@ ORT_TENSORRT_ACCELERATOR_PARAMETERS = frozenset(
 
 # Our own config keys (id bounds, the production version): every native backend ignores them.
 OWN_PARAMETER_PREFIX = "tritonstack."
+# Triton's Python backend copies a GPU instance's inputs to the host unless this says "no"; our
+# stand-ins take them where they are (DLPack). The native backends ignore it and do so anyway.
+FORCE_CPU_ONLY_INPUT_TENSORS = "FORCE_CPU_ONLY_INPUT_TENSORS"
+STAND_IN_PARAMETERS = frozenset({FORCE_CPU_ONLY_INPUT_TENSORS})
 
 
 def named_index(name: str) -> int | None:

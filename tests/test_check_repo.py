@@ -199,6 +199,18 @@ def test_parameters_the_native_backend_ignores(tmp_path: Path) -> None:
     _only(tmp_path, Severity.WARNING, "'intra_op_thread_count' is ignored", "spell it INTRA_OP_THREAD_COUNT")
 
 
+def test_the_parameter_our_gpu_export_writes_is_no_finding(tmp_path: Path) -> None:
+    """`export --device gpu` writes FORCE_CPU_ONLY_INPUT_TENSORS for our stand-ins; check-repo, which
+    export runs, told the user to remove it (seen on the H200)."""
+    extra = (
+        "instance_group { kind: KIND_GPU count: 1 }\n"
+        'parameters { key: "FORCE_CPU_ONLY_INPUT_TENSORS" value { string_value: "no" } }'
+    )
+    write_onnx_model(tmp_path, extra=extra)
+    write_torchscript_model(tmp_path, extra=extra)
+    assert _findings(tmp_path) == []
+
+
 def test_ort_tensorrt_accelerator_parameters(tmp_path: Path) -> None:
     accelerator = (
         'optimization { execution_accelerators { gpu_execution_accelerator { name: "tensorrt" '
