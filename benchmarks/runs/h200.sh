@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# The committed H200 runs at ranking-size batches (benchmarks/results/h200-*), stage by stage, on a
-# GPU machine where the project's dependencies are importable (PYTHONPATH) and `python3` is 3.12.
-#   benchmarks/runs/h200.sh instances   # train the three models; DLRM FP32 ONNX at 1, 2, 4 instances
-#   benchmarks/runs/h200.sh fp32        # the three models, ONNX + TorchScript, at the best instance count
-#   benchmarks/runs/h200.sh fp16        # the same, half-precision artifacts
+# The H200 runs at ranking-size batches (benchmarks/results/h200-*), stage by stage, each within one
+# 10-minute call on a GPU machine where the project's dependencies are importable (PYTHONPATH):
+#   benchmarks/runs/h200.sh train                 # the three reference models, default presets
+#   benchmarks/runs/h200.sh instances             # DLRM FP32 ONNX at 1, 2 and 4 instances per GPU
+#   benchmarks/runs/h200.sh perf-analyzer         # the same models, perf_analyzer as load generator
+#   benchmarks/runs/h200.sh fp32 [MODEL ...]      # ONNX + TorchScript at the best instance count
+#   benchmarks/runs/h200.sh fp16 [MODEL ...]      # the same, half-precision artifacts
+# MODEL: dlrm, two_tower, dcn_v2 (default: all three in one run; one each fits a call at the default
+# 30 s cap per cell). INSTANCES=N skips reading the instances run; MAX_CELL_S sets the cap.
 # Each stage writes its runs under $RUNS (default /tmp/h200) and copies results.json and results.md
 # to $OUT when set; `tritonstack bench report DIR/results.json` rebuilds the rest.
 set -euo pipefail
 stage=$1
+shift
 runs=${RUNS:-/tmp/h200}
 work=${WORK:-/tmp/h200-work}
+cap=${MAX_CELL_S:-30}
 ts=(python3 -m tritonstack)
-models=(dlrm two_tower dcn_v2)
-batches=1024,4096,16384
+all=(dlrm two_tower dcn_v2)
+models=("${@:-${all[@]}}")
 mkdir -p "$runs" "$work"
 
 keep() {  # keep NAME: the run's results where the caller collects them
   if [ -n "${OUT:-}" ]; then mkdir -p "$OUT/$1" && cp "$runs/$1"/results.{json,md} "$OUT/$1/"; fi
 }
 
-best_instances() {  # the instance count whose cells served the most samples/s in the instances run
+instances() {  # INSTANCES, else the count whose cells served the most samples/s in the instances run
+  if [ -n "${INSTANCES:-}" ]; then echo "$INSTANCES"; return; fi
   python3 - "$runs/h200-instances/results.json" <<'PY'
 import json, sys
 cells = json.load(open(sys.argv[1]))["cells"]
@@ -28,45 +35,43 @@ print(best["name"].removeprefix("dlrm_i").removesuffix("_onnx"))
 PY
 }
 
-export_models() {  # export_models REPO INSTANCES [--fp16]
-  local repo=$1 instances=$2
-  shift 2
+sweep() {  # sweep NAME [--fp16]: export the selected models and measure them at ranking-size batches
+  local name=$1 repo=$work/$1 n
+  shift
+  n=$(instances)
   for m in "${models[@]}"; do
     "${ts[@]}" export "$work/ck/$m.pt" --repo "$repo" --formats onnx,torchscript --device gpu \
-      --instances "$instances" --max-batch-size 16384 "$@"
+      --instances "$n" --max-batch-size 16384 --overwrite "$@"
   done
+  [ "${#models[@]}" -eq "${#all[@]}" ] || name="$name-$(IFS=-; echo "${models[*]}")"
+  "${ts[@]}" bench --repo "$repo" --models "$(IFS=,; echo "${models[*]}")" --batch-sizes 1024,4096,16384 \
+    --concurrency 1,16 --shared-memory cuda --client-processes 4 --out "$runs/$name" --max-cell-s "$cap"
+  keep "$name"
 }
 
-bench() {  # bench NAME REPO [options]: the three models at ranking-size batches
-  local name=$1 repo=$2
-  shift 2
-  "${ts[@]}" bench --repo "$repo" --batch-sizes "$batches" --out "$runs/$name" --max-cell-s 10 "$@"
+instances_bench() {  # instances_bench NAME [options]: DLRM FP32 ONNX at 1, 2, 4 instances, batch 16384
+  local name=$1
+  shift
+  "${ts[@]}" bench --repo "$work/instances" --batch-sizes 16384 --concurrency 8,16 --shared-memory cuda \
+    --out "$runs/$name" --max-cell-s "$cap" "$@"
   keep "$name"
 }
 
 case $stage in
+  train)
+    for m in "${all[@]}"; do "${ts[@]}" train --arch "$m" --out "$work/ck/$m.pt"; done
+    ;;
   instances)
-    for m in "${models[@]}"; do "${ts[@]}" train --arch "$m" --out "$work/ck/$m.pt"; done
     for n in 1 2 4; do
       "${ts[@]}" export "$work/ck/dlrm.pt" --name "dlrm_i$n" --repo "$work/instances" --formats onnx \
-        --device gpu --instances "$n" --max-batch-size 16384
+        --device gpu --instances "$n" --max-batch-size 16384 --overwrite
     done
-    "${ts[@]}" bench --repo "$work/instances" --batch-sizes 16384 --concurrency 8,16 --shared-memory cuda \
-      --client-processes 2 --out "$runs/h200-instances" --max-cell-s 10
-    keep h200-instances
-    "${ts[@]}" bench --repo "$work/instances" --batch-sizes 16384 --concurrency 8,16 --shared-memory cuda \
-      --load-generator perf_analyzer --out "$runs/h200-instances-perf-analyzer" --max-cell-s 10 \
-      && keep h200-instances-perf-analyzer
+    instances_bench h200-instances --client-processes 2
     ;;
-  fp32)
-    n=$(best_instances)
-    export_models "$work/fp32" "$n"
-    bench h200-ranking "$work/fp32" --concurrency 1,16 --shared-memory cuda --client-processes 4
+  perf-analyzer)
+    instances_bench h200-instances-perf-analyzer --load-generator perf_analyzer
     ;;
-  fp16)
-    n=$(best_instances)
-    export_models "$work/fp16" "$n" --fp16
-    bench h200-ranking-fp16 "$work/fp16" --concurrency 1,16 --shared-memory cuda --client-processes 4
-    ;;
-  *) echo "unknown stage $stage: instances, fp32 or fp16" >&2; exit 2 ;;
+  fp32) sweep h200-ranking ;;
+  fp16) sweep h200-ranking-fp16 --fp16 ;;
+  *) echo "unknown stage $stage: train, instances, perf-analyzer, fp32 or fp16" >&2; exit 2 ;;
 esac
