@@ -235,7 +235,7 @@ async def _run(
             )
             common = {"served_by": labels[target.name], "shared_memory": config.shared_memory}
             try:
-                measured = await _measure_levels(config, url, (target, batch), levels, model, analyzer, step)
+                measured = await _measure_levels(config, url, target, batch, levels, model, analyzer, step)
             finally:
                 model.requests.destroy()
             ours = {"pool": pool.describe()}  # perf_analyzer's cells say what data it sent
@@ -254,7 +254,8 @@ async def _run(
 async def _measure_levels(
     config: BenchConfig,
     url: str,
-    what: tuple[BenchTarget, int],
+    target: BenchTarget,
+    batch: int,
     levels: list[tuple[str, float, Generator]],
     model: ServedModel,
     analyzer: perf_analyzer.PerfAnalyzer | None,
@@ -262,7 +263,6 @@ async def _measure_levels(
 ) -> list[dict[str, Any]]:
     """The cells of one model at one batch size: each level with our load generator, then
     (closed loop) with perf_analyzer, as the run asks."""
-    target, batch = what
     cells = []
     for mode, level, generator in levels:
         if "tritonstack" in config.load_generators:
