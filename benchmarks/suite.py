@@ -41,7 +41,7 @@ from tritonstack.benchmarks.served_by import served_by
 from tritonstack.benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
 from tritonstack.benchmarks.targets import BenchTarget, local_targets, remote_targets
 from tritonstack.client._shm import shm_pool
-from tritonstack.errors import ServeError, UsageError
+from tritonstack.errors import ClientError, ServeError, UsageError, first_line
 from tritonstack.runtimes.runners import Runner
 from tritonstack.serve import ExternalServer, running_server
 from tritonstack.spec import ModelSpec
@@ -60,7 +60,13 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
     levels = _levels(config)
     analyzer = perf_analyzer.install() if "perf_analyzer" in config.load_generators else None
     if config.shared_memory == "cuda":  # its dependencies and device checked before any work
-        shm_pool("cuda")
+        try:
+            shm_pool("cuda")
+        except ClientError as exc:
+            raise UsageError(
+                f"--shared-memory cuda: {first_line(exc).split(': ')[0]}; install 'tritonstack[cuda]' on a "
+                "machine with an NVIDIA GPU, or pass --shared-memory system"
+            ) from exc
     per_batch = len(targets) * (_cells_per_batch(config, levels) + 1) + len(references)
     total = len(config.batch_sizes) * per_batch
     task = progress.add_task("bench", total=total)

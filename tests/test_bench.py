@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import importlib.util
 import itertools
 import json
 import shutil
@@ -452,6 +453,11 @@ def test_bad_options_stop_before_any_measurement(
     too_big = 2 * DEFAULT_MAX_BATCH_SIZE  # what the repository's models were exported with
     assert main(["bench", *repo, "--models", "dlrm", "--batch-sizes", f"1,{too_big}"]) == 2
     assert f"{too_big} over dlrm_onnx's max_batch_size {DEFAULT_MAX_BATCH_SIZE}" in capsys.readouterr().err
+    if importlib.util.find_spec("cuda") is None:  # CPU machines: the bench's own fix, not the client API's
+        assert main(["bench", *repo, "--models", "dlrm", "--shared-memory", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert "--shared-memory cuda: CUDA shared memory needs cuda-bindings" in err
+        assert err.rstrip().endswith("or pass --shared-memory system") and err.count("\n") == 1
     assert not (root / "never").exists()
 
 
