@@ -42,7 +42,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import RepositoryError
-from tritonstack.export.state import read_metadata, update_metadata
+from tritonstack.export.state import check_writable, read_metadata, update_metadata
 from tritonstack.export.temporaries import temporary_directory, undone_on_signal
 from tritonstack.spec import CONFIG_NAME
 from tritonstack.storage.location import RepositoryLocation
@@ -62,6 +62,8 @@ def open_repository(repo: str | Path, *, write: bool) -> Iterator[Path]:
     """The repository at `repo` as a local folder: itself, or for `s3://BUCKET/PREFIX` a mirror
     that is published when the block ends (`write=True`; the lock is held throughout)."""
     if not is_remote(repo):
+        if write:
+            check_writable(Path(repo))
         yield Path(repo)
         return
     bucket = Bucket(RepositoryLocation.parse_s3(str(repo)))
@@ -71,6 +73,8 @@ def open_repository(repo: str | Path, *, write: bool) -> Iterator[Path]:
     with lock as take_back, temporary_directory(prefix="tritonstack-s3-") as tmp:
         mirror = tmp / "repo"
         before = _fetch(bucket, mirror)
+        if write:
+            check_writable(mirror, shown_as=str(repo).rstrip("/"))
         try:
             yield mirror
         except Exception:
