@@ -1,4 +1,5 @@
-"""SIGTERM and SIGINT during an export: remove its temporaries, then end at once.
+"""SIGTERM and SIGINT during an export or a `models` command: remove its temporaries, take back
+or finish what it was publishing to an object store, release its lock, then end at once.
 
 Raising from the handler (as Ctrl-C does by default) is not reliable there: torch's exporters
 and weakref callbacks wrap or swallow the exception and the export goes on to publish. What the
