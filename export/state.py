@@ -66,9 +66,10 @@ def check_writable(repo: Path, shown_as: str | Path | None = None) -> None:
 
 
 def _refusal(path: str, problem: str) -> str:
+    move = "aws s3 mv" if path.startswith("s3://") else "mv"
     return (
         f"{path} {problem}, so nothing was changed: restore it from a backup, or move it aside "
-        f"(mv {path} {path}.corrupt) to start a fresh one, which forgets every version's status"
+        f"({move} {path} {path}.corrupt) to start a fresh one, which forgets every version's status"
     )
 
 

@@ -150,5 +150,7 @@ def test_on_the_store_listing_goes_on_and_writers_refuse(
     assert main(["models", "promote", "a_onnx", "2", "--status", "staging", "--repo", url]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{url}/{STATE_NAME} is not valid JSON" in err, err
-    assert "nothing was changed" in err and "tritonstack-s3-" not in err
+    assert (
+        f"(aws s3 mv {url}/{STATE_NAME} {url}/{STATE_NAME}.corrupt)" in err and "tritonstack-s3-" not in err
+    )
     assert objects(BUCKET, prefix) == before  # the lock released, nothing published
