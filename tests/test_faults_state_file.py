@@ -100,6 +100,19 @@ def test_export_refuses_before_exporting(
     assert _tree(repo) == before
 
 
+def test_bench_refuses_before_measuring(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench records its latencies in the file, so it refuses before any work. Before, it went to
+    work (loaded the models, served and measured them) and stopped only when recording, with a
+    line naming no fix; on these stand-in artifacts it fails at loading them (exit 1)."""
+    repo = _repository(tmp_path, SPOILED["truncated"])
+    out = tmp_path / "bench-out"
+    assert main(["bench", "--repo", str(repo), "--out", str(out), "--batch-sizes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{repo / STATE_NAME} is not valid JSON" in err, err
+    assert "restore it from a backup" in err
+    assert not out.exists()
+
+
 def test_the_state_file_reaches_the_disk_before_it_replaces_the_old_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
