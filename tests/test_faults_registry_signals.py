@@ -143,3 +143,45 @@ def test_a_prune_ended_while_deleting_finishes(repo: str, monkeypatch: pytest.Mo
     monkeypatch.setattr(object_store, "LOCK_WAIT_S", 1.0)
     assert main(["models", "promote", MODEL, "3", "--status", "staging", "--repo", repo]) == 0
     assert _served(repo) == [3]
+
+
+# `tritonstack ...` on a local repository that stops for a while (not until the signal: the
+# signal may wait for it) right before promote writes the config, its statuses already written.
+LOCAL_PAUSED = """
+import sys, time
+from tritonstack.cli import main
+from tritonstack.export import registry
+
+write_config = registry.write_config
+
+def paused(path, config):
+    print("paused", flush=True)
+    time.sleep(3)
+    write_config(path, config)
+
+registry.write_config = paused
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_local_promote_ended_between_status_and_policy_finishes_both(tmp_path: Path) -> None:
+    """SIGTERM once the statuses are written, before the policy: the signal waits the few
+    milliseconds (here the pause) until both are written (before: it ended there, v2 production
+    in tritonstack.json while the config still served every version)."""
+    local, artifact = tmp_path / "repo", tmp_path / "model.onnx"
+    artifact.write_bytes(b"weights")
+    spec = ModelSpec(MODEL, (TensorSpec("x", "float32", (4,)),), (TensorSpec("y", "float32", (1,)),))
+    for _ in range(3):
+        version_dir = write_version(local, MODEL, build_config(spec, Format.ONNX), {"model.onnx": artifact})
+        record_export(version_dir, {"status": None})
+    argv = [sys.executable, "-c", LOCAL_PAUSED, *PROMOTE, "--repo", str(local)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        assert process.stdout is not None
+        assert "paused\n" in iter(process.stdout.readline, ""), process.communicate(timeout=60)
+        process.send_signal(signal.SIGTERM)
+        said = process.communicate(timeout=60)[0]
+    state = json.loads((local / STATE_NAME).read_text())["models"][MODEL]
+    assert state["2"]["status"] == "production"
+    config = text_format.Parse((local / MODEL / CONFIG_NAME).read_text(), pb.ModelConfig())
+    assert list(config.version_policy.specific.versions) == [2], said[-2000:]
+    _stopped((process.returncode, said), signal.SIGTERM)

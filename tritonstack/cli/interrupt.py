@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from tritonstack.export.temporaries import remove_all
+from tritonstack.export.temporaries import held, remove_all
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -40,6 +40,8 @@ def ending_on_signal(handler: Handler) -> Handler:
 
 
 def _end(signum: int, frame: FrameType | None) -> None:
+    if held(signum):  # a few writes that must go together: it comes back when they are done
+        return
     # A second Ctrl-C would start the clean-up again from inside this one: it waits for the exit.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     failed = remove_all()
