@@ -16,9 +16,12 @@ never catch half-done:
    loads the new version, a promotion takes effect;
 5. pruned versions' objects are deleted.
 
-An export ended by SIGTERM or SIGINT before step 4 takes back what it wrote (the objects it added
-are deleted, those it replaced put back) and releases its lock, so the next publisher goes on at
-once (`export.temporaries`: the signal handler does it before the process ends).
+A publisher (`export`, `export-all`, `models promote`, `models prune --yes`) ended by SIGTERM or
+SIGINT before step 4 takes back what it wrote (the objects it added are deleted, those it replaced
+put back); from step 4 on it finishes instead (the configs written, the pruned versions' objects
+deleted): either way the store holds the change whole or not at all. Then it releases its lock, if
+the lock is still its own, so the next publisher goes on at once (`export.temporaries`: the signal
+handler does it before the process ends).
 
 The mirror holds the repository's top-level files (`tritonstack.json`, the registry's state),
 each model's `config.pbtxt` and files beside it, and every version's JSON files (an older
@@ -42,7 +45,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonstack.errors import RepositoryError
-from tritonstack.export.state import read_metadata, update_metadata
+from tritonstack.export.state import check_writable, read_metadata, update_metadata
 from tritonstack.export.temporaries import temporary_directory, undone_on_signal
 from tritonstack.spec import CONFIG_NAME
 from tritonstack.storage.location import RepositoryLocation
@@ -62,6 +65,8 @@ def open_repository(repo: str | Path, *, write: bool) -> Iterator[Path]:
     """The repository at `repo` as a local folder: itself, or for `s3://BUCKET/PREFIX` a mirror
     that is published when the block ends (`write=True`; the lock is held throughout)."""
     if not is_remote(repo):
+        if write:
+            check_writable(Path(repo))
         yield Path(repo)
         return
     bucket = Bucket(RepositoryLocation.parse_s3(str(repo)))
@@ -71,6 +76,8 @@ def open_repository(repo: str | Path, *, write: bool) -> Iterator[Path]:
     with lock as take_back, temporary_directory(prefix="tritonstack-s3-") as tmp:
         mirror = tmp / "repo"
         before = _fetch(bucket, mirror)
+        if write:
+            check_writable(mirror, shown_as=str(repo).rstrip("/"))
         try:
             yield mirror
         except Exception:
@@ -110,17 +117,21 @@ def _fetch(bucket: Bucket, mirror: Path) -> _Fetched:
 
 
 class _TakeBack:
-    """What a publisher interrupted by a signal takes back before it ends: the objects it added
-    are deleted, those it replaced put back (new version objects go before the configs that would
-    serve them), then its lock is released if it is still its own. A client of its own: the signal
-    may come while the publisher's is in the middle of a request. (An upload that boto3's threads
-    finish between the delete and the exit stays: the window is that short.)"""
+    """What a publisher interrupted by a signal does before it ends. Before its configs go out, it
+    takes back what it wrote: the objects it added are deleted, those it replaced put back (new
+    version objects go before the configs that would serve them). From then on it finishes: the
+    configs are written (again) and the pruned versions' objects deleted, so the change is whole.
+    Then its lock is released if it is still its own. A client of its own: the signal may come
+    while the publisher's is in the middle of a request. (An upload that boto3's threads finish
+    between the delete and the exit stays: the window is that short.)"""
 
     def __init__(self, bucket: Bucket, owner: bytes) -> None:
         self._bucket = Bucket(bucket.location)
         self._owner = owner
         self._added: list[str] = []
         self._replaced: dict[str, bytes] = {}
+        self._configs: dict[str, bytes] = {}
+        self._removed: list[str] = []
 
     def writing(self, key: str, before: _Fetched) -> None:
         """Note, before the write starts, that `key` is about to be written."""
@@ -129,14 +140,19 @@ class _TakeBack:
         else:
             self._added.append(key)
 
-    def published(self) -> None:
-        """The configs that serve what was written go out next: from here on it stays."""
+    def published(self, configs: dict[str, bytes], removed: list[str]) -> None:
+        """The configs that serve what was written go out next, then `removed` is deleted: from here
+        on it stays, and a signal finishes the change instead."""
         self._added, self._replaced = [], {}
+        self._configs, self._removed = configs, removed
 
     def __call__(self) -> None:
         self._bucket.delete(self._added)
         for key, data in self._replaced.items():
             self._bucket.put(key, data)
+        for key, data in self._configs.items():
+            self._bucket.put(key, data)
+        self._bucket.delete(self._removed)
         _release(self._bucket, self._owner)
 
 
@@ -161,11 +177,16 @@ def _publish(bucket: Bucket, mirror: Path, before: _Fetched, take_back: _TakeBac
         if key not in configs:
             take_back.writing(key, before)
             bucket.upload(path, key)
-    take_back.published()
+    removed = sorted(
+        key
+        for (model, v), keys in before.versions.items()
+        if not (mirror / model / str(v)).is_dir()
+        for key in keys
+    )
+    take_back.published({key: after[key].read_bytes() for key in configs}, removed)
     for key in configs:
         bucket.upload(after[key], key)
-    removed = [keys for (model, v), keys in before.versions.items() if not (mirror / model / str(v)).is_dir()]
-    bucket.delete(sorted(key for keys in removed for key in keys))
+    bucket.delete(removed)
 
 
 def _name_repository(version_dir: Path, mirror: Path, url: str) -> None:

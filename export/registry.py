@@ -23,6 +23,7 @@ from typing import Any
 from tritonstack.errors import UsageError
 from tritonstack.export.repository import list_versions, write_config
 from tritonstack.export.state import MetadataError, forget_version, read_metadata, update_metadata
+from tritonstack.export.temporaries import signals_held
 from tritonstack.formats import Format
 from tritonstack.spec import CONFIG_NAME, PRODUCTION_VERSION_PARAMETER, production_version, read_config
 
@@ -128,15 +129,18 @@ def promote(repo: Path, model: str, version: int, status: str) -> None:
     versions = list_versions(repo, model)
     if version not in versions:
         raise UsageError(f"{model} has no version {version}: it has {versions or 'none'}")
-    for v in versions:
-        version_dir = Path(repo) / model / str(v)
-        try:
-            meta = read_metadata(version_dir) or {}
-        except MetadataError:  # its status unreadable: set only if it is the version promoted
-            meta = {}
-        if v == version or (status == "production" and meta.get("status") == status):
-            update_metadata(version_dir, status=status if v == version else None)
-    _write_policy(repo, model)
+    # A signal waits for the statuses and the policy to be written (local writes, milliseconds):
+    # one ending between them would leave no production version, or a status the policy ignores.
+    with signals_held():
+        for v in versions:
+            version_dir = Path(repo) / model / str(v)
+            try:
+                meta = read_metadata(version_dir) or {}
+            except MetadataError:  # its status unreadable: set only if it is the version promoted
+                meta = {}
+            if v == version or (status == "production" and meta.get("status") == status):
+                update_metadata(version_dir, status=status if v == version else None)
+        _write_policy(repo, model)
 
 
 def _write_policy(repo: Path, model: str) -> None:
@@ -171,9 +175,11 @@ def prune_plan(repo: Path, model: str, keep: int) -> list[int]:
 
 
 def remove_version(repo: Path, model: str, version: int) -> None:
-    """Rename aside first (hidden from Triton), then delete: the version disappears at once."""
+    """Rename aside first (hidden from Triton), then delete: the version disappears at once. A
+    signal waits until its files and its record are gone too (no hidden folder left behind)."""
     target = Path(repo) / model / str(version)
     hidden = target.with_name(f".pruned-{version}-{os.getpid()}")
-    os.rename(target, hidden)
-    shutil.rmtree(hidden)
-    forget_version(target)
+    with signals_held():
+        os.rename(target, hidden)
+        shutil.rmtree(hidden)
+        forget_version(target)

@@ -223,14 +223,19 @@ def checked_name(name: str) -> str:
 
 def replace_file(path: Path, data: bytes, staging: Path | None = None) -> None:
     """Write `path` through a hidden temporary file in `staging` (default: beside it) and
-    `os.replace`: readers see old or new. A `staging` on another file system than `path` (a model
-    directory linked from elsewhere) falls back to beside it."""
+    `os.replace`: readers see old or new. The data reaches the disk before the rename, and the
+    rename before the return: a crash of the machine (not only of the process) leaves the old file
+    or the new one, never an empty or truncated one. A `staging` on another file system than `path`
+    (a model directory linked from elsewhere) falls back to beside it."""
     with temporary_file(f".{path.name}-", staging or path.parent) as (fd, tmp):
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
+            _sync_directory(path.parent)
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -243,3 +248,12 @@ def replace_file(path: Path, data: bytes, staging: Path | None = None) -> None:
         else:
             return
     replace_file(path, data)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -12,6 +12,11 @@ lock the repository directory itself (flock), so concurrent ones lose nothing.
 
 Versions exported before this file existed keep their `<version>/metadata.json`: it is read,
 never written again (a write would reload the version); an entry here overrides its fields.
+
+A state file that is not JSON as a whole (a truncated write by another tool, a bad hand edit)
+makes every version's record unreadable (`MetadataError`: listed as such, never pruned), and
+writers refuse to touch it (`StateError`, naming the fix): a fresh file would forget every
+status, and statuses decide what the version policy serves and what prune keeps.
 """
 
 from __future__ import annotations
@@ -38,6 +43,36 @@ class MetadataError(RepositoryError):
     reason, never pruned, never taken as an earlier export of a checkpoint)."""
 
 
+class StateError(RepositoryError):
+    """The repository's state file is unreadable as a whole: nothing may write it."""
+
+
+def state_problem(repo: Path) -> str | None:
+    """Why `<repo>/tritonstack.json` cannot be read (`is not valid JSON (...)`), or None when it
+    can or does not exist."""
+    try:
+        _read_json(repo / STATE_NAME)
+    except _Unreadable as exc:
+        return exc.reason
+    return None
+
+
+def check_writable(repo: Path, shown_as: str | Path | None = None) -> None:
+    """Refuse, before any work, to change a repository whose state file is unreadable; `shown_as`
+    names the repository in the message (an object store's URL rather than its local mirror)."""
+    problem = state_problem(repo)
+    if problem is not None:
+        raise StateError(_refusal(f"{shown_as or repo}/{STATE_NAME}", problem))
+
+
+def _refusal(path: str, problem: str) -> str:
+    move = "aws s3 mv" if path.startswith("s3://") else "mv"
+    return (
+        f"{path} {problem}, so nothing was changed: restore it from a backup, or move it aside "
+        f"({move} {path} {path}.corrupt) to start a fresh one, which forgets every version's status"
+    )
+
+
 def read_metadata(version_dir: Path) -> dict[str, Any] | None:
     """The version's record: its legacy `metadata.json` (if any) updated by its entry in the
     repository's state file; None when neither exists (a version exported by hand)."""
@@ -45,7 +80,11 @@ def read_metadata(version_dir: Path) -> dict[str, Any] | None:
         legacy = _read_json(version_dir / LEGACY_METADATA_NAME)
     except RepositoryError as exc:
         raise MetadataError(str(exc)) from exc
-    versions = _read_state(_repo_of(version_dir)).get("models", {}).get(version_dir.parent.name, {})
+    try:
+        state = _read_state(_repo_of(version_dir))
+    except _Unreadable as exc:
+        raise MetadataError(str(exc)) from exc
+    versions = state.get("models", {}).get(version_dir.parent.name, {})
     entry = versions.get(version_dir.name) if isinstance(versions, dict) else versions
     if entry is not None and not isinstance(entry, dict):
         raise MetadataError(
@@ -100,7 +139,10 @@ def _locked_state(repo: Path) -> Iterator[dict[str, Any]]:
     fd = os.open(repo, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        state = _read_state(repo)
+        try:
+            state = _read_state(repo)
+        except _Unreadable as exc:
+            raise StateError(_refusal(str(exc.path), exc.reason)) from exc
         yield state
         state["format"] = _FORMAT
         text = json.dumps(state, indent=2, sort_keys=True, default=str) + "\n"
@@ -113,13 +155,21 @@ def _read_state(repo: Path) -> dict[str, Any]:
     return _read_json(repo / STATE_NAME) or {}
 
 
+class _Unreadable(RepositoryError):
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} {reason}")
+        self.path, self.reason = path, reason
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RepositoryError(f"{path} is not readable JSON: {exc}") from exc
+    except OSError as exc:
+        raise _Unreadable(path, f"cannot be read ({exc.strerror})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Unreadable(path, f"is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
-        raise RepositoryError(f"{path} holds a JSON {type(data).__name__}, not an object")
+        raise _Unreadable(path, f"holds a JSON {type(data).__name__}, not an object")
     return data

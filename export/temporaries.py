@@ -20,12 +20,14 @@ from pathlib import Path
 _live: set[Path] = set()
 _undo: list[Callable[[], None]] = []
 _SIGNALS = {signal.SIGTERM, signal.SIGINT}
+_holding: list[bool] = []  # the `signals_held` blocks running
+_pending: list[int] = []  # a signal that came during one, raised again at its end
 
 
 @contextlib.contextmanager
 def temporary_directory(prefix: str, dir: Path | None = None) -> Iterator[Path]:
     """`tempfile.TemporaryDirectory`, registered from its creation to its removal."""
-    with _signals_held():  # a signal between creating and registering it would leave it behind
+    with signals_held():  # a signal between creating and registering it would leave it behind
         holder = tempfile.TemporaryDirectory(prefix=prefix, dir=dir)
         path = Path(holder.name)
         _live.add(path)
@@ -40,7 +42,7 @@ def temporary_directory(prefix: str, dir: Path | None = None) -> Iterator[Path]:
 def temporary_file(prefix: str, dir: Path) -> Iterator[tuple[int, Path]]:
     """`tempfile.mkstemp`'s descriptor and path, registered until the block ends (the caller
     renames or removes the file)."""
-    with _signals_held():
+    with signals_held():
         fd, name = tempfile.mkstemp(prefix=prefix, dir=dir)
         path = Path(name)
         _live.add(path)
@@ -80,9 +82,27 @@ def remove_all() -> list[str]:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
+    """SIGTERM and SIGINT wait until the block ends (for a few local writes that must go together);
+    then the handler runs at once. Blocking them in this thread is not enough: the kernel hands a
+    process's signal to any thread that does not block it (torch's, boto3's), and Python then runs
+    the handler in the main thread all the same; so the handler also asks `held` and leaves the
+    signal for the end of the block."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    _holding.append(True)
     try:
         yield
     finally:
+        _holding.pop()
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if not _holding and _pending:
+            signal.raise_signal(_pending.pop())
+
+
+def held(signum: int) -> bool:
+    """For the signal handler: True if a `signals_held` block is running, the signal kept for its
+    end (the handler returns at once)."""
+    if not _holding:
+        return False
+    _pending[:] = [signum]
+    return True

@@ -118,6 +118,7 @@ def handler(args: argparse.Namespace) -> int:
         parse_list,
     )
     from tritonstack.benchmarks.suite import run_suite
+    from tritonstack.export.state import check_writable
 
     config = BenchConfig(
         models=_names(args.models),
@@ -136,6 +137,8 @@ def handler(args: argparse.Namespace) -> int:
         load_generators=LOAD_GENERATORS[args.load_generator],
         shared_memory=args.shared_memory,
     )
+    if config.repo is not None:  # the latencies are recorded there: refuse before measuring, not after
+        check_writable(config.repo)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         results = run_suite(config, progress)

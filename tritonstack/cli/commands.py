@@ -486,7 +486,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler,
     ),
     "models": (
         manage_commands.add_models,
-        manage_commands.models,
+        ending_on_signal(manage_commands.models),
         "list a repository's versions with their status; promote or prune versions",
     ),
     "check-repo": (

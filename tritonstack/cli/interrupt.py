@@ -1,4 +1,5 @@
-"""SIGTERM and SIGINT during an export: remove its temporaries, then end at once.
+"""SIGTERM and SIGINT during an export or a `models` command: remove its temporaries, take back
+or finish what it was publishing to an object store, release its lock, then end at once.
 
 Raising from the handler (as Ctrl-C does by default) is not reliable there: torch's exporters
 and weakref callbacks wrap or swallow the exception and the export goes on to publish. What the
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from tritonstack.export.temporaries import remove_all
+from tritonstack.export.temporaries import held, remove_all
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -39,6 +40,8 @@ def ending_on_signal(handler: Handler) -> Handler:
 
 
 def _end(signum: int, frame: FrameType | None) -> None:
+    if held(signum):  # a few writes that must go together: it comes back when they are done
+        return
     # A second Ctrl-C would start the clean-up again from inside this one: it waits for the exit.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     failed = remove_all()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 from tritonstack.cli import options as cli_options
@@ -79,13 +80,24 @@ def add_models(p: argparse.ArgumentParser) -> None:
 def models(args: argparse.Namespace) -> int:
     from tritonstack.errors import UsageError
     from tritonstack.export.object_store import open_repository
+    from tritonstack.export.state import STATE_NAME, state_problem
 
+    shown = str(args.repo).rstrip("/")
     # Listing and a dry-run prune change nothing: they publish nothing and take no lock.
     write = args.action is _promote or (args.action is _prune and args.yes)
+    # Writers refuse an unreadable tritonstack.json before any work (open_repository); readers
+    # go on, each version's record shown unreadable, and say so once.
     with open_repository(args.repo, write=write) as repo:
         if not repo.is_dir():
             raise UsageError(f"no model repository at {args.repo}: pass --repo")
-        code: int = args.action(argparse.Namespace(**{**vars(args), "repo": repo}))
+        problem = state_problem(repo)
+        if problem is not None:
+            print(
+                f"warning: {shown}/{STATE_NAME} {problem}: every version's record is unreadable (none is "
+                "pruned); restore it from a backup, or move it aside to start a fresh one",
+                file=sys.stderr,
+            )
+        code: int = args.action(argparse.Namespace(**{**vars(args), "repo": repo, "shown_as": shown}))
     return code
 
 
@@ -95,7 +107,11 @@ def _list_models(args: argparse.Namespace) -> int:
 
     from tritonstack.export.registry import list_registry
 
-    rows = list_registry(args.repo)
+    # An object store's versions are listed from a local mirror: notes name the store instead.
+    rows = [
+        dataclasses.replace(r, notes=r.notes.replace(str(args.repo), args.shown_as))
+        for r in list_registry(args.repo)
+    ]
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return 0
