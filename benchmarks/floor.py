@@ -1,7 +1,8 @@
-"""`tritonstack bench floor`: where the time of one served batch-1 request goes, layer by layer.
+"""`tritonstack bench floor`: where the time of one served request goes, layer by layer.
 
-Every probe sends sequential batch-1 requests (one in flight) and reads Triton's statistics for
-the same requests. Each probe adds one layer to the one before:
+Every probe sends sequential requests (one in flight) of the models at `--batch-size` (default 1;
+`grpc_live` and `identity` carry no tensor or one float) and reads Triton's statistics for the
+same requests. Each probe adds one layer to the one before:
 
 - `grpc_live`: `ServerLive` through gRPC's generated stub: Python gRPC, loopback TCP and Triton's
   gRPC frontend, no model;
@@ -67,15 +68,25 @@ class FloorConfig:
     requests: int = 2000
     warmup: int = 200
     idle_ms: float = 1.0
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
-        if self.requests < 100 or self.warmup < 0 or self.idle_ms < 0:
-            raise UsageError("--requests must be at least 100, --warmup and --idle-ms not negative")
+        if self.requests < 100 or self.warmup < 0 or self.idle_ms < 0 or self.batch_size < 1:
+            raise UsageError(
+                "--requests must be at least 100, --batch-size at least 1, --warmup and --idle-ms "
+                "not negative"
+            )
 
 
 def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Every probe, in process first (an idle Triton would slow single-threaded calls)."""
     targets = local_targets(config.repo, config.models)
+    for target in targets:
+        if config.batch_size > target.config.max_batch_size:
+            raise UsageError(
+                f"--batch-size {config.batch_size} is over {target.name}'s max_batch_size "
+                f"{target.config.max_batch_size}: choose a smaller one, or export with --max-batch-size"
+            )
     threads = {t.name: t.threads for t in targets}  # as served
     probes = _in_process_probes(config, targets, step)
     with tempfile.TemporaryDirectory(prefix="tritonstack-floor-") as extra:
@@ -94,6 +105,7 @@ def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None)
             "requests": config.requests,
             "warmup": config.warmup,
             "idle_ms": config.idle_ms,
+            "batch_size": config.batch_size,
             "in_process_threads": threads,
         },
         "probes": probes,
@@ -108,7 +120,7 @@ def _in_process_probes(
         runner, reason = artifact_runner(target)
         if runner is None:
             raise UsageError(f"bench floor needs {target.name} in process: {reason}")
-        feeds = target.artifact_feeds(target.spec.random_inputs(1, seed=1))
+        feeds = target.artifact_feeds(target.spec.random_inputs(config.batch_size, seed=1))
         with torch_threads(target.threads):
             for path, idle_s in (("hot", 0.0), ("idle", config.idle_ms / 1e3)):
                 latencies = _timed(functools.partial(runner.infer, feeds), config, idle_s)
@@ -133,7 +145,7 @@ def _served_probes(
         step("gRPC and identity")
         for target in targets:
             name, version, v = target.name, target.version, str(target.version)
-            feeds = target.spec.random_inputs(1, seed=1)
+            feeds = target.spec.random_inputs(config.batch_size, seed=1)
             calls: dict[str, Callable[[], object]] = {
                 "raw": _raw(stub, name, v, feeds),
                 "tritonclient": _tritonclient(stats, name, v, feeds),
@@ -351,7 +363,7 @@ def floor_table(results: dict[str, Any]) -> str:
 
 
 def layers_table(results: dict[str, Any]) -> str:
-    """Each model's batch-1 p50 split into layers, each the difference of two probes' p50 (us)."""
+    """Each model's p50 split into layers, each the difference of two probes' p50 (us)."""
     p50 = {(p["model"], p["where"], p["path"]): p["latency_us"]["p50"] for p in results["probes"]}
     live, identity = p50["server", "served", "grpc_live"], p50[IDENTITY, "served", "raw"]
     lines = [

@@ -512,6 +512,27 @@ def test_floor_probes_every_layer(bench_run: tuple[Path, dict[str, Any]]) -> Non
             assert 0 < server["compute_infer"] <= server["total"] < latency["mean"]
     table = (out / "floor.md").read_text()
     assert all(f"| dlrm_{f} | " in table for f in formats)
+    assert results["config"]["batch_size"] == 1
+
+
+@pytest.mark.server
+def test_floor_at_a_larger_batch(
+    bench_run: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--batch-size N`: the models' probes send N rows, every client path compared at that size;
+    over a model's max_batch_size it is one line, before any server starts."""
+    root = bench_run[0].parent
+    out = root / "floor-b8"
+    args = ["--repo", str(root / "repo"), "--out", str(out), "--models", "two_tower_onnx"]
+    code = main(["bench", "floor", *args, "--requests", "100", "--warmup", "5", "--batch-size", "8"])
+    assert code == 0
+    results = json.loads((out / "floor.json").read_text())
+    assert results["config"]["batch_size"] == 8
+    paths = {p["path"] for p in results["probes"] if p["model"] == "two_tower_onnx"}
+    assert paths == {"raw", "aio", "tritonclient", "tritonstack", "hot", "idle"}
+    too_big = str(2 * DEFAULT_MAX_BATCH_SIZE)
+    assert main(["bench", "floor", *args, "--batch-size", too_big]) == 2
+    assert f"--batch-size {too_big} is over two_tower_onnx's max_batch_size" in capsys.readouterr().err
 
 
 def test_report_of_an_open_loop_run(tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     report = sub.add_parser("report", help="rewrite csv, md, plots and report.html next to a results.json")
     report.add_argument("results", type=Path)
     floor = sub.add_parser(
-        "floor", help="batch-1 latency layer by layer: gRPC, Triton + Python backend, model, client"
+        "floor", help="one request's latency layer by layer: gRPC, Triton + Python backend, model, client"
     )
     _add_models(floor, "the model repository to serve (default: triton_repo)")
     floor.add_argument("--out", type=Path, default=Path("benchmarks/results/floor"))
@@ -85,6 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     floor.add_argument(
         "--idle-ms", type=float, default=1.0, help="pause between in-process calls of the idle probe"
     )
+    floor.add_argument("--batch-size", type=int, default=1, help="rows per request of the models' probes")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -161,6 +162,7 @@ def _floor(args: argparse.Namespace, console: Console) -> int:
         requests=args.requests,
         warmup=args.warmup,
         idle_ms=args.idle_ms,
+        batch_size=args.batch_size,
     )
     with console.status("floor") as status:
         results = run_floor(config, lambda what: status.update(f"floor: {what} done"))
