@@ -40,7 +40,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonstack.benchmarks.in_process import artifact_runner, torch_threads
 from tritonstack.benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
 from tritonstack.benchmarks.suite import environment
-from tritonstack.benchmarks.targets import BenchTarget, local_targets
+from tritonstack.benchmarks.targets import BenchTarget, check_batch_sizes, local_targets
 from tritonstack.client import TritonClient
 from tritonstack.errors import UsageError
 from tritonstack.export.repository import write_config
@@ -81,12 +81,7 @@ class FloorConfig:
 def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Every probe, in process first (an idle Triton would slow single-threaded calls)."""
     targets = local_targets(config.repo, config.models)
-    for target in targets:
-        if config.batch_size > target.config.max_batch_size:
-            raise UsageError(
-                f"--batch-size {config.batch_size} is over {target.name}'s max_batch_size "
-                f"{target.config.max_batch_size}: choose a smaller one, or export with --max-batch-size"
-            )
+    check_batch_sizes(targets, [config.batch_size], "--batch-size")
     threads = {t.name: t.threads for t in targets}  # as served
     probes = _in_process_probes(config, targets, step)
     with tempfile.TemporaryDirectory(prefix="tritonstack-floor-") as extra:

@@ -39,7 +39,7 @@ from tritonstack.benchmarks.load import (
 from tritonstack.benchmarks.load_processes import ProcessLoad
 from tritonstack.benchmarks.served_by import served_by
 from tritonstack.benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
-from tritonstack.benchmarks.targets import BenchTarget, local_targets, remote_targets
+from tritonstack.benchmarks.targets import BenchTarget, check_batch_sizes, local_targets, remote_targets
 from tritonstack.client._shm import shm_pool
 from tritonstack.errors import ClientError, ServeError, UsageError, first_line
 from tritonstack.runtimes.runners import Runner
@@ -54,7 +54,7 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
     """Every selected model x batch size x load level, served and in process."""
     started, load_at_start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), list(os.getloadavg())
     targets = _targets(config)
-    _check_batch_sizes(config, targets)
+    check_batch_sizes(targets, config.batch_sizes, "--batch-sizes")
     references = _references(config, targets)
     progress = progress or Progress(disable=True)
     levels = _levels(config)
@@ -118,16 +118,6 @@ def _targets(config: BenchConfig) -> list[BenchTarget]:
             await client.close()
 
     return asyncio.run(fetch())
-
-
-def _check_batch_sizes(config: BenchConfig, targets: list[BenchTarget]) -> None:
-    for target in targets:
-        over = [b for b in config.batch_sizes if b > target.config.max_batch_size]
-        if over:
-            raise UsageError(
-                f"--batch-sizes: {','.join(map(str, over))} over {target.name}'s max_batch_size "
-                f"{target.config.max_batch_size}: drop them, or export it with a larger --max-batch-size"
-            )
 
 
 def _references(

@@ -149,6 +149,17 @@ def select(names: Sequence[str], available: Sequence[str], where: str) -> list[s
     return chosen
 
 
+def check_batch_sizes(targets: Sequence[BenchTarget], sizes: Sequence[int], option: str) -> None:
+    """Every batch size within every target's max_batch_size, else one line naming the fix."""
+    for target in targets:
+        over = [b for b in sizes if b > target.config.max_batch_size]
+        if over:
+            raise UsageError(
+                f"{option}: {','.join(map(str, over))} over {target.name}'s max_batch_size "
+                f"{target.config.max_batch_size}: drop them, or export it with a larger --max-batch-size"
+            )
+
+
 def local_targets(repo: Path, names: Sequence[str]) -> list[BenchTarget]:
     """The selected models of a local repository, each at the version our clients send to."""
     available = [p.parent.name for p in repo.glob(f"*/{CONFIG_NAME}")] if repo.is_dir() else []

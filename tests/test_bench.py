@@ -532,7 +532,7 @@ def test_floor_at_a_larger_batch(
     assert paths == {"raw", "aio", "tritonclient", "tritonstack", "hot", "idle"}
     too_big = str(2 * DEFAULT_MAX_BATCH_SIZE)
     assert main(["bench", "floor", *args, "--batch-size", too_big]) == 2
-    assert f"--batch-size {too_big} is over two_tower_onnx's max_batch_size" in capsys.readouterr().err
+    assert f"--batch-size: {too_big} over two_tower_onnx's max_batch_size" in capsys.readouterr().err
 
 
 def test_report_of_an_open_loop_run(tmp_path: Path) -> None:
