@@ -60,15 +60,21 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-@pytest.fixture()
-def repo(s3_store: str, tmp_path: Path) -> str:
-    """a_onnx v1, v2, v3 on the store (no status: Triton's default policy), recorded."""
+def _three_versions(tmp_path: Path) -> Path:
+    """A local repository with a_onnx v1, v2, v3 recorded, none with a status."""
     local, artifact = tmp_path / "repo", tmp_path / "model.onnx"
     artifact.write_bytes(b"weights")
     spec = ModelSpec(MODEL, (TensorSpec("x", "float32", (4,)),), (TensorSpec("y", "float32", (1,)),))
     for _ in range(3):
         version_dir = write_version(local, MODEL, build_config(spec, Format.ONNX), {"model.onnx": artifact})
         record_export(version_dir, {"status": None})
+    return local
+
+
+@pytest.fixture()
+def repo(s3_store: str, tmp_path: Path) -> str:
+    """a_onnx v1, v2, v3 on the store (no status: Triton's default policy), recorded."""
+    local = _three_versions(tmp_path)
     prefix = tmp_path.name.replace("_", "-")  # unique in the session
     for path in local.rglob("*"):
         if path.is_file():
@@ -168,12 +174,7 @@ def test_a_local_promote_ended_between_status_and_policy_finishes_both(tmp_path:
     """SIGTERM once the statuses are written, before the policy: the signal waits the few
     milliseconds (here the pause) until both are written (before: it ended there, v2 production
     in tritonstack.json while the config still served every version)."""
-    local, artifact = tmp_path / "repo", tmp_path / "model.onnx"
-    artifact.write_bytes(b"weights")
-    spec = ModelSpec(MODEL, (TensorSpec("x", "float32", (4,)),), (TensorSpec("y", "float32", (1,)),))
-    for _ in range(3):
-        version_dir = write_version(local, MODEL, build_config(spec, Format.ONNX), {"model.onnx": artifact})
-        record_export(version_dir, {"status": None})
+    local = _three_versions(tmp_path)
     argv = [sys.executable, "-c", LOCAL_PAUSED, *PROMOTE, "--repo", str(local)]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
         assert process.stdout is not None
