@@ -22,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tritonstack.benchmarks.config import SharedMemory
+from tritonstack.benchmarks.inputs import request_bytes
 from tritonstack.errors import BinaryNotFound, TritonstackError, UsageError
 from tritonstack.serve.binary import find_triton
 from tritonstack.spec import ModelSpec
@@ -83,6 +85,7 @@ _LATENCY_COLUMNS = {
 DATA_ROWS = 4096
 _POINTERS = 2**24
 _UNSTABLE = "Failed to obtain stable measurement"
+_EXIT_GRACE_S = 5.0  # after SIGINT, before SIGKILL
 _PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.eE+-]+) infer/sec")  # 6.92218e+06 at big batches
 
 
@@ -171,11 +174,30 @@ class Settings:
     input_data: Literal["generated", "zero"] = "generated"
     shared_memory: SharedMemory = "none"
     seed: int = 0
+    # Its shared-memory regions hold at most this many MiB of inputs (the bench's --pool-mb).
+    max_mb: float = 64.0
+    # Beyond its trials, what a run may take (start, filling its regions) before it is stopped.
+    setup_s: float = 120.0
+
+    @property
+    def timeout_s(self) -> float:
+        """A run measures at most `max_trials` windows and, when they never agree, as many again
+        over a fixed request count; longer than that and the setup allowance, it is stopped."""
+        return self.setup_s + 2 * self.max_trials * self.measurement_interval_ms / 1000
 
 
-def data_rows(batch_size: int) -> int:
-    """How many distinct rows perf_analyzer gets for a cell at `batch_size`."""
-    return max(1, min(DATA_ROWS, _POINTERS // batch_size))
+def data_rows(spec: ModelSpec, batch_size: int, settings: Settings) -> int:
+    """How many distinct rows perf_analyzer gets for a cell at `batch_size`.
+
+    Over shared memory it makes one region per row, each holding a whole batch (that row and the
+    ones after it), filled row by row: one memcpy, or one cudaMemcpy for CUDA, per row of every
+    batch. With 1,024 rows at batch 16384 that is gigabytes of regions and tens of millions of
+    copies before the first request, so there the regions are bounded like the bench's own pool
+    (`max_mb`), at the cost of fewer distinct rows."""
+    rows = max(1, min(DATA_ROWS, _POINTERS // batch_size))
+    if settings.shared_memory == "none":
+        return rows
+    return max(1, min(rows, int(settings.max_mb * 2**20 // request_bytes(spec, batch_size))))
 
 
 def input_data(spec: ModelSpec, rows: int, seed: int = 0) -> dict[str, Any]:
@@ -244,14 +266,14 @@ def run(
         )
     with tempfile.TemporaryDirectory(prefix="perf_analyzer-") as tmp:
         work = Path(tmp)
-        rows = data_rows(batch_size)
+        rows = data_rows(spec, batch_size, settings)
         data = None
         if settings.input_data == "generated":
             data = work / "data.json"
             data.write_text(json.dumps(input_data(spec, rows, settings.seed)))
         csv_path = work / "result.csv"
         argv = command(analyzer, url, spec.name, batch_size, concurrency, settings, data, csv_path, version)
-        output = _perf_analyzer(analyzer, argv)
+        output = _perf_analyzer(analyzer, argv, settings.timeout_s)
         stable = output.returncode == 0
         if not stable:
             throughput = last_pass_throughput(output.stdout)
@@ -259,7 +281,7 @@ def run(
                 raise TritonstackError(f"perf_analyzer failed on {spec.name}: {_reason(output)}")
             requests = throughput / batch_size * settings.measurement_interval_ms / 1000
             argv += ["--request-count", str(max(10, math.ceil(requests * settings.max_trials)))]
-            output = _perf_analyzer(analyzer, argv)
+            output = _perf_analyzer(analyzer, argv, settings.timeout_s)
             if output.returncode != 0:
                 raise TritonstackError(f"perf_analyzer failed on {spec.name}: {_reason(output)}")
         (row,) = read_csv(csv_path)
@@ -281,8 +303,33 @@ def last_pass_throughput(output: str) -> float | None:
     return float(passes[-1]) if passes else None
 
 
-def _perf_analyzer(analyzer: PerfAnalyzer, argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, env=analyzer.environment(), capture_output=True, text=True, check=False)
+def _perf_analyzer(
+    analyzer: PerfAnalyzer, argv: list[str], timeout_s: float
+) -> subprocess.CompletedProcess[str]:
+    with subprocess.Popen(
+        argv, env=analyzer.environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            _stop(process)
+            model, url = argv[argv.index("-m") + 1], argv[argv.index("-u") + 1]
+            raise TritonstackError(
+                f"perf_analyzer on {model} did not finish in {timeout_s:g} s and was stopped: is the server "
+                f"at {url} answering? Its command: {' '.join(argv)}"
+            ) from exc
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """SIGINT first: perf_analyzer's early exit unregisters and unlinks its shared-memory regions;
+    killed only when it does not exit on it."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.communicate(timeout=_EXIT_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
 
 
 def _reason(output: subprocess.CompletedProcess[str]) -> str:

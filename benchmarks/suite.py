@@ -304,6 +304,7 @@ def _perf_analyzer_cell(
         max_trials=max(rule.count, int(rule.max_cell_s / rule.window_s) - 1),
         shared_memory=config.shared_memory,
         seed=config.pool.seed,
+        max_mb=config.pool.max_mb,
     )
     measured = perf_analyzer.run(
         analyzer, url, target.spec, batch, concurrency, settings, str(target.version)

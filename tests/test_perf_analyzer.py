@@ -4,7 +4,10 @@ with valid generated ids, its CSV imported, and the bench's cells written in its
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +17,9 @@ import pytest
 from tests.conftest import ServerFactory
 from tests.reference_models import write_reference_models
 from tritonstack.benchmarks import perf_analyzer
+from tritonstack.benchmarks.inputs import request_bytes
 from tritonstack.client import TritonClient, check_request
+from tritonstack.errors import TritonstackError
 from tritonstack.spec import ModelSpec, read_config
 
 pytestmark = pytest.mark.server
@@ -66,8 +71,28 @@ def test_generated_rows_are_valid_requests(served: tuple[Path, str]) -> None:
             for t in spec.inputs
         }
         check_request(spec, inputs)  # ids within every table
-    assert perf_analyzer.data_rows(1) == perf_analyzer.DATA_ROWS
-    assert perf_analyzer.data_rows(16384) == 1024
+
+
+def test_shared_memory_regions_are_bounded_like_the_pool(served: tuple[Path, str]) -> None:
+    """Over shared memory perf_analyzer fills one whole-batch region per data row, row by row (a
+    cudaMemcpy each for CUDA): DLRM at 16384 with 1,024 rows took 4.4 GB of regions and 33.5 M
+    copies, and on an H200 a bench with perf_analyzer over CUDA shared memory at that batch had
+    not finished after 5 minutes, its log silent."""
+    repo, _ = served
+    spec = ModelSpec.from_config(read_config(repo / "dlrm_onnx" / "config.pbtxt"))
+    messages = perf_analyzer.Settings()
+    assert perf_analyzer.data_rows(spec, 1, messages) == perf_analyzer.DATA_ROWS
+    assert perf_analyzer.data_rows(spec, 16384, messages) == 1024  # pointers only: nothing copied
+    for memory in ("system", "cuda"):
+        settings = perf_analyzer.Settings(shared_memory=memory)
+        rows = perf_analyzer.data_rows(spec, 16384, settings)
+        assert (
+            rows * request_bytes(spec, 16384)
+            <= settings.max_mb * 2**20
+            < (rows + 1) * request_bytes(spec, 16384)
+        )
+    tiny = perf_analyzer.Settings(shared_memory="system", max_mb=1e-6)
+    assert perf_analyzer.data_rows(spec, 16384, tiny) == 1  # one region at least
 
 
 @pytest.mark.parametrize("model", ["dlrm_onnx", "dlrm_torchscript"])
@@ -88,6 +113,43 @@ def test_a_cell_measured_by_perf_analyzer(
     assert cell["server_us"]["compute_infer"] > 0
     assert cell["data"] == {"kind": "generated", "rows": perf_analyzer.DATA_ROWS, "seed": 0}
     assert "-b 8 --concurrency-range 2:2" in cell["command"]
+
+
+def test_a_cell_over_system_shared_memory_within_the_pools_bytes(
+    analyzer: perf_analyzer.PerfAnalyzer, served: tuple[Path, str]
+) -> None:
+    repo, url = served
+    spec = ModelSpec.from_config(read_config(repo / "dlrm_onnx" / "config.pbtxt"))
+    five_requests = 5 * request_bytes(spec, 8) / 2**20
+    settings = dataclasses.replace(FAST, shared_memory="system", max_mb=five_requests)
+    tensors = tuple(t.name for t in (*spec.inputs, *spec.outputs))  # its regions: TENSOR[_STREAM_STEP]
+
+    def regions() -> set[str]:
+        return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(tensors)}
+
+    before = regions()
+
+    cell = perf_analyzer.run(analyzer, url, spec, batch_size=8, concurrency=2, settings=settings)
+
+    assert cell["data"]["rows"] == 5 and cell["shared_memory"] == "system"
+    assert cell["samples_per_s"] > 0
+    assert regions() == before  # unlinked when it exits
+
+
+def test_a_server_that_never_answers_stops_perf_analyzer(
+    analyzer: perf_analyzer.PerfAnalyzer, served: tuple[Path, str]
+) -> None:
+    """perf_analyzer waits forever on a server that accepts and never answers (or on hours of
+    region copies): the bench stops it past its trials and a setup allowance, and says so."""
+    repo, _ = served
+    spec = ModelSpec.from_config(read_config(repo / "dlrm_onnx" / "config.pbtxt"))
+    settings = dataclasses.replace(FAST, max_trials=2, setup_s=2.0)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(TritonstackError, match=f"did not finish in {settings.timeout_s:g} s"):
+            perf_analyzer.run(analyzer, url, spec, batch_size=8, concurrency=2, settings=settings)
+    assert time.monotonic() - started < settings.timeout_s + 10  # SIGINT, then SIGKILL after 5 s
 
 
 def test_bench_cells_written_in_perf_analyzers_columns(tmp_path: Path) -> None:
