@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The H200 runs at ranking-size batches (benchmarks/results/h200-*), stage by stage, each within one
-# 10-minute call on a GPU machine where the project's dependencies are importable (PYTHONPATH):
+# The H200 runs (benchmarks/results/h200-*), stage by stage, each within one 10-minute call on a GPU
+# machine where the project's dependencies are importable (PYTHONPATH):
 #   benchmarks/runs/h200.sh train                 # the three reference models, default presets
 #   benchmarks/runs/h200.sh instances             # DLRM FP32 ONNX at 1, 2 and 4 instances per GPU
-#   benchmarks/runs/h200.sh perf-analyzer         # the same models, perf_analyzer as load generator
-#   benchmarks/runs/h200.sh fp32 [MODEL ...]      # ONNX + TorchScript at the best instance count
+#   benchmarks/runs/h200.sh fp32 [MODEL ...]      # ONNX + TorchScript at ranking-size batches
 #   benchmarks/runs/h200.sh fp16 [MODEL ...]      # the same, half-precision artifacts
-# MODEL: dlrm, two_tower, dcn_v2 (default: all three in one run; one each fits a call at the default
-# 30 s cap per cell). INSTANCES=N skips reading the instances run; MAX_CELL_S sets the cap.
-# Each stage writes its runs under $RUNS (default /tmp/h200) and copies results.json and results.md
-# to $OUT when set; `tritonstack bench report DIR/results.json` rebuilds the rest.
+#   benchmarks/runs/h200.sh perf-analyzer         # DLRM FP32 ONNX b16384 (after fp32 dlrm), both
+#                                                 # load generators, CUDA shared memory
+#   benchmarks/runs/h200.sh grpc-messages         # the same, ours, tensors in the gRPC messages
+#   benchmarks/runs/h200.sh small [MODEL ...]     # the README table's cells: batch 1/64/256
+# MODEL: dlrm, two_tower, dcn_v2 (default: all three; at the default 30 s cap per cell a call holds
+# two_tower alone or dlrm and dcn_v2 together). INSTANCES=N skips reading the instances run;
+# MAX_CELL_S sets the cap. Each stage writes its runs under $RUNS (default /tmp/h200) and copies
+# results.json and results.md to $OUT when set; `tritonstack bench report DIR/results.json`
+# rebuilds the rest.
 set -euo pipefail
 stage=$1
 shift
@@ -35,17 +39,35 @@ print(best["name"].removeprefix("dlrm_i").removesuffix("_onnx"))
 PY
 }
 
-sweep() {  # sweep NAME [--fp16]: export the selected models and measure them at ranking-size batches
-  local name=$1 repo=$work/$1 n
+export_models() {  # export_models REPO [options]: the selected models, ONNX + TorchScript, for the GPU
+  local repo=$1 m
   shift
-  n=$(instances)
   for m in "${models[@]}"; do
-    "${ts[@]}" export "$work/ck/$m.pt" --repo "$repo" --formats onnx,torchscript --device gpu \
-      --instances "$n" --max-batch-size 16384 --overwrite "$@"
+    "${ts[@]}" export "$work/ck/$m.pt" --repo "$repo" --formats onnx,torchscript --device gpu --overwrite "$@"
   done
+}
+
+bench_models() {  # bench_models NAME [options]: the selected models of $work/NAME at concurrency 1 and 16
+  local name=$1 repo=$work/$1
+  shift
   [ "${#models[@]}" -eq "${#all[@]}" ] || name="$name-$(IFS=-; echo "${models[*]}")"
-  "${ts[@]}" bench --repo "$repo" --models "$(IFS=,; echo "${models[*]}")" --batch-sizes 1024,4096,16384 \
-    --concurrency 1,16 --shared-memory cuda --client-processes 4 --out "$runs/$name" --max-cell-s "$cap"
+  "${ts[@]}" bench --repo "$repo" --models "$(IFS=,; echo "${models[*]}")" --concurrency 1,16 \
+    --out "$runs/$name" --max-cell-s "$cap" "$@"
+  keep "$name"
+}
+
+sweep() {  # sweep NAME [--fp16]: the selected models at ranking-size batches, tensors in CUDA shared memory
+  local name=$1
+  shift
+  export_models "$work/$name" --instances "$(instances)" --max-batch-size 16384 "$@"
+  bench_models "$name" --batch-sizes 1024,4096,16384 --shared-memory cuda --client-processes 4
+}
+
+b16384() {  # b16384 NAME [options]: DLRM FP32 ONNX of the fp32 stage at batch 16384, concurrency 1 and 16
+  local name=$1
+  shift
+  "${ts[@]}" bench --repo "$work/h200-ranking" --models dlrm_onnx --batch-sizes 16384 --concurrency 1,16 \
+    --client-processes 4 --out "$runs/$name" --max-cell-s "$cap" "$@"
   keep "$name"
 }
 
@@ -68,10 +90,10 @@ case $stage in
     done
     instances_bench h200-instances --client-processes 2
     ;;
-  perf-analyzer)
-    instances_bench h200-instances-perf-analyzer --load-generator perf_analyzer
-    ;;
+  perf-analyzer) b16384 h200-perf-analyzer --shared-memory cuda --load-generator both ;;
+  grpc-messages) b16384 h200-grpc-messages --shared-memory none ;;
   fp32) sweep h200-ranking ;;
   fp16) sweep h200-ranking-fp16 --fp16 ;;
-  *) echo "unknown stage $stage: train, instances, perf-analyzer, fp32 or fp16" >&2; exit 2 ;;
+  small) export_models "$work/h200-small" && bench_models h200-small --batch-sizes 1,64,256 ;;
+  *) echo "unknown stage $stage: train, instances, fp32, fp16, perf-analyzer, grpc-messages or small" >&2; exit 2 ;;
 esac
