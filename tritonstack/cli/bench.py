@@ -166,7 +166,7 @@ def _progress(console: Console) -> Iterator[OnStep]:
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
-            task = progress.add_task("bench")
+            task = progress.add_task("bench", total=None)  # until the first step says it
 
             def bar(what: str, done: int, total: int) -> None:
                 progress.update(task, description=what, completed=done, total=total)
