@@ -19,7 +19,6 @@ from typing import Any
 
 import grpc
 import tritonclient.grpc.aio as grpcaio
-from rich.progress import Progress
 
 from tritonstack.benchmarks import perf_analyzer
 from tritonstack.benchmarks.baseline import baseline_result
@@ -47,16 +46,18 @@ from tritonstack.serve import ExternalServer, running_server
 from tritonstack.spec import ModelSpec
 
 Step = Callable[[str], None]
+OnStep = Callable[[str, int, int], None]
+"""Told of each finished step: what was measured (or skipped), the steps done, the current total."""
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
 
-def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Every selected model x batch size x load level, served and in process."""
+def run_suite(config: BenchConfig, on_step: OnStep | None = None) -> dict[str, Any]:
+    """Every selected model x batch size x load level, served and in process; `on_step` after each
+    of them (the total grows when formed batch sizes add in-process baselines at the end)."""
     started, load_at_start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), list(os.getloadavg())
     targets = _targets(config)
     check_batch_sizes(targets, config.batch_sizes, "--batch-sizes")
     references = _references(config, targets)
-    progress = progress or Progress(disable=True)
     levels = _levels(config)
     analyzer = perf_analyzer.install() if "perf_analyzer" in config.load_generators else None
     if config.shared_memory == "cuda":  # its dependencies and device checked before any work
@@ -69,10 +70,13 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
             ) from exc
     per_batch = len(targets) * (_cells_per_batch(config, levels) + 1) + len(references)
     total = len(config.batch_sizes) * per_batch
-    task = progress.add_task("bench", total=total)
+    done = 0
 
     def step(description: str) -> None:
-        progress.update(task, description=description, advance=1)
+        nonlocal done
+        done += 1
+        if on_step is not None:
+            on_step(description, done, total)
 
     # In process first, before the embedded server starts: an idle Triton and its backend stubs
     # still take CPU time that a single-threaded runner on 2 cores notices.
@@ -82,7 +86,8 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
         runner, reason = artifact_runner(target)
         if runner is None:
             skipped[target.name] = reason or "unavailable"
-            progress.update(task, advance=len(config.batch_sizes))
+            for b in config.batch_sizes:
+                step(f"{target.name} in process batch {b} skipped: {skipped[target.name]}")
             continue
         baselines += [_baseline(config, target, runner, None, b, step) for b in config.batch_sizes]
     for reference, target, runner in references:
@@ -90,7 +95,7 @@ def run_suite(config: BenchConfig, progress: Progress | None = None) -> dict[str
     with _server(config) as url:
         results = asyncio.run(_run(config, url, targets, levels, step, analyzer))
     todo = _formed_batch_todo(results["cells"], baselines, skipped)
-    progress.update(task, total=total + len(todo))
+    total += len(todo)
     for target in targets:  # each artifact loaded once more, for all of its formed batch sizes
         batches = [batch for name, batch in todo if name == target.name]
         runner = artifact_runner(target)[0] if batches else None

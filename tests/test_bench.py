@@ -9,6 +9,7 @@ import csv
 import importlib.util
 import itertools
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -416,13 +417,25 @@ def test_files_and_compare_with_itself(
     assert (out / "report.html").stat().st_size > 0
 
 
+def _steps(stdout: str) -> list[str]:
+    """What each step line of a bench's stdout (not a terminal) says, checked to count from 1 to
+    the final total, each with the total known then and the time elapsed."""
+    lines = [m.groups() for m in re.finditer(r"^\[(\d+)/(\d+) \d+:\d\d:\d\d\] (.+)$", stdout, re.M)]
+    assert [int(done) for done, _, _ in lines] == list(range(1, len(lines) + 1))
+    assert all(int(done) <= int(total) for done, total, _ in lines)
+    assert lines and int(lines[-1][1]) == len(lines)
+    return [what for _, _, what in lines]
+
+
 @pytest.mark.server
 def test_a_server_alone_is_measured_from_its_configs(
-    bench_run: tuple[Path, dict[str, Any]], tmp_path: Path
+    bench_run: tuple[Path, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--url` without `--repo`: the models, versions and tensors come from Triton's repository
-    index and model-config RPC, and the in-process baselines are skipped with the reason."""
+    index and model-config RPC, and the in-process baselines are skipped with the reason. Off a
+    terminal, each step is a line as it finishes, the skipped ones too."""
     _, results = bench_run
+    capsys.readouterr()
     code = main(
         [
             "bench", "--url", results["config"]["url"], "--models", "dlrm", "--batch-sizes", "2",
@@ -439,6 +452,11 @@ def test_a_server_alone_is_measured_from_its_configs(
         assert cell["pool"]["inputs"]["sparse_features"]["shape"] == [2, 26]
     assert all(m["in_process"].startswith("no local repository") for m in run["models"])
     assert "no local repository" in (tmp_path / "results.md").read_text()
+    steps = _steps(capsys.readouterr().out)
+    assert [s.split(": no local repository")[0] for s in steps] == [
+        "dlrm_onnx in process batch 2 skipped", "dlrm_torchscript in process batch 2 skipped",
+        "dlrm_onnx batch 2 concurrency 1", "dlrm_torchscript batch 2 concurrency 1",
+    ]  # fmt: skip
 
 
 @pytest.mark.server
@@ -605,10 +623,13 @@ def test_perf_analyzer_needs_closed_loop_levels() -> None:
 
 
 @pytest.mark.server
-def test_load_over_client_processes(bench_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+def test_load_over_client_processes(
+    bench_run: tuple[Path, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`--client-processes 2`: the workers' completions reach the windows, and Triton counts exactly
     the requests they sent, closed and open loop. Last in the module: it records new latencies."""
     out, results = bench_run
+    capsys.readouterr()
     root = out.parent
     code = main(
         [
@@ -627,6 +648,11 @@ def test_load_over_client_processes(bench_run: tuple[Path, dict[str, Any]], tmp_
         assert 0 < cell["latency_ms"]["p50"] <= cell["latency_ms"]["p99"]
         assert all(w["requests"] > 0 for w in cell["windows"])
     assert "send_lag_ms" in run["cells"][1]  # the workers report how late they sent
+    steps = _steps(capsys.readouterr().out)  # formed batch sizes' baselines at the end, if any
+    assert steps[:3] == [
+        "two_tower_onnx in process onnxruntime batch 1", "two_tower_onnx batch 1 concurrency 3",
+        "two_tower_onnx batch 1 request_rate 100",
+    ]  # fmt: skip
 
 
 @pytest.mark.server

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from tritonstack.benchmarks.suite import OnStep
 
 
 def _add_models(p: argparse.ArgumentParser, repo_help: str) -> None:
@@ -108,8 +116,6 @@ def handler(args: argparse.Namespace) -> int:
         written = write_all(read_results(args.results), args.results.parent)
         console.print(f"{', '.join(p.name for p in written)} in {args.results.parent}")
         return 0
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from tritonstack.benchmarks.config import (
         LOAD_GENERATORS,
         BenchConfig,
@@ -140,9 +146,8 @@ def handler(args: argparse.Namespace) -> int:
     )
     if config.repo is not None:  # the latencies are recorded there: refuse before measuring, not after
         check_writable(config.repo)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        results = run_suite(config, progress)
+    with _progress(console) as on_step:
+        results = run_suite(config, on_step)
     written = write_all(results, config.out)
     names = ", ".join(p.name for p in written)
     console.print(f"{stability(results)} -> {names} in {config.out}")
@@ -150,6 +155,31 @@ def handler(args: argparse.Namespace) -> int:
         recorded = record_in_metadata(results, config.repo, config.out / "results.json")
         console.print(f"latency of {len(recorded)} model versions recorded in {config.repo}/tritonstack.json")
     return 0
+
+
+@contextlib.contextmanager
+def _progress(console: Console) -> Iterator[OnStep]:
+    """A progress bar on a terminal; elsewhere (a CI log, a file), where rich draws it only at the
+    end, one line per finished step as it finishes, so a killed run's log says how far it got."""
+    if console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("bench", total=None)  # until the first step says it
+
+            def bar(what: str, done: int, total: int) -> None:
+                progress.update(task, description=what, completed=done, total=total)
+
+            yield bar
+    else:
+        start = time.monotonic()
+
+        def line(what: str, done: int, total: int) -> None:
+            elapsed = datetime.timedelta(seconds=int(time.monotonic() - start))
+            print(f"[{done}/{total} {elapsed}] {what}", flush=True)
+
+        yield line
 
 
 def _floor(args: argparse.Namespace, console: Console) -> int:
