@@ -9,6 +9,8 @@
 #                                                 # load generators, CUDA shared memory
 #   benchmarks/runs/h200.sh grpc-messages         # the same, ours, tensors in the gRPC messages
 #   benchmarks/runs/h200.sh small [MODEL ...]     # the README table's cells: batch 1/64/256
+#   benchmarks/runs/h200.sh noise NAME BATCH      # why an in-process baseline of the fp32 stage does
+#                                                 # not settle (runs/baseline_noise.py)
 # MODEL: dlrm, two_tower, dcn_v2 (default: all three; at the default 30 s cap per cell a call holds
 # two_tower alone or dlrm and dcn_v2 together). INSTANCES=N skips reading the instances run;
 # MAX_CELL_S sets the cap. Each stage writes its runs under $RUNS (default /tmp/h200) and copies
@@ -95,5 +97,8 @@ case $stage in
   fp32) sweep h200-ranking ;;
   fp16) sweep h200-ranking-fp16 --fp16 ;;
   small) export_models "$work/h200-small" && bench_models h200-small --batch-sizes 1,64,256 ;;
-  *) echo "unknown stage $stage: train, instances, fp32, fp16, perf-analyzer, grpc-messages or small" >&2; exit 2 ;;
+  noise)
+    python3 benchmarks/runs/baseline_noise.py "$work/h200-ranking" "$1" "$2" --out "${OUT:-$runs}/noise-$1-b$2.json"
+    ;;
+  *) echo "unknown stage $stage: train, instances, fp32, fp16, perf-analyzer, grpc-messages, small or noise" >&2; exit 2 ;;
 esac
