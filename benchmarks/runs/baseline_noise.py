@@ -39,7 +39,7 @@ def gpu_samples(every_ms: int = 100) -> Iterator[list[str]]:
         yield lines
         return
     with tempfile.TemporaryFile("w+") as out:
-        query = ["nvidia-smi", f"--query-gpu={_GPU_QUERY}", "--format=csv,noheader", f"-lms={every_ms}"]
+        query = ["nvidia-smi", f"--query-gpu={_GPU_QUERY}", "--format=csv,noheader", f"--loop-ms={every_ms}"]
         sampler = subprocess.Popen(query, stdout=out, stderr=subprocess.DEVNULL, text=True)
         try:
             yield lines
