@@ -33,6 +33,13 @@ class WindowRule:
     tolerance: float = 0.10
     min_requests: int = 50
 
+    @property
+    def answer_s(self) -> float:
+        """How long a request, a statistics call or a registration may go unanswered before the
+        server counts as stuck: four times the cell's cap, since a cell lasts at most `max_cell_s`
+        and what an open loop past capacity queued in it may take as long again to drain."""
+        return 4 * self.max_cell_s
+
     def __post_init__(self) -> None:
         if not 0 < self.window_s * (self.count + 1) <= self.max_cell_s:
             raise UsageError(

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
+from tritonclient.utils import InferenceServerException
 
 from tritonstack.benchmarks.config import SharedMemory, WindowRule
 from tritonstack.benchmarks.prebuilt import Prebuilt, prebuilt
@@ -78,18 +79,27 @@ class Sender:
     as perf_analyzer cycles through its input data: no protobuf work per send, so the client's
     own Python stays a small, constant part of every latency."""
 
-    def __init__(self, channel: grpc.aio.Channel, requests: Prebuilt) -> None:
-        self.model, self.version = requests.model, requests.version
+    def __init__(self, channel: grpc.aio.Channel, requests: Prebuilt, timeout_s: float) -> None:
+        self.model, self.version, self.timeout_s = requests.model, requests.version, timeout_s
         self._next = itertools.cycle(requests.payloads)
         self._model_infer = channel.unary_unary(MODEL_INFER)
 
     async def infer(self) -> None:
         try:
-            await self._model_infer(next(self._next))
+            await self._model_infer(next(self._next), timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise stuck(f"{self.model} version {self.version}", "a request", self.timeout_s) from exc
             raise ServeError(
                 f"{self.model} version {self.version} failed under load: {exc.code().name}: {exc.details()}"
             ) from exc
+
+
+def stuck(model: str, what: str, timeout_s: float) -> ServeError:
+    return ServeError(
+        f"{model}: {what} got no answer within {timeout_s:g} s: the server stopped answering (stuck, "
+        "paused or overloaded past the cell's cap); check its log, or raise --max-cell-s"
+    )
 
 
 class ServedModel:
@@ -105,27 +115,41 @@ class ServedModel:
         version: str,
         spec: ModelSpec,
         pool: Iterable[Mapping[str, Array]],
+        timeout_s: float,
         shared_memory: SharedMemory = "none",
     ):
-        self.client, self.model, self.version = client, model, version
+        self.client, self.model, self.version, self.timeout_s = client, model, version, timeout_s
         self.requests = prebuilt(model, version, spec, pool, shared_memory)
-        self.sender = Sender(channel, self.requests)
+        self.sender = Sender(channel, self.requests, timeout_s)
 
     @contextlib.asynccontextmanager
     async def opened(self) -> AsyncIterator[ServedModel]:
         """The model with its shared memory registered, unregistered afterwards (`requests.destroy()`
         frees it)."""
         try:
-            await self.requests.register(self.client)
+            async with self._answered("registering its shared memory"):
+                await self.requests.register(self.client, self.timeout_s)
             yield self
         finally:
-            await self.requests.unregister(self.client)
+            async with self._answered("unregistering its shared memory"):
+                await self.requests.unregister(self.client, self.timeout_s)
 
     async def statistics(self) -> dict[str, Any]:
-        stats: dict[str, Any] = await self.client.get_inference_statistics(
-            self.model, self.version, as_json=True
-        )
+        async with self._answered("asking Triton's statistics"):
+            stats: dict[str, Any] = await self.client.get_inference_statistics(
+                self.model, self.version, as_json=True, client_timeout=self.timeout_s
+            )
         return stats
+
+    @contextlib.asynccontextmanager
+    async def _answered(self, what: str) -> AsyncIterator[None]:
+        """tritonclient's deadline error as the bench's one line."""
+        try:
+            yield
+        except InferenceServerException as exc:
+            if "DEADLINE_EXCEEDED" not in str(exc.status()):
+                raise
+            raise stuck(f"{self.model} version {self.version}", what, self.timeout_s) from exc
 
 
 # (completion time, latency from when the request was due, how late it was sent), perf_counter seconds

@@ -68,11 +68,12 @@ class ProcessLoad:
         mode: str,
         level: float,
         processes: int,
+        timeout_s: float,
     ) -> None:
         context = multiprocessing.get_context("spawn")  # gRPC does not survive fork
         self._queue: multiprocessing.Queue[Any] = context.Queue()
         self._stop: ProcessEvent = context.Event()
-        what = (requests.model, requests.version, requests.payloads)  # regions stay here
+        what = (requests.model, requests.version, requests.payloads, timeout_s)  # regions stay here
         self._workers: list[SpawnProcess] = [
             context.Process(
                 target=_work, args=(url, what, mode, share, worker, self._queue, self._stop), daemon=True
@@ -145,7 +146,7 @@ class ProcessLoad:
 
 def _work(
     url: str,
-    what: tuple[str, str, list[bytes]],
+    what: tuple[str, str, list[bytes], float],
     mode: str,
     share: float,
     worker: int,
@@ -164,14 +165,15 @@ def _work(
 
 async def _send_until_stopped(
     url: str,
-    what: tuple[str, str, list[bytes]],
+    what: tuple[str, str, list[bytes], float],
     generator: Generator,
     worker: int,
     out: multiprocessing.Queue[Any],
     stop: ProcessEvent,
 ) -> None:
     async with grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS) as channel:
-        load = AsyncioLoad(Sender(channel, Prebuilt(*what)), generator)
+        model, version, payloads, timeout_s = what
+        load = AsyncioLoad(Sender(channel, Prebuilt(model, version, payloads), timeout_s), generator)
 
         async def flush() -> None:
             # Completions are recorded on this thread as they happen: all before `mark` are in.

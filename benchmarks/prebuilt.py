@@ -32,19 +32,19 @@ class Prebuilt:
     regions: ShmPool | None = None
     output_offsets: list[dict[str, int]] | None = None  # per request, where each output lands
 
-    async def register(self, client: Any) -> None:
+    async def register(self, client: Any, timeout_s: float | None = None) -> None:
         """Register the regions with the server behind `client` (tritonclient's asyncio client)."""
         for region in self.regions.regions if self.regions is not None else []:
             method, args = region.registration()
-            await getattr(client, method)(*args)
+            await getattr(client, method)(*args, client_timeout=timeout_s)
             region.registered = True
 
-    async def unregister(self, client: Any) -> None:
+    async def unregister(self, client: Any, timeout_s: float | None = None) -> None:
         """Unregister the regions from the server (they stay, to be registered again)."""
         for region in self.regions.regions if self.regions is not None else []:
             if region.registered:
                 method, args = region.unregistration()
-                await getattr(client, method)(*args)
+                await getattr(client, method)(*args, client_timeout=timeout_s)
                 region.registered = False
 
     def destroy(self) -> None:

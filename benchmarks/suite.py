@@ -232,6 +232,7 @@ async def _run(
                 str(target.version),
                 target.spec,
                 pool.batches(),
+                config.rule.answer_s,
                 config.shared_memory,
             )
             common = {"served_by": labels[target.name], "shared_memory": config.shared_memory}
@@ -270,7 +271,9 @@ async def _measure_levels(
             load: Load = (
                 AsyncioLoad(model.sender, generator)
                 if config.client_processes == 1
-                else ProcessLoad(url, model.requests, mode, level, config.client_processes)
+                else ProcessLoad(
+                    url, model.requests, mode, level, config.client_processes, config.rule.answer_s
+                )
             )
             async with model.opened():  # registered per cell: perf_analyzer unregisters every region
                 run = await measure(model, load, config.rule)

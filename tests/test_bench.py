@@ -11,10 +11,13 @@ import itertools
 import json
 import re
 import shutil
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcaio
@@ -24,7 +27,7 @@ from tritonstack import recsys
 from tritonstack.benchmarks.compare import ratios
 from tritonstack.benchmarks.config import BenchConfig, PoolRule, Reference, WindowRule, command_line
 from tritonstack.benchmarks.inputs import Pool, request_bytes
-from tritonstack.benchmarks.load import Completion, open_loop
+from tritonstack.benchmarks.load import Completion, Sender, open_loop
 from tritonstack.benchmarks.load_processes import ProcessLoad, RemoteTraceback, split
 from tritonstack.benchmarks.prebuilt import Prebuilt, prebuilt
 from tritonstack.benchmarks.served_by import served_by
@@ -167,7 +170,9 @@ def _one_request() -> Prebuilt:
 def test_a_failed_load_worker_sends_its_traceback() -> None:
     """An exception cannot be chained across processes: the worker's traceback (its own causes
     included) comes back as the cause of the error the main process raises."""
-    load = ProcessLoad(f"127.0.0.1:{free_port()}", _one_request(), "concurrency", 1.0, processes=1)
+    load = ProcessLoad(
+        f"127.0.0.1:{free_port()}", _one_request(), "concurrency", 1.0, processes=1, timeout_s=30.0
+    )
     with pytest.raises(
         ServeError, match="load worker failed: ServeError: m version 1 failed under load"
     ) as err:
@@ -176,10 +181,40 @@ def test_a_failed_load_worker_sends_its_traceback() -> None:
     assert isinstance(cause, RemoteTraceback) and "Traceback" in str(cause) and "AioRpcError" in str(cause)
 
 
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A port that accepts connections and never answers."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        yield f"127.0.0.1:{silent.getsockname()[1]}"
+
+
+def test_a_request_without_an_answer_ends_at_its_deadline(silent_url: str) -> None:
+    """Without a deadline the load waited forever on a server that had stopped answering."""
+
+    async def send() -> None:
+        async with grpc.aio.insecure_channel(silent_url) as channel:
+            await Sender(channel, _one_request(), timeout_s=0.5).infer()
+
+    started = time.monotonic()
+    with pytest.raises(ServeError, match=r"^m version 1: a request got no answer within 0.5 s: the server"):
+        asyncio.run(send())
+    assert time.monotonic() - started < 5
+
+
+def test_a_load_worker_without_an_answer_ends_at_its_deadline(silent_url: str) -> None:
+    load = ProcessLoad(silent_url, _one_request(), "concurrency", 1.0, processes=1, timeout_s=0.5)
+    with pytest.raises(
+        ServeError, match="load worker failed: ServeError: m version 1: a request got no answer"
+    ):
+        asyncio.run(load.start())
+
+
 def test_a_load_worker_that_dies_silently_is_one_line_without_a_cause() -> None:
     """A worker killed before it reports: the exit codes are all that is known, and no other
     error was being handled (an empty queue is no cause)."""
-    load = ProcessLoad(f"127.0.0.1:{free_port()}", _one_request(), "concurrency", 1.0, processes=1)
+    load = ProcessLoad(
+        f"127.0.0.1:{free_port()}", _one_request(), "concurrency", 1.0, processes=1, timeout_s=30.0
+    )
     (worker,) = load._workers
     worker.start()
     worker.kill()
@@ -665,7 +700,7 @@ def test_process_load_holds_nothing_back_at_a_cut(bench_run: tuple[Path, dict[st
 
     async def cuts() -> list[tuple[float, list[Completion]]]:
         requests = prebuilt("two_tower_onnx", "1", spec, [spec.random_inputs(1, seed=i) for i in range(4)])
-        load = ProcessLoad(url, requests, "concurrency", 8, processes=2)
+        load = ProcessLoad(url, requests, "concurrency", 8, processes=2, timeout_s=30.0)
         await load.start()
         got: list[tuple[float, list[Completion]]] = []
         for pause in (0.1, 3.0):  # 3 s of reports overflow the queue's pipe, as a fast server's do

@@ -1,0 +1,62 @@
+"""A server that stops answering during a bench (a hung GPU, a deadlocked stub; here paused with
+SIGSTOP): the bench ends with one line that names it, within its deadline (`WindowRule.answer_s`),
+instead of waiting forever. (A socket that never answers, for one request and for a load worker:
+tests/test_bench.py.)"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerFactory
+from tests.reference_models import write_reference_models
+from tritonstack.benchmarks.config import WindowRule
+from tritonstack.serve import TritonServer
+
+RULE = ["--window-s", "0.25", "--max-cell-s", "1", "--min-window-requests", "5", "--pool-size", "4"]
+ANSWER_S = WindowRule(window_s=0.25, max_cell_s=1).answer_s
+
+
+@pytest.fixture
+def served(triton_server_factory: ServerFactory, tmp_path: Path) -> Iterator[TritonServer]:
+    write_reference_models(tmp_path / "repo", tmp_path, ("two_tower",), max_batch_size=8)
+    server = triton_server_factory(tmp_path / "repo")
+    yield server
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGCONT)  # so that it can be stopped
+
+
+def test_a_server_paused_mid_bench_ends_the_bench_in_one_line(served: TritonServer, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "tritonstack", "bench", "--url", served.grpc_url, "--models", "two_tower_onnx",
+        "--batch-sizes", "2", "--concurrency", "1,2", *RULE, "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    bench = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert bench.stdout is not None
+        for line in bench.stdout:  # off a terminal: one line per finished step
+            if "concurrency 1" in line:
+                break
+        assert served.pid is not None
+        os.kill(served.pid, signal.SIGSTOP)
+        paused = time.monotonic()
+        _, err = bench.communicate(timeout=ANSWER_S + 30)
+        waited = time.monotonic() - paused
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.communicate()
+    assert bench.returncode == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    # The next cell asks Triton's statistics, then sends: the pause can land before either.
+    answer = f"(asking Triton's statistics|a request) got no answer within {ANSWER_S:g} s"
+    assert re.search(f"error: two_tower_onnx version 1: {answer}: the server stopped answering", err)
+    assert ANSWER_S <= waited < ANSWER_S + 15
