@@ -89,13 +89,13 @@ class Sender:
             await self._model_infer(next(self._next), timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise stuck(f"{self.model} version {self.version}", "a request", self.timeout_s) from exc
+                raise _no_answer(f"{self.model} version {self.version}", "a request", self.timeout_s) from exc
             raise ServeError(
                 f"{self.model} version {self.version} failed under load: {exc.code().name}: {exc.details()}"
             ) from exc
 
 
-def stuck(model: str, what: str, timeout_s: float) -> ServeError:
+def _no_answer(model: str, what: str, timeout_s: float) -> ServeError:
     return ServeError(
         f"{model}: {what} got no answer within {timeout_s:g} s: the server stopped answering (stuck, "
         "paused or overloaded past the cell's cap); check its log, or raise --max-cell-s"
@@ -149,7 +149,7 @@ class ServedModel:
         except InferenceServerException as exc:
             if "DEADLINE_EXCEEDED" not in str(exc.status()):
                 raise
-            raise stuck(f"{self.model} version {self.version}", what, self.timeout_s) from exc
+            raise _no_answer(f"{self.model} version {self.version}", what, self.timeout_s) from exc
 
 
 # (completion time, latency from when the request was due, how late it was sent), perf_counter seconds
