@@ -5,7 +5,8 @@
 #   benchmarks/runs/h200.sh instances             # DLRM FP32 ONNX at 1, 2 and 4 instances per GPU
 #   benchmarks/runs/h200.sh fp32 [MODEL ...]      # ONNX + TorchScript at ranking-size batches
 #   benchmarks/runs/h200.sh fp16 [MODEL ...]      # the same, half-precision artifacts
-#   benchmarks/runs/h200.sh perf-analyzer         # DLRM FP32 ONNX b16384 (after fp32 dlrm), both
+#   benchmarks/runs/h200.sh export [MODEL ...]    # fp32's export alone (for the stages below)
+#   benchmarks/runs/h200.sh perf-analyzer         # DLRM FP32 ONNX b16384 (after fp32 or export), both
 #                                                 # load generators, CUDA shared memory
 #   benchmarks/runs/h200.sh grpc-messages         # the same, ours, tensors in the gRPC messages
 #   benchmarks/runs/h200.sh small [MODEL ...]     # the README table's cells: batch 1/64/256
@@ -95,10 +96,12 @@ case $stage in
   perf-analyzer) b16384 h200-perf-analyzer --shared-memory cuda --load-generator both ;;
   grpc-messages) b16384 h200-grpc-messages --shared-memory none ;;
   fp32) sweep h200-ranking ;;
+  export) export_models "$work/h200-ranking" --instances "$(instances)" --max-batch-size 16384 ;;
   fp16) sweep h200-ranking-fp16 --fp16 ;;
   small) export_models "$work/h200-small" && bench_models h200-small --batch-sizes 1,64,256 ;;
   noise)
     python3 benchmarks/runs/baseline_noise.py "$work/h200-ranking" "$1" "$2" --out "${OUT:-$runs}/noise-$1-b$2.json"
     ;;
-  *) echo "unknown stage $stage: train, instances, fp32, fp16, perf-analyzer, grpc-messages, small or noise" >&2; exit 2 ;;
+  *) echo "unknown stage $stage: train, instances, fp32, fp16, export, perf-analyzer, grpc-messages, small or noise" >&2
+     exit 2 ;;
 esac
