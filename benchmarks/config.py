@@ -10,7 +10,6 @@ from typing import Literal
 from tritonstack.errors import UsageError
 
 SharedMemory = Literal["none", "system", "cuda"]
-SHARED_MEMORY: tuple[SharedMemory, ...] = ("none", "system", "cuda")
 LoadGenerator = Literal["tritonstack", "perf_analyzer"]
 # `--load-generator` choice -> the load generators each cell is measured with, in order.
 LOAD_GENERATORS: dict[str, tuple[LoadGenerator, ...]] = {

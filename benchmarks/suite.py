@@ -271,9 +271,7 @@ async def _measure_levels(
             load: Load = (
                 AsyncioLoad(model.sender, generator)
                 if config.client_processes == 1
-                else ProcessLoad(
-                    url, model.requests, mode, level, config.client_processes, config.rule.answer_s
-                )
+                else ProcessLoad(url, model.requests, mode, level, config.client_processes, model.timeout_s)
             )
             async with model.opened():  # registered per cell: perf_analyzer unregisters every region
                 run = await measure(model, load, config.rule)
