@@ -75,9 +75,9 @@ def test_generated_rows_are_valid_requests(served: tuple[Path, str]) -> None:
 
 def test_shared_memory_regions_are_bounded_like_the_pool(served: tuple[Path, str]) -> None:
     """Over shared memory perf_analyzer fills one whole-batch region per data row, row by row (a
-    cudaMemcpy each for CUDA): DLRM at 16384 with 1,024 rows took 4.4 GB of regions and 33.5 M
-    copies, and on an H200 a bench with perf_analyzer over CUDA shared memory at that batch had
-    not finished after 5 minutes, its log silent."""
+    cudaMemcpy each for CUDA): DLRM at 16384 with a row per pointer it can hold meant gigabytes of
+    regions and tens of millions of copies before the first request, and on an H200 a bench with
+    perf_analyzer over CUDA shared memory at that batch was stopped unfinished."""
     repo, _ = served
     spec = ModelSpec.from_config(read_config(repo / "dlrm_onnx" / "config.pbtxt"))
     messages = perf_analyzer.Settings()
