@@ -7,10 +7,13 @@ batch size. As in Triton's native backends, a batched run that fails fails every
 batch, and an output whose dtype differs from the config's is an error, never cast.
 A backend subclasses `BatchedModel` and implements `load`. Runs inside the Python backend's stub.
 
-Inputs reach the runtime as host arrays, or, for an instance whose `load` sets `on_device` (GPU
-instances: tritonstack/runtimes/device.py), as torch tensors where Triton put them, through
-DLPack; outputs go back as they come: arrays, or DLPack tensors left on the GPU. Requests are
-joined into one batch only when there are several.
+Inputs reach the runtime as host arrays; an instance whose `load` also sets `device_run` (GPU
+instances: tritonstack/runtimes/device.py) runs a batch whose inputs Triton put in GPU memory (a
+client's CUDA shared memory) on torch tensors where they are, through DLPack, and its outputs go
+back as DLPack tensors left on the GPU. A batch that arrived in host memory (the gRPC messages,
+system shared memory) takes the host path on every instance: measured on an H200, GPU outputs
+handed back through the stub cost more than the stub's own copy to the host (benchmarks/README.md).
+Requests are joined into one batch only when there are several.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from tritonstack.errors import first_line
 from tritonstack.formats import Format
 from tritonstack.spec import (
     SUPPORTED_DTYPES,
-    Array,
     ModelSpec,
     config_dtype,
     config_from_json,
@@ -38,7 +40,7 @@ from tritonstack.spec import (
 
 log = logging.getLogger(__name__)
 
-# Host arrays in and out, or (`on_device`) torch tensors in, torch tensors or arrays out.
+# Host arrays in and out, or (`device_run`) torch tensors in, torch tensors or arrays out.
 RunFn = Callable[[list[Any]], Sequence[Any]]
 
 
@@ -115,10 +117,12 @@ class BatchedModel:
     serve and implement `load`."""
 
     format: Format
-    on_device = False  # set by `load`: the run function takes torch tensors where Triton put them
+    # Set by `load` for a GPU instance: the run function for batches Triton put in GPU memory,
+    # taking torch tensors where they are.
+    device_run: RunFn | None = None
 
     def load(self, instance: Instance) -> RunFn:
-        """Load `instance.path`; return a function from inputs (config order) to outputs."""
+        """Load `instance.path`; return a function from inputs (config order, host arrays) to outputs."""
         raise NotImplementedError
 
     def initialize(self, args: dict[str, str]) -> None:
@@ -128,52 +132,64 @@ class BatchedModel:
         spec = self._instance.spec
         self._output_dtypes = [np.dtype(t.dtype) for t in spec.outputs]
         self._run = self.load(self._instance)
-        self._feed: Callable[[Any], Any] = lambda tensor: tensor.as_numpy()
-        self._join: Callable[[Sequence[Any]], Any] = np.concatenate
-        if self.on_device or self._instance.gpu_id is not None:
+        self._to_host: Callable[[Any], Any] = lambda tensor: tensor.as_numpy()
+        if self._instance.gpu_id is not None:
             from tritonstack.runtimes import device
 
             # A GPU instance may get inputs in GPU memory (FORCE_CPU_ONLY_INPUT_TENSORS=no).
-            self._feed = device.from_triton if self.on_device else device.to_host
-            if self.on_device:
-                self._join = device.join
-        log.info("%s: loaded %s%s", spec.name, self._instance.path, " (DLPack)" if self.on_device else "")
+            self._to_host = device.to_host
+        dlpack = " (DLPack for inputs in GPU memory)" if self.device_run else ""
+        log.info("%s: loaded %s%s", spec.name, self._instance.path, dlpack)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        feeds: list[list[Array] | Exception] = []
+        tensors: list[list[Any] | Exception] = []
         for request in requests:
             try:
-                feeds.append(self._inputs(request))
+                tensors.append(self._inputs(request))
             except Exception as exc:  # becomes this request's error
-                feeds.append(exc)
-        good = [f for f in feeds if not isinstance(f, Exception)]
+                tensors.append(exc)
+        good = [t for t in tensors if not isinstance(t, Exception)]
         if not good:
-            return [self._error(f) for f in feeds if isinstance(f, Exception)]
+            return [self._error(t) for t in tensors if isinstance(t, Exception)]
         try:
-            batch = good[0] if len(good) == 1 else [self._join(parts) for parts in zip(*good, strict=True)]
-            rows = iter(split_rows(self._outputs(batch), [f[0].shape[0] for f in good]))
+            on_device = self.device_run is not None and self.takes_device_path(good)
+            feeds = self._device_feeds(good) if on_device else [[self._to_host(t) for t in r] for r in good]
+            join = _device_join() if on_device else np.concatenate
+            batch = feeds[0] if len(feeds) == 1 else [join(parts) for parts in zip(*feeds, strict=True)]
+            run = self.device_run if on_device and self.device_run else self._run
+            rows = iter(split_rows(self._outputs(run(batch), on_device), [f[0].shape[0] for f in feeds]))
         except Exception as exc:  # fails every request of the batch, as Triton's native backends do
-            return [self._error(f if isinstance(f, Exception) else exc) for f in feeds]
-        return [self._error(f) if isinstance(f, Exception) else self._response(next(rows)) for f in feeds]
+            return [self._error(t if isinstance(t, Exception) else exc) for t in tensors]
+        return [self._error(t) if isinstance(t, Exception) else self._response(next(rows)) for t in tensors]
 
     def finalize(self) -> None:
         del self._run
+        self.device_run = None
+
+    def takes_device_path(self, requests: list[list[Any]]) -> bool:
+        """Whether a batch (each request's Triton tensors) runs on `device_run`: when any input
+        arrived in GPU memory."""
+        return any(not tensor.is_cpu() for request in requests for tensor in request)
 
     def _inputs(self, request: Any) -> list[Any]:
-        """The request's inputs in config order."""
+        """The request's input tensors (Triton's) in config order."""
         tensors = {tensor.name(): tensor for tensor in request.inputs()}
-        feeds = []
+        ordered = []
         for name in self._instance.spec.input_names:
             tensor = tensors.get(name)
             if tensor is None:
                 raise ValueError(f"missing input {name!r}")
-            feeds.append(self._feed(tensor))
-        return feeds
+            ordered.append(tensor)
+        return ordered
 
-    def _outputs(self, feeds: list[Any]) -> list[Any]:
-        outputs = [
-            o if self.on_device and not isinstance(o, np.ndarray) else np.asarray(o) for o in self._run(feeds)
-        ]
+    def _device_feeds(self, requests: list[list[Any]]) -> list[list[Any]]:
+        from tritonstack.runtimes.device import from_triton
+
+        return [[from_triton(t) for t in request] for request in requests]
+
+    def _outputs(self, results: Sequence[Any], on_device: bool) -> list[Any]:
+        """The run's outputs, checked against the config's dtypes; torch tensors kept on the device path."""
+        outputs = [o if on_device and not isinstance(o, np.ndarray) else np.asarray(o) for o in results]
         names = self._instance.spec.output_names
         for name, out, want in zip(names, outputs, self._output_dtypes, strict=True):
             got = _dtype(out)
@@ -197,6 +213,13 @@ class BatchedModel:
     def _error(self, exc: Exception) -> Any:
         message = f"{self._instance.spec.name}: {type(exc).__name__}: {first_line(exc)}"
         return self._pb.InferenceResponse(error=self._pb.TritonError(message))
+
+
+def _device_join() -> Callable[[Sequence[Any]], Any]:
+    """`device.join` (torch tensors, where they are), imported only where it runs: GPU instances."""
+    from tritonstack.runtimes.device import join
+
+    return join
 
 
 def _dtype(value: Any) -> np.dtype[Any]:

@@ -6,6 +6,7 @@ of outputs, requests joined and split as torch tensors) is the same on a CPU ins
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from tritonstack.export.onnx import export as export_onnx
 from tritonstack.export.repository import build_config, write_version
 from tritonstack.formats import Format
 from tritonstack.runtimes import device
-from tritonstack.serve.batching import split_rows
+from tritonstack.serve.batching import BatchedModel, split_rows
 from tritonstack.spec import Array, ModelSpec, TensorSpec
 
 SPEC = ModelSpec(
@@ -103,9 +104,29 @@ def test_torchscript_on_the_gpu_takes_host_or_device_inputs(artifacts: tuple[Pat
             np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-4, atol=1e-5)
 
 
-# A Python-backend model that runs the TorchScript artifact through BatchedModel's DLPack path on
-# a CPU instance: the stub's tensors, the join of several requests, the split and the responses.
-_DLPACK_MODEL_PY = """import stub_site  # noqa: F401
+class _Tensor:
+    """What `takes_device_path` reads of a Triton tensor: where it is. (Triton hands a tensor in
+    GPU memory only to a GPU instance, which this machine cannot run.)"""
+
+    def __init__(self, on_gpu: bool) -> None:
+        self.on_gpu = on_gpu
+
+    def is_cpu(self) -> bool:
+        return not self.on_gpu
+
+
+def test_only_a_batch_with_inputs_in_gpu_memory_takes_the_device_path() -> None:
+    model = BatchedModel()
+    assert not model.takes_device_path([[_Tensor(False), _Tensor(False)], [_Tensor(False), _Tensor(False)]])
+    assert model.takes_device_path([[_Tensor(True), _Tensor(True)]])
+    assert model.takes_device_path([[_Tensor(False), _Tensor(False)], [_Tensor(False), _Tensor(True)]])
+
+
+# Python-backend models that serve the TorchScript artifact through BatchedModel on a CPU instance.
+# The first sends every batch down the DLPack path, as a GPU instance does with inputs in GPU memory:
+# the stub's tensors, the join of several requests, the split and the responses. The second routes
+# as our backends do, with a device path that fails: batches arriving in host memory never take it.
+_MODEL_PY = """import stub_site  # noqa: F401
 
 import torch
 
@@ -118,10 +139,26 @@ class TritonPythonModel(BatchedModel):
     format = Format.TORCHSCRIPT
 
     def load(self, instance):
-        self.on_device = True
         module = torch.jit.load(str(instance.path.with_name("model.pt"))).eval()
-        return device.torchscript_on_device(module, torch.device("cpu"))
-"""
+        self.device_run = {device_run}
+
+        def run(feeds):
+            with torch.inference_mode():
+                return [t.numpy() for t in module(*(torch.from_numpy(f) for f in feeds))]
+
+        return run
+{routing}"""
+_DLPACK = _MODEL_PY.format(
+    device_run='device.torchscript_on_device(module, torch.device("cpu"))',
+    routing="\n    def takes_device_path(self, requests):\n        return True\n",
+)
+_ROUTED = _MODEL_PY.format(
+    device_run="self.fail",
+    routing="""
+    def fail(self, feeds):
+        raise RuntimeError("a batch in host memory took the device path")
+""",
+)
 
 
 @pytest.fixture(scope="module")
@@ -131,26 +168,28 @@ def url(
     artifacts: tuple[Path, Path, Mixed],
 ) -> Iterator[str]:
     repo = tmp_path_factory.mktemp("dlpack_repo")
-    config = build_config(SPEC, Format.TORCHSCRIPT)
-    config.ClearField("platform")
-    config.backend = "python"
-    config.ClearField("default_model_filename")  # the Python backend runs model.py, which loads model.pt
-    config.dynamic_batching.max_queue_delay_microseconds = 200_000  # requests sent together batch together
-    model_py = tmp_path_factory.mktemp("dlpack_model") / "model.py"
-    model_py.write_text(_DLPACK_MODEL_PY)
-    write_version(repo, SPEC.name, config, {"model.pt": artifacts[0], "model.py": model_py})
+    for name, source in (("dlpack", _DLPACK), ("routed", _ROUTED)):
+        config = build_config(replace(SPEC, name=name), Format.TORCHSCRIPT)
+        config.ClearField("platform")
+        config.backend = "python"
+        config.ClearField("default_model_filename")  # the Python backend runs model.py, which loads model.pt
+        config.dynamic_batching.max_queue_delay_microseconds = 200_000  # requests sent together: one batch
+        model_py = tmp_path_factory.mktemp(name) / "model.py"
+        model_py.write_text(source)
+        write_version(repo, name, config, {"model.pt": artifacts[0], "model.py": model_py})
     server = triton_server_factory(repo)
     yield server.grpc_url
     server.stop()
 
 
 @pytest.mark.server
-def test_requests_through_the_stubs_dlpack_path(url: str, artifacts: tuple[Path, Path, Mixed]) -> None:
+@pytest.mark.parametrize("name", ["dlpack", "routed"])
+def test_requests_through_the_stub(url: str, artifacts: tuple[Path, Path, Mixed], name: str) -> None:
     model = artifacts[2]
     requests = [SPEC.random_inputs(batch, seed=batch) for batch in (1, 3, 8, 2, 5, 4)]
     with TritonClient(url, timeout=30) as triton:
-        results = triton.infer_many([InferRequest(SPEC.name, r) for r in requests], concurrency=6)
-        stats = triton.statistics(SPEC.name)["model_stats"][0]
+        results = triton.infer_many([InferRequest(name, r) for r in requests], concurrency=6)
+        stats = triton.statistics(name)["model_stats"][0]
     for inputs, result in zip(requests, results, strict=True):
         assert isinstance(result, dict)
         for name, want in zip(SPEC.output_names, _expected(model, inputs), strict=True):

@@ -1,12 +1,13 @@
-"""Models run on tensors where they already are, for our backends' GPU instances.
+"""Models run on tensors where they already are, for our backends' GPU instances when Triton
+hands them a batch in GPU memory (a client's CUDA shared memory).
 
 Triton's Python backend hands a GPU instance its inputs in host or GPU memory and takes outputs
 from either, through DLPack (`pb_utils.Tensor.to_dlpack` / `Tensor.from_dlpack`). Inputs become
-torch tensors without a copy (`torch.from_dlpack`), outputs are left on the GPU: a GPU output
-reaches a response in host memory with one device-to-host copy (the stub's), a response in CUDA
-shared memory without leaving the device, where the host path copied it to the host, then into
-the stub's shared memory, then on. ONNX Runtime takes the same tensors by address through IO
-binding, and writes each output of fixed shape into a torch tensor allocated for it.
+torch tensors without a copy (`torch.from_dlpack`), outputs are left on the GPU, so a response in
+CUDA shared memory never leaves the device, where the host path copied it to the host, then into
+the stub's shared memory, then back. ONNX Runtime takes the same tensors by address through IO
+binding, and writes each output of fixed shape into a torch tensor allocated for it. A batch in
+host memory takes the host path instead (serve/batching.py says why).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ _TORCH = {np.dtype(n): t for t, n in _NUMPY.items()}
 
 
 def enabled() -> bool:
-    """Whether GPU instances take this path: `TRITONSTACK_DEVICE_IO=0` in the server's environment
-    keeps them on host arrays, to compare the two on a GPU. (CPU instances stay on host arrays:
-    through the real stub on the 2-core CPU the DLPack path measured slower, nothing to save.)"""
+    """Whether GPU instances take this path for batches in GPU memory: `TRITONSTACK_DEVICE_IO=0`
+    in the server's environment keeps them on host arrays, to compare the two on a GPU. (CPU
+    instances stay on host arrays: through the real stub on the 2-core CPU the DLPack path
+    measured slower, nothing to save.)"""
     return os.environ.get("TRITONSTACK_DEVICE_IO", "1") != "0"
 
 

@@ -29,14 +29,14 @@ class TritonPythonModel(BatchedModel):
             instance.spec, {o.name: _ORT_DTYPES.get(o.type, np.dtype(object)) for o in session.get_outputs()}
         )
         if instance.gpu_id is not None and "CUDAExecutionProvider" in session.get_providers():
-            # Tensors stay where they are: DLPack and IO binding (tritonstack/runtimes/device.py).
+            # Inputs in GPU memory stay there: DLPack and IO binding (tritonstack/runtimes/device.py).
             import torch
 
             from tritonstack.runtimes.device import enabled, onnxruntime_on_device
 
             if enabled():
-                self.on_device = True
-                return onnxruntime_on_device(session, instance.spec, torch.device("cuda", instance.gpu_id))
+                gpu = torch.device("cuda", instance.gpu_id)
+                self.device_run = onnxruntime_on_device(session, instance.spec, gpu)
         names = instance.spec.input_names
         outputs = instance.spec.output_names
 

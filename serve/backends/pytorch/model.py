@@ -35,9 +35,8 @@ class TritonPythonModel(BatchedModel):
         use_gpu = instance.gpu_id is not None and torch.cuda.is_available()
         device = torch.device(f"cuda:{instance.gpu_id}" if use_gpu else "cpu")
         module = torch.jit.load(str(instance.path), map_location=device).eval()  # type: ignore[no-untyped-call]
-        if use_gpu and device_io_enabled():  # tensors stay where they are (tritonstack/runtimes/device.py)
-            self.on_device = True
-            return torchscript_on_device(module, device)
+        if use_gpu and device_io_enabled():  # inputs in GPU memory stay there (runtimes/device.py)
+            self.device_run = torchscript_on_device(module, device)
 
         def run(feeds: list[Array]) -> list[Array]:
             with torch.inference_mode():
