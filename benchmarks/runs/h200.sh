@@ -12,6 +12,9 @@
 #   benchmarks/runs/h200.sh small [MODEL ...]     # the README table's cells: batch 1/64/256
 #   benchmarks/runs/h200.sh noise NAME BATCH      # why an in-process baseline of the fp32 stage does
 #                                                 # not settle (runs/baseline_noise.py)
+#   benchmarks/runs/h200.sh cuda-pool             # DLRM FP32 ONNX b16384 over CUDA shared memory with
+#                                                 # Triton's default and a 1 GiB CUDA memory pool
+#                                                 # (runs/cuda_pool.py; after export dlrm)
 # MODEL: dlrm, two_tower, dcn_v2 (default: all three; at the default 30 s cap per cell a call holds
 # two_tower alone or dlrm and dcn_v2 together). INSTANCES=N skips reading the instances run;
 # MAX_CELL_S sets the cap. Each stage writes its runs under $RUNS (default /tmp/h200) and copies
@@ -99,9 +102,14 @@ case $stage in
   export) export_models "$work/h200-ranking" --instances "$(instances)" --max-batch-size 16384 ;;
   fp16) sweep h200-ranking-fp16 --fp16 ;;
   small) export_models "$work/h200-small" && bench_models h200-small --batch-sizes 1,64,256 ;;
+  cuda-pool)
+    python3 benchmarks/runs/cuda_pool.py "$work/h200-ranking" dlrm_onnx 16384 "$runs/h200-cuda-pool" default 1024
+    keep h200-cuda-pool-default && keep h200-cuda-pool-1024
+    ;;
   noise)
     python3 benchmarks/runs/baseline_noise.py "$work/h200-ranking" "$1" "$2" --out "${OUT:-$runs}/noise-$1-b$2.json"
     ;;
-  *) echo "unknown stage $stage: train, instances, fp32, fp16, export, perf-analyzer, grpc-messages, small or noise" >&2
+  *) echo "unknown stage $stage: train, instances, fp32, fp16, export, perf-analyzer, grpc-messages, small," \
+       "noise or cuda-pool" >&2
      exit 2 ;;
 esac
