@@ -21,12 +21,13 @@ same requests. Each probe adds one layer to the one before:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import random
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,14 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
 from tritonstack.benchmarks.in_process import artifact_runner, torch_threads
 from tritonstack.benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
 from tritonstack.benchmarks.suite import environment
 from tritonstack.benchmarks.targets import BenchTarget, check_batch_sizes, local_targets
 from tritonstack.client import TritonClient
-from tritonstack.errors import UsageError
+from tritonstack.errors import DeadlineExceeded, ServeError, UsageError
 from tritonstack.export.repository import write_config
 from tritonstack.serve import TritonServer
 from tritonstack.spec import Array, ModelSpec, TensorSpec, wire_dtype
@@ -69,12 +71,19 @@ class FloorConfig:
     warmup: int = 200
     idle_ms: float = 1.0
     batch_size: int = 1
+    timeout_s: float = 60.0  # the longest wait for any one answer from Triton
 
     def __post_init__(self) -> None:
-        if self.requests < 100 or self.warmup < 0 or self.idle_ms < 0 or self.batch_size < 1:
+        if (
+            self.requests < 100
+            or self.warmup < 0
+            or self.idle_ms < 0
+            or self.batch_size < 1
+            or not self.timeout_s > 0
+        ):
             raise UsageError(
-                "--requests must be at least 100, --batch-size at least 1, --warmup and --idle-ms "
-                "not negative"
+                "--requests must be at least 100, --batch-size at least 1, --timeout-s above 0, "
+                "--warmup and --idle-ms not negative"
             )
 
 
@@ -90,7 +99,8 @@ def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None)
             stats = grpcclient.InferenceServerClient(server.grpc_url)
             try:
                 probes += _served_probes(config, server.grpc_url, stats, targets, step)
-                server_metadata = stats.get_server_metadata(as_json=True)
+                with _answered(server.grpc_url, config.timeout_s, "server metadata"):
+                    server_metadata = stats.get_server_metadata(as_json=True, client_timeout=config.timeout_s)
             finally:
                 stats.close()
     return {
@@ -131,25 +141,52 @@ def _served_probes(
     targets: list[BenchTarget],
     step: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    with grpc.insecure_channel(url) as channel, TritonClient(url) as ours:
+    timeout = config.timeout_s
+    with grpc.insecure_channel(url) as channel, TritonClient(url, timeout=timeout) as ours:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         live = service_pb2.ServerLiveRequest()
-        probes = [_probe("server", "served", "grpc_live", _timed(lambda: stub.ServerLive(live), config))]
-        identity = {"x": np.ones((1, 1), np.float32)}
-        probes.append(_served(stats, IDENTITY, "1", "raw", _raw(stub, IDENTITY, "1", identity), config))
+        with _answered(url, timeout, "gRPC and identity"):
+            alive = _timed(lambda: stub.ServerLive(live, timeout=timeout), config)
+            probes = [_probe("server", "served", "grpc_live", alive)]
+            identity = {"x": np.ones((1, 1), np.float32)}
+            raw = _raw(stub, IDENTITY, "1", identity, timeout)
+            probes.append(_served(stats, IDENTITY, "1", "raw", raw, config))
         step("gRPC and identity")
         for target in targets:
             name, version, v = target.name, target.version, str(target.version)
             feeds = target.spec.random_inputs(config.batch_size, seed=1)
             calls: dict[str, Callable[[], object]] = {
-                "raw": _raw(stub, name, v, feeds),
-                "tritonclient": _tritonclient(stats, name, v, feeds),
+                "raw": _raw(stub, name, v, feeds, timeout),
+                "tritonclient": _tritonclient(stats, name, v, feeds, timeout),
                 "tritonstack": functools.partial(ours.infer, name, feeds, version=version),
             }
-            probes += _interleaved(stats, name, v, calls, config)
-            probes.append(_served_aio(stats, url, name, v, feeds, config))
+            with _answered(url, timeout, f"{name} served"):
+                probes += _interleaved(stats, name, v, calls, config)
+                probes.append(_served_aio(stats, url, name, v, feeds, config))
             step(f"{name} served")
     return probes
+
+
+@contextlib.contextmanager
+def _answered(url: str, timeout_s: float, probe: str) -> Iterator[None]:
+    """A call past its deadline, from any of the probes' clients, as one line naming the probe."""
+    try:
+        yield
+    except (grpc.RpcError, InferenceServerException, DeadlineExceeded) as exc:
+        if not _past_deadline(exc):
+            raise
+        raise ServeError(
+            f"bench floor: {probe}: Triton at {url} gave no answer within {timeout_s:g} s: the server "
+            "stopped answering (stuck, paused or overloaded); check its log, or raise --timeout-s"
+        ) from exc
+
+
+def _past_deadline(exc: Exception) -> bool:
+    if isinstance(exc, DeadlineExceeded):
+        return True
+    if isinstance(exc, grpc.RpcError):
+        return bool(exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED)
+    return isinstance(exc, InferenceServerException) and "DEADLINE_EXCEEDED" in str(exc.status())
 
 
 def _write_identity(repo: Path) -> None:
@@ -215,14 +252,22 @@ def prebuilt_request(model: str, version: str, feeds: Mapping[str, Array]) -> se
 
 
 def _raw(
-    stub: service_pb2_grpc.GRPCInferenceServiceStub, name: str, version: str, feeds: Mapping[str, Array]
+    stub: service_pb2_grpc.GRPCInferenceServiceStub,
+    name: str,
+    version: str,
+    feeds: Mapping[str, Array],
+    timeout_s: float,
 ) -> Callable[[], object]:
     request = prebuilt_request(name, version, feeds)
-    return lambda: stub.ModelInfer(request)
+    return lambda: stub.ModelInfer(request, timeout=timeout_s)
 
 
 def _tritonclient(
-    client: grpcclient.InferenceServerClient, name: str, version: str, feeds: Mapping[str, Array]
+    client: grpcclient.InferenceServerClient,
+    name: str,
+    version: str,
+    feeds: Mapping[str, Array],
+    timeout_s: float,
 ) -> Callable[[], object]:
     """tritonclient as its examples use it: inputs built and filled for every call."""
 
@@ -232,7 +277,7 @@ def _tritonclient(
             tensor = grpcclient.InferInput(key, list(value.shape), wire_dtype(value.dtype.name))
             tensor.set_data_from_numpy(value)
             inputs.append(tensor)
-        return client.infer(name, inputs, model_version=version)
+        return client.infer(name, inputs, model_version=version, client_timeout=timeout_s)
 
     return call
 
@@ -246,8 +291,9 @@ def _served(
     config: FloorConfig,
 ) -> dict[str, Any]:
     before: list[dict[str, Any]] = []
-    latencies = _timed(call, config, warmed_up=lambda: before.append(_stats(stats, name, version)))
-    after = _stats(stats, name, version)
+    snapshot = lambda: before.append(_stats(stats, name, version, config.timeout_s))  # noqa: E731
+    latencies = _timed(call, config, warmed_up=snapshot)
+    after = _stats(stats, name, version, config.timeout_s)
     return _probe(name, "served", path, latencies, _server_us(before[0], after, name, version, config))
 
 
@@ -266,14 +312,15 @@ def _interleaved(
     before: dict[str, Any] = {}
     for i in range(config.warmup + config.requests):
         if i == config.warmup:
-            before = _stats(stats, name, version)
+            before = _stats(stats, name, version, config.timeout_s)
         rng.shuffle(order)
         for path, call in order:
             start = time.perf_counter()
             call()
             if i >= config.warmup:
                 latencies[path].append(time.perf_counter() - start)
-    server = _server_us(before, _stats(stats, name, version), name, version, config, len(calls))
+    after = _stats(stats, name, version, config.timeout_s)
+    server = _server_us(before, after, name, version, config, len(calls))
     return [_probe(name, "served", path, values, server) for path, values in latencies.items()]
 
 
@@ -293,22 +340,27 @@ def _served_aio(
         async with grpc.aio.insecure_channel(url) as channel:
             infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
             # The snapshot is a blocking call between requests, outside every timed one.
-            snapshot = lambda: before.append(_stats(stats, name, version))  # noqa: E731
-            return await _timed_async(lambda: infer(request), config, snapshot)
+            snapshot = lambda: before.append(_stats(stats, name, version, config.timeout_s))  # noqa: E731
+            return await _timed_async(lambda: infer(request, timeout=config.timeout_s), config, snapshot)
 
     latencies = asyncio.run(run())
-    after = _stats(stats, name, version)
+    after = _stats(stats, name, version, config.timeout_s)
     return _probe(name, "served", "aio", latencies, _server_us(before[0], after, name, version, config))
 
 
-def _stats(client: grpcclient.InferenceServerClient, name: str, version: str) -> dict[str, Any]:
+def _stats(
+    client: grpcclient.InferenceServerClient, name: str, version: str, timeout_s: float
+) -> dict[str, Any]:
     """The model's statistics once its success count has settled: Triton counts a request just
     after sending its response, so the one that just returned may not be in yet (a loaded machine
     showed 101 counted for 100 sent)."""
-    stats: dict[str, Any] = client.get_inference_statistics(name, version, as_json=True)
+    ask = functools.partial(
+        client.get_inference_statistics, name, version, as_json=True, client_timeout=timeout_s
+    )
+    stats: dict[str, Any] = ask()
     while True:
         time.sleep(_SETTLE_S)
-        again: dict[str, Any] = client.get_inference_statistics(name, version, as_json=True)
+        again: dict[str, Any] = ask()
         if server_delta(stats, again, name, version)["requests"] == 0:
             return again
         stats = again

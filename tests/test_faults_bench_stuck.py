@@ -1,7 +1,7 @@
 """A server that stops answering during a bench (a hung GPU, a deadlocked stub; here paused with
-SIGSTOP): the bench ends with one line that names it, within its deadline (`WindowRule.answer_s`),
-instead of waiting forever. (A socket that never answers, for one request and for a load worker:
-tests/test_bench.py.)"""
+SIGSTOP): the bench ends with one line that names it, within its deadline (`WindowRule.answer_s`;
+`bench floor`: `--timeout-s`), instead of waiting forever. (A socket that never answers, for one
+request and for a load worker: tests/test_bench.py.)"""
 
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tritonclient.grpc as grpcclient
 
 from tests.conftest import ServerFactory
 from tests.reference_models import write_reference_models
 from tritonstack.benchmarks.config import WindowRule
+from tritonstack.benchmarks.floor import FloorConfig, _served_probes, _write_identity
+from tritonstack.benchmarks.targets import local_targets
+from tritonstack.errors import ServeError
 from tritonstack.serve import TritonServer
 
 RULE = ["--window-s", "0.25", "--max-cell-s", "1", "--min-window-requests", "5", "--pool-size", "4"]
@@ -60,3 +64,38 @@ def test_a_server_paused_mid_bench_ends_the_bench_in_one_line(served: TritonServ
     answer = f"(asking Triton's statistics|a request) got no answer within {ANSWER_S:g} s"
     assert re.search(f"error: two_tower_onnx version 1: {answer}: the server stopped answering", err)
     assert ANSWER_S <= waited < ANSWER_S + 15
+
+
+@pytest.mark.timeout(60)
+def test_a_server_paused_mid_floor_ends_it_in_one_line(
+    triton_server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """`bench floor`'s probes, each client in turn (gRPC's stub, tritonclient, ours, the asyncio
+    stub, the statistics), against its server paused after the first probe. Before the probes had
+    deadlines this hung until the test's own limit."""
+    repo = tmp_path / "repo"
+    write_reference_models(repo, tmp_path, ("two_tower",), max_batch_size=8)
+    _write_identity(repo)
+    server = triton_server_factory(repo)
+    config = FloorConfig(("two_tower_onnx",), repo, tmp_path / "out", requests=100, warmup=5, timeout_s=2)
+    paused: list[float] = []
+
+    def pause(step: str) -> None:
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        paused.append(time.monotonic())
+
+    stats = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        with pytest.raises(ServeError) as err:
+            _served_probes(config, server.grpc_url, stats, local_targets(repo, config.models), pause)
+        waited = time.monotonic() - paused[0]
+    finally:
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGCONT)
+        stats.close()
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"bench floor: two_tower_onnx served: Triton at {server.grpc_url} gave no")
+    assert "within 2 s" in message and "--timeout-s" in message
+    assert waited < 2 + 10

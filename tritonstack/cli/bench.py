@@ -94,6 +94,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--idle-ms", type=float, default=1.0, help="pause between in-process calls of the idle probe"
     )
     floor.add_argument("--batch-size", type=int, default=1, help="rows per request of the models' probes")
+    floor.add_argument(
+        "--timeout-s",
+        type=float,
+        default=60.0,
+        help="longest wait for any one answer from Triton (default: 60)",
+    )
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -193,6 +199,7 @@ def _floor(args: argparse.Namespace, console: Console) -> int:
         warmup=args.warmup,
         idle_ms=args.idle_ms,
         batch_size=args.batch_size,
+        timeout_s=args.timeout_s,
     )
     with console.status("floor") as status:
         results = run_floor(config, lambda what: status.update(f"floor: {what} done"))
