@@ -74,17 +74,16 @@ class FloorConfig:
     timeout_s: float = 60.0  # the longest wait for any one answer from Triton
 
     def __post_init__(self) -> None:
-        if (
-            self.requests < 100
-            or self.warmup < 0
-            or self.idle_ms < 0
-            or self.batch_size < 1
-            or not self.timeout_s > 0
-        ):
-            raise UsageError(
-                "--requests must be at least 100, --batch-size at least 1, --timeout-s above 0, "
-                "--warmup and --idle-ms not negative"
-            )
+        rules = [
+            (self.requests >= 100, f"--requests {self.requests}: at least 100 are needed for a p99"),
+            (self.warmup >= 0, f"--warmup {self.warmup}: must not be negative"),
+            (self.idle_ms >= 0, f"--idle-ms {self.idle_ms:g}: must not be negative"),
+            (self.batch_size >= 1, f"--batch-size {self.batch_size}: must be at least 1"),
+            (self.timeout_s > 0, f"--timeout-s {self.timeout_s:g}: must be above 0"),
+        ]
+        for ok, problem in rules:
+            if not ok:
+                raise UsageError(problem)
 
 
 def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None) -> dict[str, Any]:

@@ -597,9 +597,19 @@ def test_report_of_an_open_loop_run(tmp_path: Path) -> None:
     assert "send_lag_p99_ms" in (tmp_path / "results.md").read_text()
 
 
-def test_floor_needs_enough_requests(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "floor", "--requests", "10"]) == 2
-    assert "--requests must be at least 100" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--requests", "10"], "--requests 10: at least 100 are needed for a p99"),
+        (["--timeout-s", "0"], "--timeout-s 0: must be above 0"),
+        (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    ],
+)
+def test_floor_options_are_checked_one_by_one(
+    capsys: pytest.CaptureFixture[str], option: list[str], message: str
+) -> None:
+    assert main(["bench", "floor", *option]) == 2
+    assert capsys.readouterr().err == f"tritonstack bench: error: {message}\n"
 
 
 @pytest.mark.server
