@@ -152,12 +152,13 @@ class BatchedModel:
         if not good:
             return [self._error(t) for t in tensors if isinstance(t, Exception)]
         try:
-            on_device = self.device_run is not None and self.takes_device_path(good)
+            device_run = self.device_run if self.device_run and self.takes_device_path(good) else None
+            on_device = device_run is not None
             feeds = self._device_feeds(good) if on_device else [[self._to_host(t) for t in r] for r in good]
             join = _device_join() if on_device else np.concatenate
             batch = feeds[0] if len(feeds) == 1 else [join(parts) for parts in zip(*feeds, strict=True)]
-            run = self.device_run if on_device and self.device_run else self._run
-            rows = iter(split_rows(self._outputs(run(batch), on_device), [f[0].shape[0] for f in feeds]))
+            outputs = self._outputs((device_run or self._run)(batch), on_device)
+            rows = iter(split_rows(outputs, [f[0].shape[0] for f in feeds]))
         except Exception as exc:  # fails every request of the batch, as Triton's native backends do
             return [self._error(t if isinstance(t, Exception) else exc) for t in tensors]
         return [self._error(t) if isinstance(t, Exception) else self._response(next(rows)) for t in tensors]
