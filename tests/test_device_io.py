@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from tests.conftest import ServerFactory
-from tritonstack.client import InferRequest, TritonClient
+from tritonstack.client import ClientError, InferRequest, TritonClient
+from tritonstack.client._shm import shm_pool
+from tritonstack.export.deployment import DeploymentOptions, Device
 from tritonstack.export.formats import ExportOptions
 from tritonstack.export.onnx import export as export_onnx
 from tritonstack.export.repository import build_config, write_version
@@ -201,3 +203,61 @@ def test_the_device_path_can_be_switched_off_for_a_comparison(monkeypatch: pytes
     assert device.enabled()
     monkeypatch.setenv("TRITONSTACK_DEVICE_IO", "0")
     assert not device.enabled()
+
+
+def _gpu_serving_missing() -> str | None:
+    """Why a GPU instance cannot be served and fed from CUDA shared memory here, or None."""
+    if not torch.cuda.is_available():
+        return "needs an NVIDIA GPU"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "needs onnxruntime-gpu"
+    try:
+        shm_pool("cuda")
+    except ClientError as exc:
+        return str(exc)
+    return None
+
+
+GPU_SERVING_MISSING = _gpu_serving_missing()
+
+
+@pytest.fixture(scope="module")
+def gpu_url(
+    triton_server_factory: ServerFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+    artifacts: tuple[Path, Path, Mixed],
+) -> Iterator[str]:
+    """Both artifacts on KIND_GPU instances of our real backends."""
+    scripted, onnx, _ = artifacts
+    repo = tmp_path_factory.mktemp("gpu_repo")
+    gpu = DeploymentOptions(device=Device.GPU)
+    for fmt, artifact in ((Format.ONNX, onnx), (Format.TORCHSCRIPT, scripted)):
+        name = f"mixed_{fmt.value}"
+        config = build_config(replace(SPEC, name=name), fmt, gpu)
+        write_version(repo, name, config, {fmt.filename: artifact})
+    server = triton_server_factory(repo)
+    yield server.grpc_url
+    server.stop()
+
+
+@pytest.mark.gpu
+@pytest.mark.server
+@pytest.mark.skipif(GPU_SERVING_MISSING is not None, reason=f"{GPU_SERVING_MISSING}")
+@pytest.mark.parametrize("fmt", [Format.ONNX, Format.TORCHSCRIPT])
+def test_a_gpu_instance_answers_alike_from_host_and_gpu_memory(
+    gpu_url: str, artifacts: tuple[Path, Path, Mixed], fmt: Format
+) -> None:
+    """Requests in the gRPC messages take the host path, requests in CUDA shared memory the DLPack
+    path (serve/batching.py): both answer as PyTorch does, alone and batched together."""
+    model, name = artifacts[2], f"mixed_{fmt.value}"
+    requests = [SPEC.random_inputs(batch, seed=batch) for batch in (1, 3, 8, 2, 5, 4)]
+    with (
+        TritonClient(gpu_url, timeout=60) as host,
+        TritonClient(gpu_url, timeout=60, use_shared_memory="cuda") as gpu,
+    ):
+        for client in (host, gpu):
+            results = client.infer_many([InferRequest(name, r) for r in requests], concurrency=6)
+            for inputs, result in zip(requests, results, strict=True):
+                assert isinstance(result, dict)
+                for output, want in zip(SPEC.output_names, _expected(model, inputs), strict=True):
+                    np.testing.assert_allclose(result[output], want, rtol=1e-4, atol=1e-5)
