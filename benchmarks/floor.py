@@ -44,7 +44,7 @@ from tritonstack.benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
 from tritonstack.benchmarks.suite import environment
 from tritonstack.benchmarks.targets import BenchTarget, check_batch_sizes, local_targets
 from tritonstack.client import TritonClient
-from tritonstack.errors import DeadlineExceeded, ServeError, UsageError
+from tritonstack.errors import ClientError, DeadlineExceeded, ServeError, UsageError, first_line
 from tritonstack.export.repository import write_config
 from tritonstack.serve import TritonServer
 from tritonstack.spec import Array, ModelSpec, TensorSpec, wire_dtype
@@ -100,6 +100,11 @@ def run_floor(config: FloorConfig, step: Callable[[str], None] = lambda _: None)
                 probes += _served_probes(config, server.grpc_url, stats, targets, step)
                 with _answered(server.grpc_url, config.timeout_s, "server metadata"):
                     server_metadata = stats.get_server_metadata(as_json=True, client_timeout=config.timeout_s)
+            except ServeError as exc:
+                code = server.exit_code()
+                if code is None:
+                    raise
+                raise ServeError(f"{exc}; Triton exited (code {code}), its log: {server.log_path}") from exc
             finally:
                 stats.close()
     return {
@@ -168,16 +173,17 @@ def _served_probes(
 
 @contextlib.contextmanager
 def _answered(url: str, timeout_s: float, probe: str) -> Iterator[None]:
-    """A call past its deadline, from any of the probes' clients, as one line naming the probe."""
+    """A failed call, from any of the probes' clients (a deadline passed, the server gone), as one
+    line naming the probe."""
     try:
         yield
-    except (grpc.RpcError, InferenceServerException, DeadlineExceeded) as exc:
-        if not _past_deadline(exc):
-            raise
-        raise ServeError(
-            f"bench floor: {probe}: Triton at {url} gave no answer within {timeout_s:g} s: the server "
-            "stopped answering (stuck, paused or overloaded); check its log, or raise --timeout-s"
-        ) from exc
+    except (grpc.RpcError, InferenceServerException, ClientError) as exc:
+        if _past_deadline(exc):
+            raise ServeError(
+                f"bench floor: {probe}: Triton at {url} gave no answer within {timeout_s:g} s: the server "
+                "stopped answering (stuck, paused or overloaded); check its log, or raise --timeout-s"
+            ) from exc
+        raise ServeError(f"bench floor: {probe}: Triton at {url} failed: {_reason(exc)}") from exc
 
 
 def _past_deadline(exc: Exception) -> bool:
@@ -186,6 +192,13 @@ def _past_deadline(exc: Exception) -> bool:
     if isinstance(exc, grpc.RpcError):
         return bool(exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED)
     return isinstance(exc, InferenceServerException) and "DEADLINE_EXCEEDED" in str(exc.status())
+
+
+def _reason(exc: Exception) -> str:
+    """What a client's failure says, on one line."""
+    if isinstance(exc, grpc.RpcError):
+        return f"{exc.code().name}: {' '.join(str(exc.details()).split())}"
+    return " ".join(first_line(exc).split())
 
 
 def _write_identity(repo: Path) -> None:

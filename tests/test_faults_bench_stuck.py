@@ -1,7 +1,8 @@
 """A server that stops answering during a bench (a hung GPU, a deadlocked stub; here paused with
 SIGSTOP): the bench ends with one line that names it, within its deadline (`WindowRule.answer_s`;
-`bench floor`: `--timeout-s`), instead of waiting forever. (A socket that never answers, for one
-request and for a load worker: tests/test_bench.py.)"""
+`bench floor`: `--timeout-s`), instead of waiting forever; one killed mid-floor ends it with one
+line naming Triton's log. (A socket that never answers, for one request and for a load worker:
+tests/test_bench.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ import tritonclient.grpc as grpcclient
 from tests.conftest import ServerFactory
 from tests.reference_models import write_reference_models
 from tritonstack.benchmarks.config import WindowRule
-from tritonstack.benchmarks.floor import FloorConfig, _served_probes, _write_identity
+from tritonstack.benchmarks.floor import FloorConfig, _served_probes, _write_identity, run_floor
 from tritonstack.benchmarks.targets import local_targets
 from tritonstack.errors import ServeError
 from tritonstack.serve import TritonServer
@@ -99,3 +100,40 @@ def test_a_server_paused_mid_floor_ends_it_in_one_line(
     assert message.startswith(f"bench floor: two_tower_onnx served: Triton at {server.grpc_url} gave no")
     assert "within 2 s" in message and "--timeout-s" in message
     assert waited < 2 + 10
+
+
+def _killing_triton_of(repo: Path) -> Callable[[str], None]:
+    """A floor step callback that, after the first served probe, SIGKILLs the Triton this process
+    started on `repo` (as the OOM killer would)."""
+
+    def kill(step: str) -> None:
+        if step != "gRPC and identity":
+            return
+        pattern = f"tritonserver --model-repository={repo.resolve()}"
+        found = subprocess.run(
+            ["pgrep", "-P", str(os.getpid()), "-f", pattern], capture_output=True, text=True
+        )
+        (pid,) = found.stdout.split()
+        os.kill(int(pid), signal.SIGKILL)
+
+    return kill
+
+
+@pytest.mark.server
+@pytest.mark.timeout(120)
+def test_triton_killed_mid_floor_is_one_line_naming_its_log(tmp_path: Path) -> None:
+    """Before, gRPC's UNAVAILABLE surfaced as a traceback and "a bug in tritonstack"."""
+    repo = tmp_path / "repo"
+    write_reference_models(repo, tmp_path, ("two_tower",), max_batch_size=8)
+    config = FloorConfig(("two_tower_onnx",), repo, tmp_path / "out", requests=100, warmup=5, timeout_s=10)
+    with pytest.raises(ServeError) as err:
+        run_floor(config, _killing_triton_of(repo))
+    message = str(err.value)
+    assert "\n" not in message
+    pattern = (
+        r"bench floor: two_tower_onnx served: Triton at \S+ failed: .+; "
+        r"Triton exited \(code -9\), its log: (\S+)"
+    )
+    found = re.fullmatch(pattern, message)
+    assert found is not None, message
+    assert Path(found.group(1)).is_file()
