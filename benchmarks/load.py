@@ -143,13 +143,17 @@ class ServedModel:
 
     @contextlib.asynccontextmanager
     async def _answered(self, what: str) -> AsyncIterator[None]:
-        """tritonclient's deadline error as the bench's one line."""
+        """tritonclient's errors (a deadline passed, the server gone) as the bench's one line."""
         try:
             yield
         except InferenceServerException as exc:
-            if "DEADLINE_EXCEEDED" not in str(exc.status()):
-                raise
-            raise _no_answer(f"{self.model} version {self.version}", what, self.timeout_s) from exc
+            status = str(exc.status() or "").removeprefix("StatusCode.")
+            if status == "DEADLINE_EXCEEDED":
+                raise _no_answer(f"{self.model} version {self.version}", what, self.timeout_s) from exc
+            message = " ".join(str(exc.message() or exc).split())
+            raise ServeError(
+                f"{self.model} version {self.version}: {what} failed: {status}: {message}"
+            ) from exc
 
 
 # (completion time, latency from when the request was due, how late it was sent), perf_counter seconds

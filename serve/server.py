@@ -210,7 +210,10 @@ class TritonServer:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        code = self.exit_code()  # before stop(): whether Triton had already exited on its own
         self.stop()
+        if isinstance(exc, ServeError) and code is not None:  # the likely cause, and where to look
+            raise ServeError(f"{exc}; Triton exited (code {code}), its log: {self.log_path}") from exc
 
     def start(self) -> TritonServer:
         """Launch Triton and wait until it and every model are ready; raise a `ServeError` if not."""

@@ -20,8 +20,9 @@ import tritonclient.grpc as grpcclient
 
 from tests.conftest import ServerFactory
 from tests.reference_models import write_reference_models
-from tritonstack.benchmarks.config import WindowRule
+from tritonstack.benchmarks.config import BenchConfig, WindowRule
 from tritonstack.benchmarks.floor import FloorConfig, _served_probes, _write_identity, run_floor
+from tritonstack.benchmarks.suite import run_suite
 from tritonstack.benchmarks.targets import local_targets
 from tritonstack.errors import ServeError
 from tritonstack.serve import TritonServer
@@ -102,12 +103,12 @@ def test_a_server_paused_mid_floor_ends_it_in_one_line(
     assert waited < 2 + 10
 
 
-def _killing_triton_of(repo: Path) -> Callable[[str], None]:
-    """A floor step callback that, after the first served probe, SIGKILLs the Triton this process
-    started on `repo` (as the OOM killer would)."""
+def _killing_triton_of(repo: Path, after: str) -> Callable[..., None]:
+    """A step callback that, after the step `after`, SIGKILLs the Triton this process started on
+    `repo` (as the OOM killer would)."""
 
-    def kill(step: str) -> None:
-        if step != "gRPC and identity":
+    def kill(step: str, *_: object) -> None:
+        if step != after:
             return
         pattern = f"tritonserver --model-repository={repo.resolve()}"
         found = subprocess.run(
@@ -127,7 +128,7 @@ def test_triton_killed_mid_floor_is_one_line_naming_its_log(tmp_path: Path) -> N
     write_reference_models(repo, tmp_path, ("two_tower",), max_batch_size=8)
     config = FloorConfig(("two_tower_onnx",), repo, tmp_path / "out", requests=100, warmup=5, timeout_s=10)
     with pytest.raises(ServeError) as err:
-        run_floor(config, _killing_triton_of(repo))
+        run_floor(config, _killing_triton_of(repo, "gRPC and identity"))
     message = str(err.value)
     assert "\n" not in message
     pattern = (
@@ -135,5 +136,23 @@ def test_triton_killed_mid_floor_is_one_line_naming_its_log(tmp_path: Path) -> N
         r"Triton exited \(code -9\), its log: (\S+)"
     )
     found = re.fullmatch(pattern, message)
+    assert found is not None, message
+    assert Path(found.group(1)).is_file()
+
+
+@pytest.mark.server
+@pytest.mark.timeout(120)
+def test_triton_killed_mid_bench_is_one_line_naming_its_log(tmp_path: Path) -> None:
+    """The bench's embedded Triton killed after the first cell: the next cell's failure says that
+    Triton exited and where its log is."""
+    repo = tmp_path / "repo"
+    write_reference_models(repo, tmp_path, ("two_tower",), max_batch_size=8)
+    rule = WindowRule(window_s=0.25, max_cell_s=1, min_requests=5)
+    config = BenchConfig(("two_tower_onnx",), (2,), (1, 2), repo=repo, out=tmp_path / "out", rule=rule)
+    with pytest.raises(ServeError) as err:
+        run_suite(config, _killing_triton_of(repo, "two_tower_onnx batch 2 concurrency 1"))
+    message = str(err.value)
+    assert "\n" not in message
+    found = re.fullmatch(r"two_tower_onnx version 1\b.+; Triton exited \(code -9\), its log: (\S+)", message)
     assert found is not None, message
     assert Path(found.group(1)).is_file()
