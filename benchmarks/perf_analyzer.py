@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from tritonstack.benchmarks.config import SharedMemory
 from tritonstack.benchmarks.inputs import request_bytes
-from tritonstack.errors import BinaryNotFound, TritonstackError, UsageError
+from tritonstack.errors import BinaryNotFound, ServeError, UsageError
 from tritonstack.serve.binary import find_triton
 from tritonstack.spec import ModelSpec
 
@@ -278,12 +278,12 @@ def run(
         if not stable:
             throughput = last_pass_throughput(output.stdout)
             if _UNSTABLE not in output.stdout + output.stderr or throughput is None:
-                raise TritonstackError(f"perf_analyzer failed on {spec.name}: {_reason(output)}")
+                raise ServeError(f"perf_analyzer failed on {spec.name}: {_reason(output)}")
             requests = throughput / batch_size * settings.measurement_interval_ms / 1000
             argv += ["--request-count", str(max(10, math.ceil(requests * settings.max_trials)))]
             output = _perf_analyzer(analyzer, argv, settings.timeout_s)
             if output.returncode != 0:
-                raise TritonstackError(f"perf_analyzer failed on {spec.name}: {_reason(output)}")
+                raise ServeError(f"perf_analyzer failed on {spec.name}: {_reason(output)}")
         (row,) = read_csv(csv_path)
     return {
         **from_csv_row(row, batch_size),
@@ -314,7 +314,7 @@ def _perf_analyzer(
         except subprocess.TimeoutExpired as exc:
             _stop(process)
             model, url = argv[argv.index("-m") + 1], argv[argv.index("-u") + 1]
-            raise TritonstackError(
+            raise ServeError(
                 f"perf_analyzer on {model} did not finish in {timeout_s:g} s and was stopped: is the server "
                 f"at {url} answering? Its command: {' '.join(argv)}"
             ) from exc

@@ -19,7 +19,7 @@ from tests.reference_models import write_reference_models
 from tritonstack.benchmarks import perf_analyzer
 from tritonstack.benchmarks.inputs import request_bytes
 from tritonstack.client import TritonClient, check_request
-from tritonstack.errors import TritonstackError
+from tritonstack.errors import ServeError
 from tritonstack.spec import ModelSpec, read_config
 
 pytestmark = pytest.mark.server
@@ -147,7 +147,7 @@ def test_a_server_that_never_answers_stops_perf_analyzer(
     with socket.create_server(("127.0.0.1", 0)) as silent:
         url = f"127.0.0.1:{silent.getsockname()[1]}"
         started = time.monotonic()
-        with pytest.raises(TritonstackError, match=f"did not finish in {settings.timeout_s:g} s"):
+        with pytest.raises(ServeError, match=f"did not finish in {settings.timeout_s:g} s"):
             perf_analyzer.run(analyzer, url, spec, batch_size=8, concurrency=2, settings=settings)
     assert time.monotonic() - started < settings.timeout_s + 10  # SIGINT, then SIGKILL after 5 s
 
