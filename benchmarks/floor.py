@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import random
 import tempfile
 import time
@@ -40,11 +39,19 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tritonstack.benchmarks.in_process import artifact_runner, torch_threads
+from tritonstack.benchmarks.saving import save_json, why
 from tritonstack.benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
 from tritonstack.benchmarks.suite import environment
 from tritonstack.benchmarks.targets import BenchTarget, check_batch_sizes, local_targets
 from tritonstack.client import TritonClient
-from tritonstack.errors import ClientError, DeadlineExceeded, ServeError, UsageError, first_line
+from tritonstack.errors import (
+    ClientError,
+    DeadlineExceeded,
+    ServeError,
+    TritonstackError,
+    UsageError,
+    first_line,
+)
 from tritonstack.export.repository import write_config
 from tritonstack.serve import TritonServer
 from tritonstack.spec import Array, ModelSpec, TensorSpec, wire_dtype
@@ -436,8 +443,11 @@ def layers_table(results: dict[str, Any]) -> str:
 
 
 def write_floor(results: dict[str, Any], out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
+    """floor.json first (benchmarks.saving: a disk that is full keeps the measurements), then floor.md."""
     json_path, md_path = out / "floor.json", out / "floor.md"
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text(floor_table(results))
+    save_json(results, json_path, f"free some space and copy it to {json_path}")
+    try:
+        md_path.write_text(floor_table(results))
+    except OSError as exc:
+        raise TritonstackError(f"{json_path} is written, {md_path} is not ({why(exc)})") from exc
     return [json_path, md_path]

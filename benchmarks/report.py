@@ -18,8 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from tritonstack.benchmarks.perf_analyzer import write_csv  # noqa: E402
+from tritonstack.benchmarks.saving import save_json, why  # noqa: E402
 from tritonstack.benchmarks.stats import PERCENTILES, SERVER_PHASES  # noqa: E402
-from tritonstack.errors import UsageError  # noqa: E402
+from tritonstack.errors import TritonstackError, UsageError  # noqa: E402
 
 COLUMNS = (
     "model", "format", "served_by", "load_generator", "batch_size", "mode", "level", "stable", "mean_ms",
@@ -61,20 +62,31 @@ def read_results(path: Path) -> dict[str, Any]:
 
 
 def write_all(results: dict[str, Any], out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    with (out / "results.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows(row(c) for c in results["cells"])
-    (out / "results.md").write_text(markdown(results))
-    write_perf_analyzer_csvs(results["cells"], out / "perf_analyzer")
-    plots = {name: draw(results) for name, draw in PLOTS.items()}
-    for name, figure in plots.items():
-        figure.savefig(out / f"{name}.png", dpi=90)
-    (out / "report.html").write_text(report_html(results, plots))
-    for figure in plots.values():
-        plt.close(figure)
+    """results.json first (benchmarks.saving: a disk that is full keeps the measurements), then
+    the files made from it, which `tritonstack bench report` can make again."""
+    json_path = out / "results.json"
+    report = f"`tritonstack bench report {json_path}`"
+    save_json(results, json_path, f"free some space, copy it to {json_path} and run {report}")
+    try:
+        with (out / "results.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(row(c) for c in results["cells"])
+        (out / "results.md").write_text(markdown(results))
+        write_perf_analyzer_csvs(results["cells"], out / "perf_analyzer")
+        plots = {name: draw(results) for name, draw in PLOTS.items()}
+        try:
+            for name, figure in plots.items():
+                figure.savefig(out / f"{name}.png", dpi=90)
+            (out / "report.html").write_text(report_html(results, plots))
+        finally:
+            for figure in plots.values():
+                plt.close(figure)
+    except OSError as exc:
+        raise TritonstackError(
+            f"{json_path} is written, the files made from it are not ({why(exc)}): free some space and run "
+            f"{report}"
+        ) from exc
     return sorted(out.iterdir())
 
 
