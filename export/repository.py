@@ -239,8 +239,8 @@ def replace_file(path: Path, data: bytes, staging: Path | None = None) -> None:
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            if exc.errno != errno.EXDEV or staging is None:
-                raise
+            if exc.errno != errno.EXDEV or staging is None:  # a full disk: the error names the file
+                raise OSError(exc.errno, exc.strerror, exc.filename or str(path)) from exc
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

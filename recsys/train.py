@@ -9,6 +9,7 @@ The checkpoint holds only tensors, dicts, lists and plain scalars, so it loads w
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 import time
@@ -138,15 +139,22 @@ def _progress_bar(enabled: bool, name: str, steps: int) -> Iterator[Callable[[fl
 
 
 def _save_atomically(obj: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see a partial file."""
+    """Serialized in memory (torch.save into a file that fails midway raises its zip writer's
+    RuntimeError, not the OSError), written to a temporary file beside `path`, then renamed:
+    readers never see a partial file, and a full disk is an OSError naming `path`."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

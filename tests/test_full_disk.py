@@ -1,6 +1,8 @@
-"""The bench's results on a disk that fills up (a real, small tmpfs): results.json is written
+"""Commands on a disk that fills up (a real, small tmpfs). The bench's results.json is written
 atomically and first, so a full disk never leaves half of it; when it cannot be written at all, a
-copy goes to the temporary folder and one line says where, so a long run is never lost."""
+copy goes to the temporary folder and one line says where, so a long run is never lost. A
+checkpoint that does not fit is one line naming it, with nothing left behind. (The export's
+staging on a full disk: tests/test_repository.py.)"""
 
 from __future__ import annotations
 
@@ -74,3 +76,12 @@ def test_results_written_before_the_disk_fills_are_whole(
         f"space left on device): free some space and run `tritonstack bench report {out / 'results.json'}`\n"
     )
     assert json.loads((out / "results.json").read_text()) == json.loads(RESULTS.read_text())
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_line(
+    small_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = small_disk / "two_tower.pt"
+    assert main(["train", "--arch", "two_tower", "--steps", "2", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"tritonstack train: error: {out}: No space left on device\n"
+    assert list(small_disk.iterdir()) == []  # no temporary file left
