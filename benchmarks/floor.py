@@ -445,7 +445,7 @@ def layers_table(results: dict[str, Any]) -> str:
 def write_floor(results: dict[str, Any], out: Path) -> list[Path]:
     """floor.json first (benchmarks.saving: a disk that is full keeps the measurements), then floor.md."""
     json_path, md_path = out / "floor.json", out / "floor.md"
-    save_json(results, json_path, f"free some space and copy it to {json_path}")
+    save_json(results, json_path, f"copy it to {json_path}")
     try:
         md_path.write_text(floor_table(results))
     except OSError as exc:

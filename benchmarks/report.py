@@ -66,7 +66,7 @@ def write_all(results: dict[str, Any], out: Path) -> list[Path]:
     the files made from it, which `tritonstack bench report` can make again."""
     json_path = out / "results.json"
     report = f"`tritonstack bench report {json_path}`"
-    save_json(results, json_path, f"free some space, copy it to {json_path} and run {report}")
+    save_json(results, json_path, f"copy it to {json_path} and run {report}")
     try:
         with (out / "results.csv").open("w", newline="") as f:
             writer = csv.DictWriter(f, COLUMNS)

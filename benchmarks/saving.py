@@ -11,12 +11,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritonstack.errors import TritonstackError
+from tritonstack.errors import TritonstackError, UsageError
 from tritonstack.export.repository import replace_file
 
 
+def check_folder(out: Path, option: str = "--out") -> None:
+    """Refuse, before anything is measured, a results folder that cannot be made or written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {out}: {why(exc)}: pass a folder this user can write") from exc
+
+
 def save_json(document: dict[str, Any], path: Path, then: str) -> None:
-    """`document` as JSON at `path`; `then` tells the user what to do with a copy kept elsewhere."""
+    """`document` as JSON at `path`; `then` tells the user what to do with a copy kept elsewhere,
+    once `path` can be written."""
     data = (json.dumps(document, indent=1) + "\n").encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,7 +42,8 @@ def save_json(document: dict[str, Any], path: Path, then: str) -> None:
                 f"cannot write {path} ({why(exc)}), nor a copy in {kept.parent}: the measurements are lost"
             ) from exc
         raise TritonstackError(
-            f"cannot write {path} ({why(exc)}): the measurements are kept in {kept}; {then}"
+            f"cannot write {path} ({why(exc)}): the measurements are kept in {kept}; once it can be "
+            f"written, {then}"
         ) from exc
 
 

@@ -724,3 +724,17 @@ def test_process_load_holds_nothing_back_at_a_cut(bench_run: tuple[Path, dict[st
     assert all(batch for _, batch in batches[:-1])
     for (called, _), (_, later) in itertools.pairwise(batches):
         assert all(t >= called for t, _, _ in later), "a completion from before the cut came late"
+
+
+@pytest.mark.parametrize("command", [["bench"], ["bench", "floor"]])
+def test_an_out_folder_that_cannot_be_written_is_refused_before_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """Before, a run measured for its whole length and then failed to write its results. (The
+    repository does not exist either: the folder is checked first, before any work.)"""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    out = blocked / "out"
+    assert main([*command, "--repo", str(tmp_path / "repo"), "--out", str(out)]) == 2
+    error = f"--out {out}: Not a directory: pass a folder this user can write"
+    assert capsys.readouterr().err == f"tritonstack bench: error: {error}\n"

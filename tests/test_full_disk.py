@@ -54,7 +54,7 @@ def test_results_that_cannot_be_written_are_kept_elsewhere(
     (kept,) = kept_in.glob("tritonstack-results-*.json")
     assert err == (
         f"tritonstack bench: error: cannot write {out / 'results.json'} (No space left on device): the "
-        f"measurements are kept in {kept}; free some space, copy it to {out / 'results.json'} and run "
+        f"measurements are kept in {kept}; once it can be written, copy it to {out / 'results.json'} and run "
         f"`tritonstack bench report {out / 'results.json'}`\n"
     )
     assert json.loads(kept.read_text()) == json.loads(RESULTS.read_text())

@@ -130,6 +130,7 @@ def handler(args: argparse.Namespace) -> int:
         WindowRule,
         parse_list,
     )
+    from tritonstack.benchmarks.saving import check_folder
     from tritonstack.benchmarks.suite import run_suite
     from tritonstack.export.state import check_writable
 
@@ -152,6 +153,7 @@ def handler(args: argparse.Namespace) -> int:
     )
     if config.repo is not None:  # the latencies are recorded there: refuse before measuring, not after
         check_writable(config.repo)
+    check_folder(config.out)
     with _progress(console) as on_step:
         results = run_suite(config, on_step)
     written = write_all(results, config.out)
@@ -190,6 +192,7 @@ def _progress(console: Console) -> Iterator[OnStep]:
 
 def _floor(args: argparse.Namespace, console: Console) -> int:
     from tritonstack.benchmarks.floor import FloorConfig, layers_table, run_floor, write_floor
+    from tritonstack.benchmarks.saving import check_folder
 
     config = FloorConfig(
         models=_names(args.models),
@@ -201,6 +204,7 @@ def _floor(args: argparse.Namespace, console: Console) -> int:
         batch_size=args.batch_size,
         timeout_s=args.timeout_s,
     )
+    check_folder(config.out)
     with console.status("floor") as status:
         results = run_floor(config, lambda what: status.update(f"floor: {what} done"))
     written = write_floor(results, config.out)
