@@ -4,6 +4,7 @@ temporary folder, with one line saying where it is."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -16,13 +17,18 @@ from tritonstack.export.repository import replace_file
 
 
 def check_folder(out: Path, option: str = "--out") -> None:
-    """Refuse, before anything is measured, a results folder that cannot be made or written."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise UsageError(f"{option} {out}: {why(exc)}: pass a folder this user can write") from exc
+    """Refuse, before anything is measured, a results folder that could not be made or written
+    (nothing is created: a run that stops on another bad option leaves no folder behind)."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        problem = os.strerror(errno.ENOTDIR)
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = os.strerror(errno.EACCES)
+    else:
+        return
+    raise UsageError(f"{option} {out}: {problem}: pass a folder this user can write")
 
 
 def save_json(document: dict[str, Any], path: Path, then: str) -> None:
