@@ -399,7 +399,12 @@ def test_cells_are_sane(bench_run: tuple[Path, dict[str, Any]]) -> None:
             assert "p50_ms" in cell["overhead"]
             assert ("p50_ms_vs_eager" in cell["overhead"]) == (cell["model"] == "two_tower")
         assert cell["overhead"]["throughput_ratio"] > 0
-        assert server["formed_batch"] >= cell["batch_size"], cell  # whole requests per execution
+        # Whole requests per execution. Triton's execution and sample counters are snapshotted
+        # while requests run and are not updated together: at a snapshot one execution may be in
+        # one counter and not yet the other, at most `level` requests of `batch_size` (a run on a
+        # loaded machine read 7.97 for batch 8).
+        samples = server["formed_batch"] * server["executions"]
+        assert samples >= cell["batch_size"] * (server["executions"] - cell["level"]), cell
         assert cell["overhead"]["formed_batch"] >= cell["batch_size"]
         assert cell["overhead"]["throughput_ratio_formed"] > 0
 
