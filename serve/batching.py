@@ -133,11 +133,12 @@ class BatchedModel:
         self._output_dtypes = [np.dtype(t.dtype) for t in spec.outputs]
         self._run = self.load(self._instance)
         self._to_host: Callable[[Any], Any] = lambda tensor: tensor.as_numpy()
-        if self._instance.gpu_id is not None:
-            from tritonstack.runtimes import device
+        if self._instance.gpu_id is not None or self.device_run is not None:
+            from tritonstack.runtimes import device  # torch: only where tensors may be on a GPU
 
             # A GPU instance may get inputs in GPU memory (FORCE_CPU_ONLY_INPUT_TENSORS=no).
             self._to_host = device.to_host
+            self._device = device
         dlpack = " (DLPack for inputs in GPU memory)" if self.device_run else ""
         log.info("%s: loaded %s%s", spec.name, self._instance.path, dlpack)
 
@@ -154,8 +155,9 @@ class BatchedModel:
         try:
             device_run = self.device_run if self.device_run and self.takes_device_path(good) else None
             on_device = device_run is not None
-            feeds = self._device_feeds(good) if on_device else [[self._to_host(t) for t in r] for r in good]
-            join = _device_join() if on_device else np.concatenate
+            to_feed = self._device.from_triton if on_device else self._to_host
+            feeds = [[to_feed(t) for t in request] for request in good]
+            join = self._device.join if on_device else np.concatenate
             batch = feeds[0] if len(feeds) == 1 else [join(parts) for parts in zip(*feeds, strict=True)]
             outputs = self._outputs((device_run or self._run)(batch), on_device)
             rows = iter(split_rows(outputs, [f[0].shape[0] for f in feeds]))
@@ -183,11 +185,6 @@ class BatchedModel:
             ordered.append(tensor)
         return ordered
 
-    def _device_feeds(self, requests: list[list[Any]]) -> list[list[Any]]:
-        from tritonstack.runtimes.device import from_triton
-
-        return [[from_triton(t) for t in request] for request in requests]
-
     def _outputs(self, results: Sequence[Any], on_device: bool) -> list[Any]:
         """The run's outputs, checked against the config's dtypes; torch tensors kept on the device path."""
         outputs = [o if on_device and not isinstance(o, np.ndarray) else np.asarray(o) for o in results]
@@ -214,13 +211,6 @@ class BatchedModel:
     def _error(self, exc: Exception) -> Any:
         message = f"{self._instance.spec.name}: {type(exc).__name__}: {first_line(exc)}"
         return self._pb.InferenceResponse(error=self._pb.TritonError(message))
-
-
-def _device_join() -> Callable[[Sequence[Any]], Any]:
-    """`device.join` (torch tensors, where they are), imported only where it runs: GPU instances."""
-    from tritonstack.runtimes.device import join
-
-    return join
 
 
 def _dtype(value: Any) -> np.dtype[Any]:
