@@ -44,6 +44,7 @@ from tritonstack.benchmarks.stats import SERVER_PHASES, latency_ms, server_delta
 from tritonstack.benchmarks.suite import environment
 from tritonstack.benchmarks.targets import BenchTarget, check_batch_sizes, local_targets
 from tritonstack.client import TritonClient
+from tritonstack.client._errors import grpc_failure
 from tritonstack.errors import (
     ClientError,
     DeadlineExceeded,
@@ -193,13 +194,15 @@ def _past_deadline(exc: Exception) -> bool:
         return True
     if isinstance(exc, grpc.RpcError):
         return bool(exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED)
-    return isinstance(exc, InferenceServerException) and "DEADLINE_EXCEEDED" in str(exc.status())
+    return isinstance(exc, InferenceServerException) and grpc_failure(exc)[0] == "DEADLINE_EXCEEDED"
 
 
 def _reason(exc: Exception) -> str:
     """What a client's failure says, on one line."""
     if isinstance(exc, grpc.RpcError):
         return f"{exc.code().name}: {' '.join(str(exc.details()).split())}"
+    if isinstance(exc, InferenceServerException):
+        return ": ".join(grpc_failure(exc))
     return " ".join(first_line(exc).split())
 
 

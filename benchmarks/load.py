@@ -25,6 +25,7 @@ from tritonstack.benchmarks.config import SharedMemory, WindowRule
 from tritonstack.benchmarks.prebuilt import Prebuilt, prebuilt
 from tritonstack.benchmarks.stats import server_delta
 from tritonstack.benchmarks.windows import Series, Window
+from tritonstack.client._errors import grpc_failure
 from tritonstack.client._wire import MODEL_INFER
 from tritonstack.errors import ServeError
 from tritonstack.spec import Array, ModelSpec
@@ -147,10 +148,9 @@ class ServedModel:
         try:
             yield
         except InferenceServerException as exc:
-            status = str(exc.status() or "").removeprefix("StatusCode.")
+            status, message = grpc_failure(exc)
             if status == "DEADLINE_EXCEEDED":
                 raise _no_answer(f"{self.model} version {self.version}", what, self.timeout_s) from exc
-            message = " ".join(str(exc.message() or exc).split())
             raise ServeError(
                 f"{self.model} version {self.version}: {what} failed: {status}: {message}"
             ) from exc

@@ -23,13 +23,17 @@ from tritonstack.errors import (
 _NOT_FOUND_MARKERS = ("unknown model", "is not found")
 
 
+def grpc_failure(exc: InferenceServerException) -> tuple[str, str]:
+    """tritonclient's failure as its gRPC status name ("UNAVAILABLE") and its message on one line."""
+    return str(exc.status() or "").removeprefix("StatusCode."), " ".join(str(exc.message() or exc).split())
+
+
 def to_client_error(
     exc: InferenceServerException, *, url: str, model: str | None = None, infer: bool = False
 ) -> ClientError:
     """The `ClientError` for a tritonclient failure; `infer` marks a failure of an inference call,
     where anything unrecognised means the server could not run an accepted request."""
-    status = str(exc.status() or "").removeprefix("StatusCode.")
-    message = " ".join(str(exc.message() or exc).split())
+    status, message = grpc_failure(exc)
     subject = f"model {model!r}" if model else "request"
     # NOT_FOUND also answers a shared memory region the server does not know (e.g. it restarted).
     if "shared memory region" in message:
